@@ -1,0 +1,176 @@
+"""Reading audio: any format soundfile decodes, to mono float32 at one rate, with checks.
+
+Every problem becomes an :class:`~emovox.errors.AudioError` whose message names the
+file and says what is wrong in one line, so a batch can report it and move on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from emovox.errors import AudioError
+
+#: Sample rate every feature extractor and model in emovox works at.
+DEFAULT_SAMPLE_RATE = 16_000
+#: Shortest utterance worth classifying, in seconds.
+MIN_DURATION = 0.1
+#: Peak amplitude under which a signal counts as digital silence.
+SILENCE_PEAK = 1e-4
+
+
+def check_signal(
+    signal: np.ndarray,
+    sample_rate: int,
+    source: str | Path = "<signal>",
+    min_duration: float = MIN_DURATION,
+    max_duration: float | None = None,
+) -> np.ndarray:
+    """Validate a decoded signal and return it as contiguous mono float32.
+
+    Parameters
+    ----------
+    signal : np.ndarray, shape (n,) or (n, channels)
+        Samples; multi-channel audio is averaged to mono.
+    sample_rate : int
+        Sampling rate of ``signal`` in Hz.
+    source : str or Path
+        Name used in error messages.
+    min_duration, max_duration : float
+        Allowed duration range in seconds (``max_duration=None``: no limit).
+
+    Returns
+    -------
+    np.ndarray, shape (n,), float32
+
+    Raises
+    ------
+    AudioError
+        Empty, too short, too long, non-finite or silent signals.
+    """
+    signal = np.asarray(signal)
+    if signal.ndim == 2:
+        signal = signal.mean(axis=1)
+    elif signal.ndim != 1:
+        raise AudioError(source, f"expected 1-D or 2-D audio, got {signal.ndim}-D array")
+    if not np.issubdtype(signal.dtype, np.floating):
+        # Integer PCM arrays: scale to [-1, 1) by their type's range.
+        if np.issubdtype(signal.dtype, np.integer):
+            signal = signal.astype(np.float32) / float(np.iinfo(signal.dtype).max + 1)
+        else:
+            raise AudioError(source, f"unsupported sample type {signal.dtype}")
+    signal = np.ascontiguousarray(signal, dtype=np.float32)
+    if sample_rate <= 0:
+        raise AudioError(source, f"invalid sample rate {sample_rate}")
+    if signal.size == 0:
+        raise AudioError(source, "no audio samples (empty or truncated file)")
+    duration = signal.size / sample_rate
+    if duration < min_duration:
+        raise AudioError(
+            source, f"too short: {duration:.3f} s, need at least {min_duration:g} s of audio"
+        )
+    if max_duration is not None and duration > max_duration:
+        raise AudioError(
+            source,
+            f"too long: {duration:.1f} s, limit is {max_duration:g} s "
+            "(split it, or use a timeline for long recordings)",
+        )
+    if not np.all(np.isfinite(signal)):
+        raise AudioError(source, "contains NaN or infinite samples")
+    if float(np.max(np.abs(signal))) < SILENCE_PEAK:
+        raise AudioError(source, "silent: no sample rises above digital silence")
+    return signal
+
+
+def resample(signal: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample a mono signal with soxr (high quality); a no-op when the rates match."""
+    if orig_sr == target_sr:
+        return signal
+    return soxr.resample(signal, orig_sr, target_sr, quality="HQ").astype(np.float32)
+
+
+def audio_info(path: str | Path) -> sf._SoundFileInfo:
+    """Return soundfile's header information, turning decoder errors into AudioError."""
+    path = Path(path)
+    _check_file(path)
+    try:
+        return sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as error:
+        raise AudioError(path, f"not a readable audio file ({_short(error)})") from None
+
+
+def load_audio(
+    path: str | Path,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    offset: float = 0.0,
+    duration: float | None = None,
+    min_duration: float = MIN_DURATION,
+    max_duration: float | None = None,
+) -> np.ndarray:
+    """Read an audio file as mono float32 at ``sample_rate``.
+
+    The format is detected from the content, not the extension, so a ``.wav`` that
+    is really AIFF or FLAC is read correctly. Any bit depth soundfile supports
+    (8/16/24/32-bit integer, float) is accepted.
+
+    Parameters
+    ----------
+    path : str or Path
+        Audio file.
+    sample_rate : int
+        Rate of the returned signal; the file is resampled with soxr if needed.
+    offset : float
+        Start reading this many seconds into the file.
+    duration : float, optional
+        Read at most this many seconds.
+    min_duration, max_duration : float
+        Allowed duration of the file (checked on the header before decoding when
+        possible, so a huge file is refused without reading it).
+
+    Returns
+    -------
+    np.ndarray, shape (n,), float32
+
+    Raises
+    ------
+    AudioError
+        With the path and the problem in a single line.
+    """
+    path = Path(path)
+    info = audio_info(path)
+    if info.frames == 0 or info.samplerate <= 0:
+        raise AudioError(path, "no audio samples (empty or truncated file)")
+    total = info.frames / info.samplerate
+    if max_duration is not None and total > max_duration:
+        raise AudioError(
+            path,
+            f"too long: {total:.1f} s, limit is {max_duration:g} s "
+            "(split it, or use a timeline for long recordings)",
+        )
+    start = int(round(offset * info.samplerate))
+    stop = None if duration is None else start + int(round(duration * info.samplerate))
+    try:
+        signal, file_sr = sf.read(str(path), start=start, stop=stop, dtype="float32",
+                                  always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, ValueError) as error:
+        raise AudioError(path, f"cannot decode audio ({_short(error)})") from None
+    signal = check_signal(signal, file_sr, path, min_duration=min_duration)
+    return resample(signal, file_sr, sample_rate)
+
+
+def _check_file(path: Path) -> None:
+    if not path.exists():
+        raise AudioError(path, "file not found")
+    if path.is_dir():
+        raise AudioError(path, "is a folder, not an audio file")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+
+
+def _short(error: Exception) -> str:
+    """First line of an exception's text, without the path soundfile repeats."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text.replace("Error opening", "").strip(" :") or type(error).__name__

@@ -1,0 +1,132 @@
+"""The utterance table every corpus adapter returns, and the adapter registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import soundfile as sf
+
+from emovox.errors import CorpusError
+
+#: Columns every utterance table has, in this order; adapters add extras after them.
+REQUIRED_COLUMNS: tuple[str, ...] = ("path", "emotion", "speaker", "gender", "corpus")
+
+#: File extensions soundfile can decode (lower case, with the dot).
+AUDIO_EXTENSIONS: frozenset[str] = frozenset(
+    "." + ext.lower() for ext in sf.available_formats()
+) | {".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif", ".opus"}
+
+
+@dataclass
+class Corpus:
+    """An utterance table plus the files that could not be parsed.
+
+    Attributes
+    ----------
+    table : pd.DataFrame
+        One row per utterance: ``path, emotion, speaker, gender, corpus`` and extras.
+        ``speaker`` is prefixed with the corpus name (``ravdess:01``) so speakers of
+        different corpora never collide.
+    failures : list of (str, str)
+        ``(path, reason)`` for every audio file the adapter found but could not parse.
+    """
+
+    table: pd.DataFrame
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def __add__(self, other: Corpus) -> Corpus:
+        table = pd.concat([self.table, other.table], ignore_index=True, sort=False)
+        return Corpus(table, self.failures + other.failures)
+
+
+def make_table(rows: list[dict], corpus: str) -> pd.DataFrame:
+    """Build an utterance table from row dicts, with the required columns first."""
+    if not rows:
+        return pd.DataFrame(columns=list(REQUIRED_COLUMNS))
+    table = pd.DataFrame(rows)
+    table["corpus"] = corpus
+    extras = [c for c in table.columns if c not in REQUIRED_COLUMNS]
+    table = table[list(REQUIRED_COLUMNS) + extras]
+    return table.sort_values("path", kind="stable").reset_index(drop=True)
+
+
+def iter_audio_files(root: Path) -> Iterator[Path]:
+    """Every file under ``root`` whose extension soundfile can read, sorted."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
+            yield path
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """A corpus reader: a name, a detector and a loader."""
+
+    name: str
+    detect: Callable[[Path], bool]
+    load: Callable[[Path], Corpus]
+
+
+_REGISTRY: dict[str, Adapter] = {}
+
+
+def register(adapter: Adapter) -> Adapter:
+    """Add an adapter to the registry (later registrations are tried first by detect)."""
+    _REGISTRY[adapter.name] = adapter
+    return adapter
+
+
+def adapters() -> dict[str, Adapter]:
+    """Registered adapters by name."""
+    return dict(_REGISTRY)
+
+
+def detect_corpus(path: Path) -> str:
+    """Name of the adapter that recognises ``path``; raises CorpusError if none does."""
+    for adapter in _REGISTRY.values():
+        if adapter.detect(path):
+            return adapter.name
+    raise CorpusError(
+        f"{path}: cannot tell which corpus this is; pass its kind explicitly "
+        f"(one of {', '.join(_REGISTRY)})"
+    )
+
+
+def load_corpus(path: str | Path, kind: str | None = None) -> Corpus:
+    """Read a corpus folder (or manifest file) into a :class:`Corpus`.
+
+    Parameters
+    ----------
+    path : str or Path
+        Corpus root folder, or a CSV/TSV manifest.
+    kind : str, optional
+        Adapter name (``ravdess``, ``crema-d``, ``tess``, ``savee``, ``emodb``,
+        ``folder``, ``manifest``); detected from the content when omitted.
+    """
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise CorpusError(f"{path}: no such file or folder")
+    kind = kind or detect_corpus(path)
+    if kind not in _REGISTRY:
+        raise CorpusError(f"unknown corpus kind {kind!r}; known: {', '.join(_REGISTRY)}")
+    corpus = _REGISTRY[kind].load(path)
+    if corpus.table.empty:
+        raise CorpusError(
+            f"{path}: no utterances found as {kind} "
+            f"({len(corpus.failures)} files could not be parsed)"
+        )
+    return corpus
+
+
+def load_corpora(specs: Iterable[str | Path | tuple[str | Path, str | None]]) -> Corpus:
+    """Read several corpora into one table (see :func:`load_corpus`)."""
+    result: Corpus | None = None
+    for spec in specs:
+        path, kind = spec if isinstance(spec, tuple) else (spec, None)
+        corpus = load_corpus(path, kind)
+        result = corpus if result is None else result + corpus
+    if result is None:
+        raise CorpusError("no corpus given")
+    return result
