@@ -6,6 +6,7 @@ file and says what is wrong in one line, so a batch can report it and move on.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -52,17 +53,31 @@ def check_signal(
         Empty, too short, too long, non-finite or silent signals.
     """
     signal = np.asarray(signal)
-    if signal.ndim == 2:
-        signal = signal.mean(axis=1)
-    elif signal.ndim != 1:
+    if signal.ndim not in (1, 2):
         raise AudioError(source, f"expected 1-D or 2-D audio, got {signal.ndim}-D array")
     if not np.issubdtype(signal.dtype, np.floating):
-        # Integer PCM arrays: scale to [-1, 1) by their type's range.
-        if np.issubdtype(signal.dtype, np.integer):
-            signal = signal.astype(np.float32) / float(np.iinfo(signal.dtype).max + 1)
+        # Integer PCM arrays: scale to [-1, 1) by their type's range; unsigned PCM
+        # (e.g. 8-bit WAV) is centred on the middle of its range, not on 0.
+        if np.issubdtype(signal.dtype, np.unsignedinteger):
+            half = float(np.iinfo(signal.dtype).max) / 2.0 + 0.5
+            signal = (signal.astype(np.float64) - half) / half
+        elif np.issubdtype(signal.dtype, np.integer):
+            signal = signal.astype(np.float64) / float(np.iinfo(signal.dtype).max + 1)
         else:
             raise AudioError(source, f"unsupported sample type {signal.dtype}")
-    signal = np.ascontiguousarray(signal, dtype=np.float32)
+    if signal.ndim == 2:
+        frames, channels = signal.shape
+        if channels == 0:
+            raise AudioError(source, f"no audio channels (array shape {signal.shape})")
+        if 0 < frames < channels:
+            raise AudioError(
+                source,
+                f"array shape {signal.shape} looks channels-first; "
+                "expected (samples, channels), transpose it",
+            )
+        signal = signal.mean(axis=1)
+    with np.errstate(over="ignore"):  # huge values become inf, refused below
+        signal = np.ascontiguousarray(signal, dtype=np.float32)
     if sample_rate <= 0:
         raise AudioError(source, f"invalid sample rate {sample_rate}")
     if signal.size == 0:
@@ -140,6 +155,10 @@ def load_audio(
         With the path and the problem in a single line.
     """
     path = Path(path)
+    if not (math.isfinite(offset) and offset >= 0):
+        raise AudioError(path, f"invalid offset {offset!r} s: must be a number >= 0")
+    if duration is not None and not (math.isfinite(duration) and duration > 0):
+        raise AudioError(path, f"invalid duration {duration!r} s: must be a number > 0")
     info = audio_info(path)
     if info.frames == 0 or info.samplerate <= 0:
         raise AudioError(path, "no audio samples (empty or truncated file)")
@@ -150,8 +169,10 @@ def load_audio(
             f"too long: {total:.1f} s, limit is {max_duration:g} s "
             "(split it, or use a timeline for long recordings)",
         )
-    start = int(round(offset * info.samplerate))
-    stop = None if duration is None else start + int(round(duration * info.samplerate))
+    start = round(offset * info.samplerate)
+    if start >= info.frames:
+        raise AudioError(path, f"offset {offset:g} s is past the end of the audio ({total:.3f} s)")
+    stop = None if duration is None else start + max(1, round(duration * info.samplerate))
     try:
         signal, file_sr = sf.read(str(path), start=start, stop=stop, dtype="float32",
                                   always_2d=True)
@@ -172,5 +193,10 @@ def _check_file(path: Path) -> None:
 
 def _short(error: Exception) -> str:
     """First line of an exception's text, without the path soundfile repeats."""
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return text.replace("Error opening", "").strip(" :") or type(error).__name__
+    # A LibsndfileError's str() is "Error opening '<path>': <reason>"; keep the reason.
+    text = error.error_string if isinstance(error, sf.LibsndfileError) else str(error)
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if text.startswith("Error opening"):
+        text = text.split(": ", 1)[1] if ": " in text else ""
+    return text.strip(" :") or type(error).__name__

@@ -1,0 +1,119 @@
+"""Speaker-independent accuracy of the classical baselines on the developer corpora.
+
+Prints, for eGeMAPS + SVM, ComParE + logistic regression and the 180-value MFCC/
+chroma/mel MLP, UAR / WA / macro-F1 (mean ± std over folds) on
+
+- EmoDB, 7 classes, leave-one-speaker-out (10 folds),
+- RAVDESS speech, 8 classes, 6 actor folds (actors 1-4, 5-8, ..., 21-24),
+- CREMA-D (actors 1001-1020), 6 classes, 5 speaker folds,
+
+and the MLP once more on a random 75/25 utterance split of RAVDESS (LEAKY: the same
+actors in train and test), to show how much that inflates the score.
+
+Usage::
+
+    python benchmarks/accuracy.py [--corpora ../shared/corpora] [--markdown out.md]
+
+Features are cached (``$EMOVOX_CACHE`` or ~/.cache/emovox), so a rerun takes seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from emovox.config import load_config
+from emovox.evaluation import SCORES, mean_std
+from emovox.experiment import prepare_dataset, protocol_description, run_experiment
+
+BENCHMARKS = {
+    "EmoDB 7-class LOSO": {
+        "corpora": ["{root}/emodb/wav"], "labels": "emodb7", "protocol": {"kind": "loso"}},
+    "RAVDESS speech 8-class, 6 actor folds": {
+        "corpora": ["{root}/ravdess/Audio_Speech_Actors_01-24"], "labels": "ravdess8",
+        "protocol": {"kind": "speaker_folds", "n_folds": 6}},
+    "CREMA-D (20 actors) 6-class, 5 speaker folds": {
+        "corpora": ["{root}/crema-d/AudioWAV"], "labels": "common6",
+        "protocol": {"kind": "speaker_folds", "n_folds": 5}},
+}
+SYSTEMS = {
+    "eGeMAPS + SVM": {"features": "egemaps", "model": {"name": "svm"}},
+    "ComParE + LR": {"features": "compare", "model": {"name": "logreg"}},
+    "MFCC/chroma/mel 180 + MLP": {"features": "mfcc_chroma_mel", "model": {"name": "mlp"}},
+}
+LEAKY = ("RAVDESS speech 8-class, 6 actor folds", "MFCC/chroma/mel 180 + MLP",
+         {"kind": "random", "allow_leakage": True, "test_fraction": 0.25})
+
+
+def run(root: Path, only: str | None = None) -> list[dict]:
+    """Run every benchmark x system; return one row of scores per run."""
+    rows = []
+    jobs = [(b, s, None) for b in BENCHMARKS for s in SYSTEMS] + [LEAKY]
+    datasets: dict[tuple[str, str], object] = {}
+    for bench, system, protocol in jobs:
+        if only and only.lower() not in f"{bench} {system}".lower():
+            continue
+        spec = {**BENCHMARKS[bench], **SYSTEMS[system], "name": "benchmark"}
+        spec["corpora"] = [c.format(root=root) for c in spec["corpora"]]
+        if protocol:
+            spec["protocol"] = protocol
+        config = load_config(data=spec)
+        key = (bench, str(spec["features"]))
+        started = time.perf_counter()
+        if key not in datasets:
+            datasets[key] = prepare_dataset(config, progress=sys.stderr.isatty())
+        dataset = datasets[key]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = run_experiment(config, dataset, progress=False)
+        rows.append({
+            "benchmark": bench, "system": system,
+            "protocol": protocol_description(result), "leaky": result.leaky,
+            **{s: mean_std(result.summary, s) for s in SCORES},
+            "uar_mean": float(result.summary.loc["mean", "uar"]),
+            "n": len(dataset.table), "features_s": dataset.feature_seconds,
+            "fit_s": result.seconds["train_and_test"],
+            "wall_s": time.perf_counter() - started,
+        })
+        print(f"{bench:46s} {system:28s} UAR {rows[-1]['uar']}  WA {rows[-1]['wa']}  "
+              f"F1 {rows[-1]['macro_f1']}  ({rows[-1]['wall_s']:.0f} s)"
+              + ("  [LEAKY random split]" if result.leaky else ""), flush=True)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    """The results as a Markdown table."""
+    lines = ["| benchmark | system | UAR | WA | macro-F1 | protocol | n | features s "
+             "| fit+test s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        flag = " **(LEAKY)**" if r["leaky"] else ""
+        lines.append(f"| {r['benchmark']} | {r['system']}{flag} | {r['uar']} | {r['wa']} | "
+                     f"{r['macro_f1']} | {r['protocol']} | {r['n']} | {r['features_s']:.0f} | "
+                     f"{r['fit_s']:.1f} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpora", type=Path,
+                        default=Path(os.environ.get("EMOVOX_CORPORA", "../shared/corpora")))
+    parser.add_argument("--only", help="run only benchmarks/systems whose name contains this")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    if not args.corpora.is_dir():
+        sys.exit(f"corpora not found at {args.corpora}: pass --corpora or set EMOVOX_CORPORA")
+    rows = run(args.corpora.resolve(), args.only)
+    table = markdown(rows)
+    print()
+    print(table)
+    if args.markdown:
+        args.markdown.write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""Model bundles: a folder with everything needed to predict, and nothing executable.
+
+Layout::
+
+    bundle/
+      bundle.json     format version, feature spec, label set, classes, preprocessing,
+                      training summary and scores
+      model.skops     the fitted scikit-learn pipeline (skops: no pickle, loaded only
+                      if every type in it is on an allowlist)
+      MODEL_CARD.md   for people: data, licenses, protocol, scores, limits
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import skops.io as sio
+
+from emovox import __version__
+from emovox.errors import BundleError
+from emovox.features import FeatureExtractor, get_extractor
+from emovox.labels import LabelSet
+
+FORMAT = "emovox-bundle"
+FORMAT_VERSION = 1
+#: Module prefixes whose types a bundle's model may contain.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.")
+
+
+@dataclass
+class Bundle:
+    """A fitted model with its feature spec, labels and description."""
+
+    model: Any
+    features: dict[str, Any]
+    labels: LabelSet
+    classes: list[str]
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    card: str = ""
+    path: Path | None = None
+
+    def extractor(self) -> FeatureExtractor:
+        """The feature extractor the model was trained with."""
+        return get_extractor(self.features)
+
+    def metadata(self) -> dict[str, Any]:
+        """Contents of ``bundle.json``."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "emovox_version": __version__,
+            "features": self.features,
+            "labels": self.labels.to_dict(),
+            "classes": self.classes,
+            "preprocessing": self.preprocessing,
+            "training": self.training,
+        }
+
+
+def save_bundle(bundle: Bundle, path: str | Path) -> Path:
+    """Write a bundle folder atomically (complete or not at all).
+
+    An existing bundle at ``path`` is replaced only once the new one is complete.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        sio.dump(bundle.model, work / "model.skops")
+        (work / "bundle.json").write_text(json.dumps(bundle.metadata(), indent=2) + "\n")
+        (work / "MODEL_CARD.md").write_text(bundle.card or "# Model card\n\n(none given)\n")
+        if path.exists():
+            old = path.with_name(f".{path.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
+            os.replace(work, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(work, path)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    bundle.path = path
+    return path
+
+
+def load_bundle(path: str | Path | None = None) -> Bundle:
+    """Load a bundle folder, or the default bundle shipped in the package.
+
+    Raises
+    ------
+    BundleError
+        Missing files, unknown format, or a model containing types outside the
+        allowlist (which would mean the file could run arbitrary code).
+    """
+    path = default_bundle_path() if path is None else Path(path)
+    meta_file, model_file = path / "bundle.json", path / "model.skops"
+    for needed in (meta_file, model_file):
+        if not needed.is_file():
+            raise BundleError(f"{path}: not a model bundle (missing {needed.name})")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except json.JSONDecodeError as error:
+        raise BundleError(f"{meta_file}: invalid JSON ({error})") from None
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: unsupported bundle format {meta.get('format')!r} "
+            f"v{meta.get('format_version')} (this emovox reads {FORMAT} v{FORMAT_VERSION})"
+        )
+    untrusted = sio.get_untrusted_types(file=model_file)
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if refused:
+        raise BundleError(f"{model_file}: refusing to load unexpected types {refused}")
+    model = sio.load(model_file, trusted=untrusted)
+    card_file = path / "MODEL_CARD.md"
+    return Bundle(
+        model=model,
+        features=meta["features"],
+        labels=LabelSet.from_dict(meta["labels"]),
+        classes=list(meta["classes"]),
+        preprocessing=meta.get("preprocessing", {}),
+        training=meta.get("training", {}),
+        card=card_file.read_text() if card_file.is_file() else "",
+        path=path,
+    )
+
+
+def default_bundle_path() -> Path:
+    """Folder of the model bundle that ships inside the emovox package."""
+    path = Path(str(resources.files("emovox") / "bundles" / "default"))
+    if not (path / "bundle.json").is_file():
+        raise BundleError(
+            f"{path}: the default model bundle is missing from this installation; "
+            "reinstall emovox or build it with recipes/default_bundle.yaml"
+        )
+    return path

@@ -1,0 +1,162 @@
+"""Experiment configuration: a validated YAML file plus ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from emovox.errors import ConfigError
+
+
+class CorpusSpec(BaseModel):
+    """One corpus: its folder (or manifest) and optionally its adapter kind."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    kind: str | None = None
+
+
+class NamedSpec(BaseModel):
+    """A component chosen by name with its keyword parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ProtocolSpec(BaseModel):
+    """A protocol kind (see :func:`emovox.protocols.make_splits`) and its parameters."""
+
+    model_config = ConfigDict(extra="allow")
+    kind: Literal["loso", "speaker_folds", "holdout", "cross_corpus", "loco", "random"] = (
+        "speaker_folds"
+    )
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Every field except ``kind``, passed to the protocol function."""
+        return dict(self.model_extra or {})
+
+
+class ExperimentConfig(BaseModel):
+    """Everything that defines an experiment; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    corpora: list[CorpusSpec]
+    labels: str | dict[str, Any] = "common6"
+    subset: dict[str, Any] | None = None
+    features: NamedSpec
+    model: NamedSpec
+    normalization: Literal["none", "speaker", "corpus"] = "none"
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    seed: int = 0
+    output_dir: str = "runs"
+    cache_dir: str | None = "default"
+    n_jobs: int = -1
+
+    @field_validator("corpora", mode="before")
+    @classmethod
+    def _corpus_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str | dict):
+            value = [value]
+        return [{"path": v} if isinstance(v, str) else v for v in value]
+
+    @field_validator("features", "model", mode="before")
+    @classmethod
+    def _name_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"name": value}
+        if isinstance(value, dict) and "name" in value and "params" not in value:
+            # Allow {name: compare, n_mfcc: 40} as well as {name: ..., params: {...}}.
+            return {"name": value["name"], "params": {k: v for k, v in value.items()
+                                                      if k != "name"}}
+        return value
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set ``dotted.key=value`` overrides (values parsed as YAML) in a config dict."""
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} is not of the form key=value")
+        key, raw = override.split("=", 1)
+        value = yaml.safe_load(raw) if raw else None
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if isinstance(child, str) and part in {"features", "model"}:
+                child = {"name": child}
+            if not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                data: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Read and validate an experiment from YAML (and/or a dict) plus overrides.
+
+    Corpus paths may use environment variables (``${EMOVOX_CORPORA}/emodb``); a
+    relative path is taken from the current folder, or else from the config's folder.
+
+    Raises
+    ------
+    ConfigError
+        With every problem on its own line, naming the field.
+    """
+    if data is None:
+        if path is None:
+            raise ConfigError("give a config file or a config mapping")
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: an experiment config must be a mapping")
+    data = apply_overrides(dict(data), overrides)
+    try:
+        config = ExperimentConfig.model_validate(data)
+    except ValidationError as error:
+        lines = [
+            f"  {'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}" for e in error.errors()
+        ]
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}invalid experiment config:\n" + "\n".join(lines)) from None
+    base = Path(path).parent if path else Path.cwd()
+    for corpus in config.corpora:
+        corpus.path = _resolve(corpus.path, base)
+    return config
+
+
+def _resolve(raw: str, base: Path) -> str:
+    os.environ.setdefault("EMOVOX_CORPORA", str(default_corpora_root()))
+    expanded = Path(os.path.expandvars(raw)).expanduser()
+    if expanded.is_absolute() or expanded.exists():
+        return str(expanded)
+    candidate = base / expanded
+    return str(candidate if candidate.exists() else expanded)
+
+
+def default_corpora_root() -> Path:
+    """``$EMOVOX_CORPORA``, else ``../shared/corpora`` beside the current folder."""
+    env = os.environ.get("EMOVOX_CORPORA")
+    return Path(env) if env else Path.cwd().parent / "shared" / "corpora"
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The resolved config as YAML text (written into every run folder)."""
+    data = config.model_dump(mode="json")
+    data["protocol"] = {"kind": config.protocol.kind, **config.protocol.params}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

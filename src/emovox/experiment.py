@@ -1,0 +1,281 @@
+"""An experiment: config -> utterance table -> features -> folds -> fitted models -> results.
+
+The per-fold loop never sees which corpus, feature or classifier it runs; it gets
+row positions from a protocol and a model with ``fit``/``predict_proba``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emovox.config import ExperimentConfig, dump_config
+from emovox.corpora import load_corpora
+from emovox.evaluation import (
+    SCORES,
+    FoldResult,
+    per_class_table,
+    pooled_confusion,
+    summarise,
+)
+from emovox.features import extract_many, get_extractor
+from emovox.labels import LabelSet, get_label_set
+from emovox.models import make_classifier
+from emovox.normalization import describe_scope, standardise_by_group
+from emovox.protocols import LEAKAGE_MESSAGE, LeakageWarning, make_splits, select_rows
+
+
+@dataclass
+class Dataset:
+    """Labelled utterances whose features could be extracted, and what was left out."""
+
+    table: pd.DataFrame
+    features: np.ndarray
+    label_set: LabelSet
+    dropped_labels: dict[str, int]
+    failures: list[tuple[str, str]]
+    feature_seconds: float
+
+    @property
+    def y(self) -> np.ndarray:
+        """Class name of each row."""
+        return self.table["label"].astype(str).to_numpy()
+
+
+@dataclass
+class RunResult:
+    """Scores of every fold and their summary."""
+
+    config: ExperimentConfig
+    folds: list[FoldResult]
+    summary: pd.DataFrame
+    per_class: pd.DataFrame
+    confusion: np.ndarray
+    classes: list[str]
+    predictions: pd.DataFrame
+    leaky: bool
+    notes: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    run_dir: Path | None = None
+
+
+def prepare_dataset(config: ExperimentConfig, progress: bool = True) -> Dataset:
+    """Load the corpora, map labels, apply the subset and extract (cached) features."""
+    corpus = load_corpora([(c.path, c.kind) for c in config.corpora])
+    label_set = get_label_set(config.labels)
+    table, dropped = label_set.apply(corpus.table)
+    table = select_rows(table, config.subset)
+    extractor = get_extractor({"name": config.features.name, **config.features.params})
+    result = extract_many(
+        table["path"].tolist(), extractor, cache_dir=config.cache_dir,
+        n_jobs=config.n_jobs, progress=progress,
+    )
+    kept = table.loc[result.ok].reset_index(drop=True)
+    features = result.features.reshape(len(kept), -1)
+    return Dataset(kept, features, label_set, dropped,
+                   corpus.failures + list(result.failures), result.seconds)
+
+
+def normalised_features(config: ExperimentConfig, dataset: Dataset) -> np.ndarray:
+    """Features after the configured per-group standardisation (none by default)."""
+    if config.normalization == "none":
+        return dataset.features
+    groups = dataset.table[config.normalization].astype(str).to_numpy()
+    return standardise_by_group(dataset.features, groups)
+
+
+def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray):
+    """A fresh classifier of the configured kind, fitted on the given rows."""
+    params = dict(config.model.params)
+    if config.model.name in {"mlp", "svm"}:
+        params.setdefault("random_state", config.seed)
+    model = make_classifier(config.model.name, params)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Stochastic Optimizer.*")
+        return model.fit(features, labels)
+
+
+def run_experiment(
+    config: ExperimentConfig, dataset: Dataset | None = None, progress: bool = True
+) -> RunResult:
+    """Evaluate a configuration under its protocol.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    dataset : Dataset, optional
+        Reuse already extracted features (e.g. to compare classifiers).
+    progress : bool
+        Show progress bars.
+    """
+    dataset = dataset or prepare_dataset(config, progress=progress)
+    table, classes = dataset.table, dataset.label_set.classes
+    features = normalised_features(config, dataset)
+    params = dict(config.protocol.params)
+    if config.protocol.kind in {"random", "holdout"}:
+        params.setdefault("seed", config.seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", LeakageWarning)
+        splits = make_splits(table, config.protocol.kind, **params)
+    notes = [str(w.message) for w in caught if issubclass(w.category, LeakageWarning)]
+    leaky = any(s.leaky for s in splits)
+    if config.normalization != "none":
+        notes.append("normalisation: " + describe_scope(config.normalization))
+
+    started = time.perf_counter()
+    folds, rows = [], []
+    y = dataset.y
+    for split in splits:
+        model = fit_model(config, features[split.train], y[split.train])
+        proba = model.predict_proba(features[split.test])
+        predicted = model.classes_[proba.argmax(axis=1)]
+        folds.append(FoldResult(split.name, y[split.test], predicted, classes))
+        fold_rows = table.iloc[split.test][["path", "speaker", "corpus"]].copy()
+        fold_rows.insert(0, "fold", split.name)
+        fold_rows["true"] = y[split.test]
+        fold_rows["predicted"] = predicted
+        for j, name in enumerate(model.classes_):
+            fold_rows[f"p_{name}"] = proba[:, j]
+        rows.append(fold_rows)
+    train_seconds = time.perf_counter() - started
+    pooled_true = np.concatenate([f.y_true for f in folds])
+    pooled_pred = np.concatenate([f.y_pred for f in folds])
+    return RunResult(
+        config=config,
+        folds=folds,
+        summary=summarise(folds),
+        per_class=per_class_table(pooled_true, pooled_pred, classes),
+        confusion=pooled_confusion(folds, classes),
+        classes=classes,
+        predictions=pd.concat(rows, ignore_index=True),
+        leaky=leaky,
+        notes=notes,
+        seconds={"features": dataset.feature_seconds, "train_and_test": train_seconds},
+    )
+
+
+def protocol_description(result: RunResult) -> str:
+    """One sentence naming the protocol, as every published number must."""
+    config = result.config
+    kind = config.protocol.kind
+    n = len(result.folds)
+    text = {
+        "loso": f"leave-one-speaker-out ({n} folds)",
+        "speaker_folds": f"{n} speaker-disjoint folds",
+        "holdout": "fixed held-out test speakers",
+        "cross_corpus": "cross-corpus (train and test corpora disjoint)",
+        "loco": f"leave-one-corpus-out ({n} folds)",
+        "random": f"random utterance split ({LEAKAGE_MESSAGE})",
+    }[kind]
+    if config.normalization != "none":
+        text += f"; {describe_scope(config.normalization)}"
+    return text
+
+
+def write_run(result: RunResult, output_dir: str | Path | None = None) -> Path:
+    """Write the run folder atomically: config, metrics JSON/CSV, predictions, plots.
+
+    The folder is assembled under a temporary name and renamed when complete, so an
+    interrupted run never leaves a half-written result that looks finished.
+    """
+    from emovox.plots import format_confusion_matrix, save_confusion_matrix, save_fold_scores
+
+    config = result.config
+    root = Path(output_dir or config.output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    final = root / f"{config.name}-{stamp}"
+    suffix = 1
+    while final.exists():
+        suffix += 1
+        final = root / f"{config.name}-{stamp}-{suffix}"
+    work = Path(tempfile.mkdtemp(prefix=f".{config.name}-", dir=root))
+    try:
+        (work / "config.yaml").write_text(dump_config(config))
+        metrics = {
+            "name": config.name,
+            "protocol": protocol_description(result),
+            "leaky": result.leaky,
+            "notes": result.notes,
+            "classes": result.classes,
+            "mean": {s: float(result.summary.loc["mean", s]) for s in SCORES},
+            "std": {s: float(result.summary.loc["std", s]) for s in SCORES},
+            "folds": [{"name": f.name, "n_test": len(f.y_true), **f.scores}
+                      for f in result.folds],
+            "per_class": result.per_class.reset_index().to_dict(orient="records"),
+            "confusion": result.confusion.tolist(),
+            "seconds": result.seconds,
+        }
+        (work / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        result.summary.to_csv(work / "folds.csv", float_format="%.4f")
+        result.per_class.to_csv(work / "per_class.csv", float_format="%.4f")
+        result.predictions.to_csv(work / "predictions.csv", index=False, float_format="%.5f")
+        (work / "confusion.txt").write_text(
+            format_confusion_matrix(result.confusion, result.classes) + "\n"
+        )
+        save_confusion_matrix(result.confusion, result.classes, work / "confusion.png",
+                              title=f"{config.name} — {protocol_description(result)}"[:90])
+        per_fold = result.summary.drop(index=["mean", "std"]).reset_index()
+        save_fold_scores(per_fold, work / "folds.png")
+        work.rename(final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    result.run_dir = final
+    return final
+
+
+def train_bundle(config: ExperimentConfig, evaluate: bool = True, progress: bool = True):
+    """Evaluate under the protocol (optional), then fit on all data and build a bundle.
+
+    Returns
+    -------
+    bundle : emovox.bundle.Bundle
+        Ready for :func:`emovox.bundle.save_bundle`; its card and ``training`` metadata
+        carry the protocol scores when ``evaluate`` is true.
+    result : RunResult or None
+    """
+    from emovox.bundle import Bundle
+    from emovox.model_card import render_card
+
+    if config.normalization != "none":
+        # A bundle predicts one file at a time; per-group statistics would need a batch.
+        raise ValueError("bundles support normalization: none only")
+    dataset = prepare_dataset(config, progress=progress)
+    result = run_experiment(config, dataset, progress=progress) if evaluate else None
+    model = fit_model(config, dataset.features, dataset.y)
+    evaluation = None
+    if result is not None:
+        evaluation = {
+            "protocol": protocol_description(result),
+            "leaky": result.leaky,
+            "mean": {s: round(float(result.summary.loc["mean", s]), 4) for s in SCORES},
+            "std": {s: round(float(result.summary.loc["std", s]), 4) for s in SCORES},
+        }
+    features_spec = get_extractor(
+        {"name": config.features.name, **config.features.params}).spec()
+    training = {
+        "experiment": config.name,
+        "corpora": sorted(dataset.table["corpus"].unique().tolist()),
+        "utterances": len(dataset.table),
+        "speakers": int(dataset.table["speaker"].nunique()),
+        "model": config.model.model_dump(),
+        "evaluation": evaluation,
+    }
+    card = render_card(config.name, config.description, dataset.label_set.classes,
+                       features_spec, config.model.model_dump(), dataset.table, evaluation)
+    bundle = Bundle(model=model, features=features_spec, labels=dataset.label_set,
+                    classes=[c for c in dataset.label_set.classes if c in set(model.classes_)],
+                    preprocessing={"sample_rate": 16000, "channels": "mono (averaged)",
+                                   "normalization": "none"},
+                    training=training, card=card)
+    return bundle, result

@@ -1,0 +1,109 @@
+"""Inference: the emotion of signals, files and folders, from a model bundle."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from emovox.audio import audio_info, check_signal, resample
+from emovox.bundle import Bundle, load_bundle
+from emovox.corpora.base import iter_audio_files
+from emovox.errors import AudioError
+from emovox.features import extract_many
+
+#: Whole-file predictions refuse longer files (a timeline suits them better).
+MAX_FILE_SECONDS = 600.0
+
+
+class Recognizer:
+    """Recognise emotion with a model bundle (the packaged default if none is given).
+
+    Results are DataFrames indexed by ``(file, start, end)`` in seconds, with the
+    columns ``emotion``, ``confidence`` and one probability per class.
+
+    Parameters
+    ----------
+    bundle : Bundle, str or Path, optional
+        A loaded bundle or a bundle folder; ``None`` loads the default bundle.
+    n_jobs : int
+        Processes for multi-file feature extraction (-1: all cores).
+    """
+
+    def __init__(self, bundle: Bundle | str | Path | None = None, n_jobs: int = -1) -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+        self.extractor = self.bundle.extractor()
+        self.n_jobs = n_jobs
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in the order of the probability columns."""
+        return list(self.bundle.classes)
+
+    def _frame(self, features: np.ndarray, index: pd.MultiIndex) -> pd.DataFrame:
+        proba = self.bundle.model.predict_proba(features.reshape(len(features), -1))
+        order = [list(self.bundle.model.classes_).index(c) for c in self.classes]
+        proba = proba[:, order]
+        frame = pd.DataFrame(proba, index=index, columns=self.classes)
+        frame.insert(0, "confidence", proba.max(axis=1))
+        frame.insert(0, "emotion", np.asarray(self.classes)[proba.argmax(axis=1)])
+        return frame
+
+    def predict_signal(self, signal: np.ndarray, sample_rate: int,
+                       name: str = "<signal>") -> pd.DataFrame:
+        """Emotion of one in-memory signal (any rate; resampled to the model's)."""
+        signal = check_signal(signal, sample_rate, name, max_duration=MAX_FILE_SECONDS)
+        signal = resample(signal, sample_rate, self.extractor.sample_rate)
+        features = self.extractor.extract_signal(signal, self.extractor.sample_rate)
+        duration = len(signal) / self.extractor.sample_rate
+        index = pd.MultiIndex.from_tuples([(name, 0.0, duration)],
+                                          names=["file", "start", "end"])
+        return self._frame(features[None], index)
+
+    def predict_file(self, path: str | Path) -> pd.DataFrame:
+        """Emotion of one file; raises AudioError (one line, naming it) if unusable."""
+        frame = self.predict_files([path], progress=False)
+        failures = frame.attrs.get("failures", [])
+        if failures:
+            path, reason = failures[0]
+            raise AudioError(path, reason.removeprefix(f"{path}: "))
+        return frame
+
+    def predict_files(self, paths: Iterable[str | Path], progress: bool = True) -> pd.DataFrame:
+        """Emotion of many files; unusable files are listed in ``result.attrs["failures"]``.
+
+        A bad file never stops the batch: it is reported as ``(path, reason)``.
+        """
+        failures: list[tuple[str, str]] = []
+        durations: dict[str, float] = {}
+        for path in map(str, paths):
+            # Header check first: a huge file is refused without being decoded.
+            try:
+                duration = audio_info(path).duration
+            except AudioError as error:
+                failures.append((path, str(error)))
+                continue
+            if duration > MAX_FILE_SECONDS:
+                failures.append((path, f"{path}: too long for a whole-file prediction "
+                                       f"({duration:.0f} s, limit {MAX_FILE_SECONDS:.0f} s)"))
+            else:
+                durations[path] = duration
+        candidates = list(durations)
+        result = extract_many(candidates, self.extractor, cache_dir=None, n_jobs=self.n_jobs,
+                              progress=progress)
+        failures += list(result.failures)
+        tuples = [(p, 0.0, round(durations[p], 3))
+                  for p, ok in zip(candidates, result.ok, strict=True) if ok]
+        index = pd.MultiIndex.from_tuples(tuples, names=["file", "start", "end"])
+        if tuples:
+            frame = self._frame(result.features, index)
+        else:
+            frame = pd.DataFrame(columns=["emotion", "confidence", *self.classes], index=index)
+        frame.attrs["failures"] = failures
+        return frame
+
+    def predict_folder(self, folder: str | Path, progress: bool = True) -> pd.DataFrame:
+        """Emotion of every audio file under ``folder`` (recursively)."""
+        return self.predict_files(iter_audio_files(Path(folder)), progress=progress)
