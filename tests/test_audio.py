@@ -22,7 +22,7 @@ SR = DEFAULT_SAMPLE_RATE
 
 def tone(freq: float = 440.0, seconds: float = 1.0, sr: int = SR, amp: float = 0.5) -> np.ndarray:
     """A sine tone as float64 (soundfile converts to the file's subtype)."""
-    t = np.arange(int(round(seconds * sr))) / sr
+    t = np.arange(round(seconds * sr)) / sr
     return amp * np.sin(2 * np.pi * freq * t)
 
 
@@ -77,7 +77,7 @@ def test_header_only_wav(tmp_path: Path) -> None:
 def test_half_a_frame(tmp_path: Path) -> None:
     path = tmp_path / "half_frame.wav"
     stereo = np.stack([tone(), tone()], axis=1)
-    path.write_bytes(wav_bytes(stereo)[:44 + 3])  # a 16-bit stereo frame is 4 bytes
+    path.write_bytes(wav_bytes(stereo)[: 44 + 3])  # a 16-bit stereo frame is 4 bytes
     with pytest.raises(AudioError) as excinfo:
         load_audio(path)
     assert_clear_error(excinfo, path, "no audio samples", "truncated")
@@ -217,8 +217,9 @@ def test_multichannel_is_averaged(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("file_sr", [8_000, 11_025, 22_050, 44_100, 48_000, 96_000])
 def test_odd_sample_rates_are_resampled(tmp_path: Path, file_sr: int) -> None:
-    path = write(tmp_path / f"tone_{file_sr}.wav", tone(1000.0, seconds=1.0, sr=file_sr),
-                 sr=file_sr)
+    path = write(
+        tmp_path / f"tone_{file_sr}.wav", tone(1000.0, seconds=1.0, sr=file_sr), sr=file_sr
+    )
     signal = load_audio(path)
     assert signal.dtype == np.float32
     assert abs(signal.size - SR) <= 1
@@ -258,8 +259,7 @@ def test_resample_same_rate_is_identity() -> None:
 def test_bit_depths(tmp_path: Path, fmt: str, subtype: str, atol: float) -> None:
     if subtype not in sf.available_subtypes(fmt):
         pytest.skip(f"libsndfile cannot write {fmt}/{subtype}")
-    path = write(tmp_path / f"tone_{subtype}.{fmt.lower()}", tone(), format=fmt,
-                 subtype=subtype)
+    path = write(tmp_path / f"tone_{subtype}.{fmt.lower()}", tone(), format=fmt, subtype=subtype)
     signal = load_audio(path)
     assert signal.dtype == np.float32 and signal.shape == (SR,)
     np.testing.assert_allclose(signal, tone(), atol=atol)
@@ -283,8 +283,9 @@ def test_ogg_vorbis(tmp_path: Path) -> None:
 def test_ogg_opus_at_48k(tmp_path: Path) -> None:
     if "OPUS" not in sf.available_subtypes("OGG"):
         pytest.skip("libsndfile without Opus")
-    path = write(tmp_path / "tone.opus", tone(1000.0, sr=48_000), sr=48_000, format="OGG",
-                 subtype="OPUS")
+    path = write(
+        tmp_path / "tone.opus", tone(1000.0, sr=48_000), sr=48_000, format="OGG", subtype="OPUS"
+    )
     signal = load_audio(path)
     assert abs(signal.size - SR) <= 16
     assert abs(peak_frequency(signal, SR) - 1000.0) <= 2.0
@@ -365,8 +366,9 @@ def test_invalid_offset_or_duration(tmp_path: Path, offset: float, duration: flo
 
 def test_max_duration_refused_from_header(tmp_path: Path, monkeypatch) -> None:
     """A long file is refused from its header, without decoding any sample."""
-    path = write(tmp_path / "long.wav", np.zeros(60 * 8000, dtype=np.int16), sr=8000,
-                 subtype="PCM_U8")  # 60 s, header-only check
+    path = write(
+        tmp_path / "long.wav", np.zeros(60 * 8000, dtype=np.int16), sr=8000, subtype="PCM_U8"
+    )  # 60 s, header-only check
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("load_audio decoded a file it should refuse from its header")

@@ -99,6 +99,9 @@ def save_recording_figure(
     win_length = min(n_fft, round(0.025 * sr))
     hop = max(1, round(0.010 * sr))  # 10 ms frames
 
+    # Chroma needs finer frequency resolution at low pitches than the mel spectrogram,
+    # but the window may not be longer than the signal.
+    chroma_fft = max(n_fft, min(2048, 1 << int(math.log2(signal.size))))
     power = np.abs(librosa.stft(signal, n_fft=n_fft, hop_length=hop, win_length=win_length)) ** 2
     mel = librosa.feature.melspectrogram(S=power, sr=sr, n_mels=N_MELS, fmax=sr / 2)
     mel_db = librosa.power_to_db(mel, ref=np.max, top_db=80.0)
@@ -107,7 +110,7 @@ def save_recording_figure(
     # coefficient over time keeps all of them readable on one colour scale.
     mfcc = (mfcc - mfcc.mean(axis=1, keepdims=True)) / (mfcc.std(axis=1, keepdims=True) + 1e-8)
     chroma = librosa.feature.chroma_stft(
-        y=signal, sr=sr, n_fft=max(n_fft, 2048), hop_length=hop, tuning=0.0
+        y=signal, sr=sr, n_fft=chroma_fft, hop_length=hop, tuning=0.0
     )
 
     fig = _new_figure(figsize=(11, 10.5))
@@ -129,9 +132,7 @@ def save_recording_figure(
     ax_mel.set_ylabel("frequency (Hz)")
     fig.colorbar(img, cax=fig.add_subplot(grid[1, 1]), format="%+.0f dB")
 
-    img = librosa.display.specshow(
-        mfcc, cmap="coolwarm", vmin=-3, vmax=3, ax=ax_mfcc, **common
-    )
+    img = librosa.display.specshow(mfcc, cmap="coolwarm", vmin=-3, vmax=3, ax=ax_mfcc, **common)
     ax_mfcc.set_title(f"MFCC ({N_MFCC} coefficients, each standardised over time)", loc="left")
     ax_mfcc.set_ylabel("coefficient")
     ax_mfcc.set_yticks(np.arange(0, N_MFCC, 5) + 0.5, [str(k) for k in range(0, N_MFCC, 5)])
@@ -160,12 +161,19 @@ def _draw_waveform(ax, signal: np.ndarray, sr: int) -> None:
     if signal.size <= _MAX_WAVEFORM_POINTS:
         ax.plot(np.arange(signal.size) / sr, signal, color="tab:blue", linewidth=0.6)
     else:
-        bins = _MAX_WAVEFORM_POINTS // 2
-        per_bin = signal.size // bins
-        blocks = signal[: bins * per_bin].reshape(bins, per_bin)
-        times = (np.arange(bins) + 0.5) * per_bin / sr
-        ax.fill_between(times, blocks.min(axis=1), blocks.max(axis=1),
-                        color="tab:blue", linewidth=0.4)
+        per_bin = math.ceil(signal.size / (_MAX_WAVEFORM_POINTS // 2))
+        bins = math.ceil(signal.size / per_bin)
+        padded = np.pad(signal, (0, bins * per_bin - signal.size), mode="edge")
+        blocks = padded.reshape(bins, per_bin)
+        edges = np.minimum(np.arange(bins + 1) * per_bin, signal.size) / sr
+        times = np.repeat(edges, 2)[1:-1]  # each block spans [start, end] of its samples
+        ax.fill_between(
+            times,
+            np.repeat(blocks.min(axis=1), 2),
+            np.repeat(blocks.max(axis=1), 2),
+            color="tab:blue",
+            linewidth=0.4,
+        )
     peak = float(np.max(np.abs(signal)))
     ax.set_ylim(-1.05 * peak, 1.05 * peak)
     ax.axhline(0.0, color="0.6", linewidth=0.5)
@@ -236,9 +244,16 @@ def save_confusion_matrix(
             count = _format_count(counts[i, j], integral)
             share = "—" if math.isnan(shares[i, j]) else f"{100 * shares[i, j]:.1f}%"
             dark = values[i, j] > 0.55 * vmax
-            ax.text(j, i, f"{count}\n{share}", ha="center", va="center", fontsize=fontsize,
-                    color="white" if dark else "black",
-                    fontweight="bold" if i == j else "normal")
+            ax.text(
+                j,
+                i,
+                f"{count}\n{share}",
+                ha="center",
+                va="center",
+                fontsize=fontsize,
+                color="white" if dark else "black",
+                fontweight="bold" if i == j else "normal",
+            )
 
     ax.set_xticks(range(n), names)
     ax.set_yticks(range(n), names)
@@ -399,14 +414,21 @@ def save_fold_scores(per_fold: pd.DataFrame, out_png: str | os.PathLike[str]) ->
         colour = _SCORE_COLOURS[score]
         vals = values[score]
         mean = float(np.nanmean(vals)) if np.isfinite(vals).any() else float("nan")
-        ax.bar(x + (k - (len(scores) - 1) / 2) * width, np.nan_to_num(vals), width,
-               color=colour, alpha=0.85, label=f"{SCORE_LABELS[score]} (mean {mean:.3f})")
+        ax.bar(
+            x + (k - (len(scores) - 1) / 2) * width,
+            np.nan_to_num(vals),
+            width,
+            color=colour,
+            alpha=0.85,
+            label=f"{SCORE_LABELS[score]} (mean {mean:.3f})",
+        )
         if not math.isnan(mean):
             ax.axhline(mean, color=colour, linestyle="--", linewidth=1.3)
     top = max(1.0, float(np.nanmax([np.nanmax(v) for v in values.values()] + [0.0])))
     ax.set_ylim(0, top * 1.18)
     ax.set_xticks(x, folds)
-    if n > 10 or max(len(f) for f in folds) > 6:
+    longest = max(len(f) for f in folds)
+    if longest > 6 or (n > 12 and longest > 3):
         ax.tick_params(axis="x", labelrotation=45)
     ax.set_xlabel("fold")
     ax.set_ylabel("score")
@@ -417,9 +439,7 @@ def save_fold_scores(per_fold: pd.DataFrame, out_png: str | os.PathLike[str]) ->
     return _save(fig, out_png)
 
 
-def save_per_class_recall(
-    recall: Mapping[str, float], out_png: str | os.PathLike[str]
-) -> Path:
+def save_per_class_recall(recall: Mapping[str, float], out_png: str | os.PathLike[str]) -> Path:
     """Save each class's recall as horizontal bars, with their mean (the UAR) dashed.
 
     Parameters
@@ -455,8 +475,13 @@ def save_per_class_recall(
         ax.text((value if ok else 0.0) + 0.01, yi, text, va="center", fontsize=9)
     if present.any():
         mean = float(values[present].mean())
-        ax.axvline(mean, color="tab:red", linestyle="--", linewidth=1.3,
-                   label=f"UAR (mean recall) {100 * mean:.1f}%")
+        ax.axvline(
+            mean,
+            color="tab:red",
+            linestyle="--",
+            linewidth=1.3,
+            label=f"UAR (mean recall) {100 * mean:.1f}%",
+        )
         ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
     ax.set_yticks(y, names)
     ax.invert_yaxis()
