@@ -43,6 +43,19 @@ def _print_failures(failures: list[tuple[str, str]], what: str = "files") -> Non
         errors.print(f"  {path}: {_reason(path, reason)}", highlight=False, soft_wrap=True)
 
 
+COUNT_COLUMNS = {"n_test", "support", "n", "count", "utterances", "speakers"}
+
+
+def _cell(column: object, value: object, digits: int) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN: nothing to show
+            return ""
+        if str(column) in COUNT_COLUMNS or digits == 0:
+            return f"{value:.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
 def _frame_table(frame: pd.DataFrame, title: str | None = None, digits: int = 3) -> Table:
     table = Table(title=title, header_style="bold")
     index_names = [n or "" for n in frame.index.names]
@@ -51,7 +64,7 @@ def _frame_table(frame: pd.DataFrame, title: str | None = None, digits: int = 3)
     for index, row in frame.iterrows():
         index = index if isinstance(index, tuple) else (index,)
         cells = [str(i) for i in index]
-        cells += [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row]
+        cells += [_cell(column, v, digits) for column, v in row.items()]
         table.add_row(*cells)
     return table
 
@@ -125,7 +138,8 @@ def print_run(result) -> None:
     title = f"{result.config.name}: {protocol_description(result)}"
     console.print(_frame_table(summary, title=title))
     console.print(_frame_table(result.per_class, title="per class (pooled over folds)"))
-    console.print(format_confusion_matrix(result.confusion, result.classes), highlight=False)
+    console.print(format_confusion_matrix(result.confusion, result.classes), highlight=False,
+                  soft_wrap=True)
     for note in result.notes:
         errors.print(f"[bold yellow]{note}[/]")
 

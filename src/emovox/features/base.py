@@ -9,6 +9,7 @@ the per-file work cacheable and safe to run in any process.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import inspect
 import json
 import math
@@ -19,7 +20,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 
-from emovox.audio import DEFAULT_SAMPLE_RATE, audio_info, check_signal, load_audio, resample
+from emovox.audio import MIN_DURATION, check_signal, load_audio, resample
 from emovox.errors import AudioError, ConfigError
 
 #: Version of the feature code. Bump it whenever a change to emovox makes an existing
@@ -68,7 +69,7 @@ class FeatureExtractor(ABC):
         return {name: _jsonable(getattr(self, name)) for name in self.param_names()}
 
     def spec(self) -> dict[str, Any]:
-        """Return ``{"name": ..., **params}``; ``get_extractor(spec)`` rebuilds an equal extractor."""
+        """Return ``{"name": ..., **params}``; ``get_extractor(spec)`` rebuilds an equal one."""
         return {"name": self.name, **self.params}
 
     def key(self) -> str:
@@ -132,12 +133,12 @@ class FeatureExtractor(ABC):
         """
         x = check_signal(signal, sample_rate, _SIGNAL_SOURCE)
         x = resample(x, int(sample_rate), self.sample_rate)
-        start = int(round(self.offset * self.sample_rate))
+        start = round(self.offset * self.sample_rate)
         if start >= x.size:
             raise AudioError(
                 _SIGNAL_SOURCE,
-                f"offset {self.offset:g} s is at or past the end of the audio "
-                f"({x.size / self.sample_rate:.2f} s)",
+                f"offset {self.offset:g} s is past the end of the audio "
+                f"({x.size / self.sample_rate:.3f} s)",
             )
         stop = None if self.duration is None else start + self._window_samples()
         x = check_signal(x[start:stop], self.sample_rate, _SIGNAL_SOURCE)
@@ -161,15 +162,6 @@ class FeatureExtractor(ABC):
             Unreadable or unusable audio, with the path in the message.
         """
         path = Path(path)
-        if self.offset > 0:
-            info = audio_info(path)
-            total = info.frames / info.samplerate if info.samplerate > 0 else 0.0
-            if self.offset >= total:
-                raise AudioError(
-                    path,
-                    f"offset {self.offset:g} s is at or past the end of the recording "
-                    f"({total:.2f} s)",
-                )
         x = load_audio(path, self.sample_rate, offset=self.offset, duration=self.duration)
         if self.duration is not None:
             x = x[: self._window_samples()]  # resampling may add a sample
@@ -196,7 +188,7 @@ class FeatureExtractor(ABC):
     # ------------------------------------------------------------------ helpers
     def _window_samples(self) -> int:
         assert self.duration is not None
-        return int(round(self.duration * self.sample_rate))
+        return round(self.duration * self.sample_rate)
 
     def _init_window(
         self,
@@ -213,7 +205,8 @@ class FeatureExtractor(ABC):
                 f"{self.name}: duration must be a number of seconds (sequences need a "
                 "fixed length), got None"
             )
-        self.duration = check_float(self, "duration", duration, minimum=0.0, strict=True,
+        # Shorter windows would be refused as "too short" for every file.
+        self.duration = check_float(self, "duration", duration, minimum=MIN_DURATION,
                                     optional=True)
 
     def _finish(self, features: np.ndarray, source: str | Path) -> np.ndarray:
@@ -263,6 +256,9 @@ class SequenceExtractor(FeatureExtractor):
 
 # ---------------------------------------------------------------------- registry
 _REGISTRY: dict[str, type[FeatureExtractor]] = {}
+#: Extractors registered by a module imported on first use of their name (so their
+#: dependencies are not imported with emovox.features).
+_LAZY_MODULES: dict[str, str] = {"whisper_encoder": "emovox.features.whisper"}
 
 E = TypeVar("E", bound=type[FeatureExtractor])
 
@@ -278,8 +274,22 @@ def register_extractor(cls: E) -> E:
 
 
 def available_extractors() -> list[str]:
-    """Return the registered extractor names, sorted."""
-    return sorted(_REGISTRY)
+    """Return the names :func:`get_extractor` accepts, sorted."""
+    return sorted(set(_REGISTRY) | set(_LAZY_MODULES))
+
+
+def _lookup(name: str) -> type[FeatureExtractor] | None:
+    cls = _REGISTRY.get(name)
+    if cls is None and name in _LAZY_MODULES:
+        module = _LAZY_MODULES[name]
+        try:
+            importlib.import_module(module)  # registers the extractor
+        except ImportError as error:
+            raise ConfigError(
+                f"feature extractor {name!r} needs {module}, which cannot be imported: {error}"
+            ) from None
+        cls = _REGISTRY.get(name)
+    return cls
 
 
 def get_extractor(
@@ -325,7 +335,7 @@ def get_extractor(
         raise ConfigError(
             f"feature spec must be a name, a dict or a FeatureExtractor, got {type(spec).__name__}"
         )
-    cls = _REGISTRY.get(name)
+    cls = _lookup(name)
     if cls is None:
         raise ConfigError(
             f"unknown feature extractor {name!r}; available: {', '.join(available_extractors())}"

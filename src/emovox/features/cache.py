@@ -120,9 +120,7 @@ class FeatureCache:
         entry = self.entry_path(extractor, key)
         try:
             features = np.load(entry, allow_pickle=False)
-        except FileNotFoundError:
-            return None
-        except Exception:  # truncated or garbage file: recompute and overwrite
+        except Exception:  # absent, truncated or garbage: a miss (overwritten on save)
             return None
         if features.shape != extractor.output_shape or features.dtype != np.float32:
             return None

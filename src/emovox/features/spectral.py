@@ -6,15 +6,17 @@ zeros, librosa 0.11 defaults) per recording.
 
 from __future__ import annotations
 
+import functools
 import warnings
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import ClassVar
 
 import librosa
 import numpy as np
 
 from emovox.audio import DEFAULT_SAMPLE_RATE
+from emovox.errors import ConfigError
 from emovox.features.base import (
     FeatureExtractor,
     SequenceExtractor,
@@ -23,7 +25,6 @@ from emovox.features.base import (
     check_int,
     register_extractor,
 )
-from emovox.errors import ConfigError
 
 #: Number of mel bands librosa's ``mfcc`` uses by default; the classic 180-value
 #: vector computes its MFCCs from these whatever its own ``n_mels`` is.
@@ -40,6 +41,35 @@ def _quiet_librosa() -> Iterator[None]:
 
 def _magnitude(signal: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     return np.abs(librosa.stft(signal, n_fft=n_fft, hop_length=hop_length))
+
+
+@functools.lru_cache(maxsize=32)
+def _mel_basis(
+    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
+) -> np.ndarray:
+    """librosa's mel filter bank, built once per process and setting (it costs ~4 ms)."""
+    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax)
+    basis.setflags(write=False)
+    return basis
+
+
+def _mel_power(
+    signal: np.ndarray,
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+) -> np.ndarray:
+    """Mel power spectrogram (n_mels, frames), as ``librosa.feature.melspectrogram``."""
+    power = _magnitude(signal, n_fft, hop_length) ** 2
+    return _mel_basis(sample_rate, n_fft, n_mels, fmin, fmax) @ power
+
+
+def _mfcc(mel_power: np.ndarray, n_mfcc: int) -> np.ndarray:
+    """MFCCs (n_mfcc, frames) of a mel power spectrogram, as ``librosa.feature.mfcc``."""
+    return librosa.feature.mfcc(S=librosa.power_to_db(mel_power), n_mfcc=n_mfcc)
 
 
 @register_extractor
@@ -100,13 +130,13 @@ class MfccChromaMel(FeatureExtractor):
         with _quiet_librosa():
             magnitude = _magnitude(signal, self.n_fft, self.hop_length)
             power = magnitude**2
-            mel = librosa.feature.melspectrogram(S=power, sr=sr, n_mels=self.n_mels)
+            mel = _mel_basis(sr, self.n_fft, self.n_mels) @ power
             mfcc_mel = (
                 mel
                 if self.n_mels == _LIBROSA_MFCC_MELS
-                else librosa.feature.melspectrogram(S=power, sr=sr, n_mels=_LIBROSA_MFCC_MELS)
+                else _mel_basis(sr, self.n_fft, _LIBROSA_MFCC_MELS) @ power
             )
-            mfcc = librosa.feature.mfcc(S=librosa.power_to_db(mfcc_mel), n_mfcc=self.n_mfcc)
+            mfcc = _mfcc(mfcc_mel, self.n_mfcc)
             chroma = librosa.feature.chroma_stft(S=magnitude, sr=sr, n_chroma=self.n_chroma)
         return np.concatenate([mfcc.mean(axis=1), chroma.mean(axis=1), mel.mean(axis=1)])
 
@@ -163,10 +193,8 @@ class MfccStats(FeatureExtractor):
 
     def _compute(self, signal: np.ndarray) -> np.ndarray:
         with _quiet_librosa():
-            mfcc = librosa.feature.mfcc(
-                y=signal, sr=self.sample_rate, n_mfcc=self.n_mfcc, n_fft=self.n_fft,
-                hop_length=self.hop_length, n_mels=self.n_mels,
-            )
+            mel = _mel_power(signal, self.sample_rate, self.n_fft, self.hop_length, self.n_mels)
+        mfcc = _mfcc(mel, self.n_mfcc)
         rows = [mfcc] + [
             librosa.feature.delta(mfcc, order=order, mode="nearest")
             for order in range(1, self.deltas + 1)
@@ -232,11 +260,8 @@ class MfccSequence(_SpectralSequence):
 
     def _compute(self, signal: np.ndarray) -> np.ndarray:
         with _quiet_librosa():
-            mfcc = librosa.feature.mfcc(
-                y=signal, sr=self.sample_rate, n_mfcc=self.n_mfcc, n_fft=self.n_fft,
-                hop_length=self.hop_length, n_mels=self.n_mels,
-            )
-        return self._fix_length(mfcc.T)
+            mel = _mel_power(signal, self.sample_rate, self.n_fft, self.hop_length, self.n_mels)
+        return self._fix_length(_mfcc(mel, self.n_mfcc).T)
 
 
 @register_extractor
@@ -289,9 +314,7 @@ class LogmelSequence(_SpectralSequence):
 
     def _compute(self, signal: np.ndarray) -> np.ndarray:
         with _quiet_librosa():
-            mel = librosa.feature.melspectrogram(
-                y=signal, sr=self.sample_rate, n_fft=self.n_fft, hop_length=self.hop_length,
-                n_mels=self.n_mels, fmin=self.fmin, fmax=self.fmax,
-            )
+            mel = _mel_power(signal, self.sample_rate, self.n_fft, self.hop_length, self.n_mels,
+                             self.fmin, self.fmax)
         logmel = librosa.power_to_db(mel, ref=1.0, amin=1e-10, top_db=None)
         return self._fix_length(logmel.T)

@@ -1,0 +1,167 @@
+"""From a synthetic corpus to a run folder, a bundle, and predictions from the bundle."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from emovox.bundle import load_bundle, save_bundle
+from emovox.cli import app
+from emovox.config import load_config
+from emovox.errors import AudioError, BundleError, ConfigError
+from emovox.experiment import prepare_dataset, run_experiment, train_bundle, write_run
+from emovox.recognizer import Recognizer
+from emovox.synth import synth_voice
+
+# Classes differ in pitch and loudness, as aroused and calm speech do.
+STYLE = {"angry": (220.0, 0.45, 0.6), "sad": (95.0, 0.05, 0.15), "happy": (180.0, 0.35, 0.4)}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Manifest of 6 synthetic speakers x 3 emotions x 4 takes."""
+    root = tmp_path_factory.mktemp("corpus")
+    rows = []
+    for s in range(6):
+        for emotion, (f0, swing, loud) in STYLE.items():
+            for take in range(4):
+                seed = 100 * s + 10 * take + len(emotion)
+                signal = synth_voice(1.2, f0=f0 * (1 + 0.08 * (s - 3)), f0_range=swing,
+                                     loudness=loud, seed=seed, vowels="aoiea"[take:take + 3])
+                path = root / f"s{s}_{emotion}_{take}.wav"
+                sf.write(path, signal, 16000)
+                rows.append({"path": path.name, "emotion": emotion, "speaker": f"s{s}",
+                             "gender": "male" if s % 2 else "female"})
+    manifest = root / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
+
+
+def make_config(manifest, tmp_path, **changes):
+    data = {"name": "synthetic", "corpora": [{"path": str(manifest), "kind": "manifest"}],
+            "labels": {"name": "three", "classes": ["angry", "happy", "sad"]},
+            "features": {"name": "mfcc_stats"}, "model": {"name": "logreg", "params": {"C": 1.0}},
+            "protocol": {"kind": "speaker_folds", "n_folds": 3}, "cache_dir": None,
+            "n_jobs": 1, "output_dir": str(tmp_path / "runs")}
+    data.update(changes)
+    return load_config(data=data)
+
+
+def test_experiment_is_speaker_independent_and_learns(corpus, tmp_path):
+    config = make_config(corpus, tmp_path)
+    result = run_experiment(config, progress=False)
+    assert len(result.folds) == 3
+    predictions = result.predictions
+    for fold, rows in predictions.groupby("fold"):
+        tested = set(rows["speaker"])
+        assert len(tested) == 2, fold  # 6 speakers / 3 folds
+    assert not result.leaky
+    assert result.summary.loc["mean", "uar"] > 0.8  # pitch/loudness classes are easy
+    assert result.confusion.sum() == 72
+
+    run_dir = write_run(result)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["protocol"] == "3 speaker-disjoint folds"
+    assert metrics["mean"]["uar"] == pytest.approx(result.summary.loc["mean", "uar"])
+    assert {p.name for p in run_dir.iterdir()} >= {
+        "config.yaml", "metrics.json", "folds.csv", "per_class.csv", "predictions.csv",
+        "confusion.txt", "confusion.png", "folds.png"}
+    assert not [p for p in run_dir.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_random_split_is_labelled_leaky(corpus, tmp_path):
+    config = make_config(corpus, tmp_path, protocol={"kind": "random", "allow_leakage": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_experiment(config, progress=False)
+    assert result.leaky and any("LEAKY" in note for note in result.notes)
+    with pytest.raises(ConfigError, match="allow_leakage"):
+        run_experiment(make_config(corpus, tmp_path, protocol={"kind": "random"}),
+                       progress=False)
+
+
+def test_speaker_normalisation_is_reported(corpus, tmp_path):
+    config = make_config(corpus, tmp_path, normalization="speaker")
+    dataset = prepare_dataset(config, progress=False)
+    result = run_experiment(config, dataset, progress=False)
+    assert any("per-speaker" in note for note in result.notes)
+
+
+def test_bundle_round_trip_and_recognizer(corpus, tmp_path):
+    config = make_config(corpus, tmp_path)
+    bundle, result = train_bundle(config, progress=False)
+    assert "3 speaker-disjoint folds" in bundle.card
+    path = save_bundle(bundle, tmp_path / "bundle")
+    assert sorted(p.name for p in path.iterdir()) == ["MODEL_CARD.md", "bundle.json",
+                                                       "model.skops"]
+    loaded = load_bundle(path)
+    recognizer = Recognizer(loaded, n_jobs=1)
+    angry = synth_voice(1.2, f0=225, f0_range=0.6, loudness=0.6, seed=999, vowels="oie")
+    sad = synth_voice(1.2, f0=95, f0_range=0.05, loudness=0.15, seed=998, vowels="oie")
+    assert recognizer.predict_signal(angry, 16000)["emotion"].iloc[0] == "angry"
+    assert recognizer.predict_signal(sad, 16000)["emotion"].iloc[0] == "sad"
+
+    good = tmp_path / "sad.wav"
+    sf.write(good, sad, 16000)
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    frame = recognizer.predict_files([good, empty], progress=False)
+    assert list(frame.index.names) == ["file", "start", "end"]
+    assert list(frame.columns) == ["emotion", "confidence", "angry", "happy", "sad"]
+    assert np.allclose(frame[["angry", "happy", "sad"]].sum(axis=1), 1.0)
+    assert frame.attrs["failures"][0][0] == str(empty)
+    with pytest.raises(AudioError, match="empty"):
+        recognizer.predict_file(empty)
+
+
+def test_bundle_refuses_foreign_code(corpus, tmp_path):
+    import skops.io as sio
+
+    config = make_config(corpus, tmp_path)
+    bundle, _ = train_bundle(config, evaluate=False, progress=False)
+    path = save_bundle(bundle, tmp_path / "bundle")
+    sio.dump({"model": pd.Timestamp("2020-01-01")}, path / "model.skops")  # not sklearn
+    with pytest.raises(BundleError, match="refusing"):
+        load_bundle(path)
+    (path / "bundle.json").write_text("{}")
+    with pytest.raises(BundleError, match="unsupported bundle format"):
+        load_bundle(path)
+
+
+def test_cli_evaluate_train_predict(corpus, tmp_path):
+    config = tmp_path / "exp.yaml"
+    config.write_text(f"""
+name: cli
+corpora: [{{path: {corpus}, kind: manifest}}]
+labels: {{classes: [angry, happy, sad]}}
+features: mfcc_stats
+model: logreg
+protocol: {{kind: loso}}
+cache_dir: {tmp_path / "cache"}
+n_jobs: 1
+""")
+    runner = CliRunner()
+    out = runner.invoke(app, ["evaluate", str(config), "protocol.kind=speaker_folds",
+                              "protocol.n_folds=2", "--output-dir", str(tmp_path / "runs")])
+    assert out.exit_code == 0, out.output
+    assert "2 speaker-disjoint folds" in out.output
+    bundle_dir = tmp_path / "model"
+    out = runner.invoke(app, ["train", str(config), "--no-evaluate", "--out", str(bundle_dir)])
+    assert out.exit_code == 0, out.output
+    wav = tmp_path / "x.wav"
+    sf.write(wav, synth_voice(1.2, f0=225, f0_range=0.6, loudness=0.6, vowels="oie"), 16000)
+    out = runner.invoke(app, ["predict", str(wav), "--bundle", str(bundle_dir), "--format",
+                              "json", "--jobs", "1"])
+    assert out.exit_code == 0, out.output
+    records = json.loads(out.stdout)
+    assert records[0]["file"] == str(wav) and records[0]["emotion"] == "angry"
+    out = runner.invoke(app, ["predict", str(wav), "--bundle", str(bundle_dir), "--format",
+                              "csv", "--jobs", "1"])
+    frame = pd.read_csv(__import__("io").StringIO(out.stdout))
+    assert frame.loc[0, "emotion"] == "angry" and "confidence" in frame
