@@ -165,3 +165,24 @@ n_jobs: 1
                               "csv", "--jobs", "1"])
     frame = pd.read_csv(__import__("io").StringIO(out.stdout))
     assert frame.loc[0, "emotion"] == "angry" and "confidence" in frame
+
+
+def test_model_search_selects_on_training_speakers_only(corpus, tmp_path, monkeypatch):
+    from sklearn.model_selection import GridSearchCV
+
+    seen_groups = []
+    original_fit = GridSearchCV.fit
+
+    def spy(self, X, y=None, groups=None, **kwargs):
+        seen_groups.append(set(groups))
+        return original_fit(self, X, y, groups=groups, **kwargs)
+
+    monkeypatch.setattr(GridSearchCV, "fit", spy)
+    config = make_config(corpus, tmp_path,
+                         model={"name": "logreg", "search": {"C": [0.01, 1.0]}})
+    result = run_experiment(config, progress=False)
+    assert len(seen_groups) == 3
+    for groups, fold in zip(seen_groups, result.folds, strict=True):
+        test_speakers = set(result.predictions.loc[result.predictions["fold"] == fold.name,
+                                                   "speaker"])
+        assert groups and not groups & test_speakers

@@ -29,6 +29,16 @@ class NamedSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class ModelSpec(NamedSpec):
+    """A classifier, with an optional grid of parameters to choose from.
+
+    ``search: {C: [0.01, 0.1, 1]}`` picks the best value by UAR over speaker-group
+    folds of the training speakers only.
+    """
+
+    search: dict[str, list[Any]] | None = None
+
+
 class ProtocolSpec(BaseModel):
     """A protocol kind (see :func:`emovox.protocols.make_splits`) and its parameters."""
 
@@ -53,7 +63,7 @@ class ExperimentConfig(BaseModel):
     labels: str | dict[str, Any] = "common6"
     subset: dict[str, Any] | None = None
     features: NamedSpec
-    model: NamedSpec
+    model: ModelSpec
     normalization: Literal["none", "speaker", "corpus"] = "none"
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     seed: int = 0
@@ -75,8 +85,9 @@ class ExperimentConfig(BaseModel):
             return {"name": value}
         if isinstance(value, dict) and "name" in value and "params" not in value:
             # Allow {name: compare, n_mfcc: 40} as well as {name: ..., params: {...}}.
-            return {"name": value["name"], "params": {k: v for k, v in value.items()
-                                                      if k != "name"}}
+            reserved = {"name", "search"}
+            return {**{k: v for k, v in value.items() if k in reserved},
+                    "params": {k: v for k, v in value.items() if k not in reserved}}
         return value
 
 

@@ -20,6 +20,7 @@ import pandas as pd
 
 from emovox.config import ExperimentConfig, dump_config
 from emovox.corpora import load_corpora
+from emovox.errors import ConfigError
 from emovox.evaluation import (
     SCORES,
     FoldResult,
@@ -93,15 +94,37 @@ def normalised_features(config: ExperimentConfig, dataset: Dataset) -> np.ndarra
     return standardise_by_group(dataset.features, groups)
 
 
-def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray):
-    """A fresh classifier of the configured kind, fitted on the given rows."""
+def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray,
+              speakers: np.ndarray | None = None):
+    """A fresh classifier of the configured kind, fitted on the given rows.
+
+    With ``model.search`` (``{param: [values, ...]}``) the parameters are chosen by
+    grid search scored by UAR over speaker-group folds *of the training rows only*,
+    so test speakers never take part in model selection.
+    """
     params = dict(config.model.params)
     if config.model.name in {"mlp", "svm"}:
         params.setdefault("random_state", config.seed)
     model = make_classifier(config.model.name, params)
+    search = config.model.search
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Stochastic Optimizer.*")
-        return model.fit(features, labels)
+        if not search:
+            return model.fit(features, labels)
+        if speakers is None or len(set(speakers)) < 2:
+            raise ConfigError("model.search needs at least 2 training speakers")
+        from sklearn.model_selection import GridSearchCV, GroupKFold
+
+        grid = GridSearchCV(
+            model,
+            {f"classifier__{name}": list(values) for name, values in search.items()},
+            scoring="balanced_accuracy",
+            cv=GroupKFold(n_splits=min(3, len(set(speakers)))),
+            n_jobs=config.n_jobs if config.n_jobs != 0 else None,
+            refit=True,
+        )
+        grid.fit(features, labels, groups=speakers)
+        return grid.best_estimator_
 
 
 def run_experiment(
@@ -134,8 +157,10 @@ def run_experiment(
     started = time.perf_counter()
     folds, rows = [], []
     y = dataset.y
+    speakers = table["speaker"].astype(str).to_numpy()
     for split in splits:
-        model = fit_model(config, features[split.train], y[split.train])
+        model = fit_model(config, features[split.train], y[split.train],
+                          speakers[split.train])
         proba = model.predict_proba(features[split.test])
         predicted = model.classes_[proba.argmax(axis=1)]
         folds.append(FoldResult(split.name, y[split.test], predicted, classes))
@@ -252,7 +277,8 @@ def train_bundle(config: ExperimentConfig, evaluate: bool = True, progress: bool
         raise ValueError("bundles support normalization: none only")
     dataset = prepare_dataset(config, progress=progress)
     result = run_experiment(config, dataset, progress=progress) if evaluate else None
-    model = fit_model(config, dataset.features, dataset.y)
+    model = fit_model(config, dataset.features, dataset.y,
+                      dataset.table["speaker"].astype(str).to_numpy())
     evaluation = None
     if result is not None:
         evaluation = {
