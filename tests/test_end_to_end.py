@@ -186,3 +186,27 @@ def test_model_search_selects_on_training_speakers_only(corpus, tmp_path, monkey
         test_speakers = set(result.predictions.loc[result.predictions["fold"] == fold.name,
                                                    "speaker"])
         assert groups and not groups & test_speakers
+
+
+def test_cli_corpus_describe_and_show(corpus, tmp_path):
+    runner = CliRunner()
+    chart = tmp_path / "counts.png"
+    out = runner.invoke(app, ["corpus", "describe", str(corpus), "--kind", "manifest",
+                              "--plot", str(chart)])
+    assert out.exit_code == 0, out.output
+    assert "72 utterances, 6 speakers" in out.output
+    assert "angry" in out.output and chart.read_bytes()[:4] == b"\x89PNG"
+    figure = tmp_path / "one.png"
+    wav = next(corpus.parent.glob("*.wav"))
+    out = runner.invoke(app, ["show", str(wav), "--out", str(figure)])
+    assert out.exit_code == 0, out.output
+    assert figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    runner = CliRunner()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ncorpora: [a]\nfeatures: compare\nmodel: svm\nprotcol: {}\n")
+    out = runner.invoke(app, ["evaluate", str(bad)])
+    assert out.exit_code != 0
+    assert "protcol" in str(out.exception) or "protcol" in out.output
