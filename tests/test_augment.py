@@ -1,6 +1,6 @@
 """Augmentation recipes: they change audio, keep its shape, are seeded, touch training only."""
 
-# ruff: noqa: N806  (scikit-learn's naming: X, X_valid)
+
 
 from __future__ import annotations
 

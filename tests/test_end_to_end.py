@@ -95,7 +95,7 @@ def test_speaker_normalisation_is_reported(corpus, tmp_path):
 
 def test_bundle_round_trip_and_recognizer(corpus, tmp_path):
     config = make_config(corpus, tmp_path)
-    bundle, result = train_bundle(config, progress=False)
+    bundle, _result = train_bundle(config, progress=False)
     assert "3 speaker-disjoint folds" in bundle.card
     path = save_bundle(bundle, tmp_path / "bundle")
     assert sorted(p.name for p in path.iterdir()) == ["MODEL_CARD.md", "bundle.json",
@@ -210,3 +210,29 @@ def test_cli_errors_are_one_line(tmp_path):
     out = runner.invoke(app, ["evaluate", str(bad)])
     assert out.exit_code != 0
     assert "protcol" in str(out.exception) or "protcol" in out.output
+
+
+def test_network_with_augmentation_trains_and_bundles(corpus, tmp_path):
+    config = make_config(
+        corpus, tmp_path,
+        features={"name": "mfcc_sequence", "n_mfcc": 20, "duration": 1.0},
+        model={"name": "cnn_small_b", "params": {"epochs": 8, "batch_size": 16}},
+        augment={"recipe": "noise", "copies": 1},
+        protocol={"kind": "speaker_folds", "n_folds": 2})
+    result = run_experiment(config, progress=False)
+    assert len(result.histories) == 2
+    for history in result.histories.values():
+        assert len(history.train_loss) >= 1
+    run_dir = write_run(result)
+    assert len(list(run_dir.glob("training-curve-*.png"))) == 2
+    bundle, _ = train_bundle(config, evaluate=False, progress=False)
+    path = save_bundle(bundle, tmp_path / "net-bundle")
+    assert (path / "network" / "weights.safetensors").is_file()
+    assert not list(path.rglob("*.pkl")) and not (path / "model.skops").exists()
+    recognizer = Recognizer(load_bundle(path), n_jobs=1)
+    signal = synth_voice(1.2, f0=225, f0_range=0.6, loudness=0.6, vowels="oie")
+    frame = recognizer.predict_signal(signal, 16000)
+    assert np.isclose(frame[recognizer.classes].to_numpy().sum(), 1.0)
+    direct = bundle.model.predict_proba(
+        bundle.extractor().extract_signal(signal, 16000)[None].reshape(1, -1))
+    assert np.allclose(frame[list(bundle.model.classes_)].to_numpy(), direct, atol=1e-6)

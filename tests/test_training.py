@@ -1,6 +1,6 @@
 """The trainer: best-epoch restore, early stopping, schedule, seeds, curves."""
 
-# ruff: noqa: N806  (scikit-learn's naming: X, X_valid)
+
 
 from __future__ import annotations
 

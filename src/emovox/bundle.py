@@ -6,7 +6,8 @@ Layout::
       bundle.json     format version, feature spec, label set, classes, preprocessing,
                       training summary and scores
       model.skops     the fitted scikit-learn pipeline (skops: no pickle, loaded only
-                      if every type in it is on an allowlist)
+                      if every type in it is on an allowlist), or
+      network/        a PyTorch network: weights.safetensors + neural.json
       MODEL_CARD.md   for people: data, licenses, protocol, scores, limits
 """
 
@@ -55,6 +56,7 @@ class Bundle:
         """Contents of ``bundle.json``."""
         return {
             "format": FORMAT,
+            "model_format": "network" if _is_network(self.model) else "skops",
             "format_version": FORMAT_VERSION,
             "emovox_version": __version__,
             "features": self.features,
@@ -74,7 +76,10 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
-        sio.dump(bundle.model, work / "model.skops")
+        if _is_network(bundle.model):
+            bundle.model.save(work / "network")
+        else:
+            sio.dump(bundle.model, work / "model.skops")
         (work / "bundle.json").write_text(json.dumps(bundle.metadata(), indent=2) + "\n")
         (work / "MODEL_CARD.md").write_text(bundle.card or "# Model card\n\n(none given)\n")
         if path.exists():
@@ -102,10 +107,9 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         allowlist (which would mean the file could run arbitrary code).
     """
     path = default_bundle_path() if path is None else Path(path)
-    meta_file, model_file = path / "bundle.json", path / "model.skops"
-    for needed in (meta_file, model_file):
-        if not needed.is_file():
-            raise BundleError(f"{path}: not a model bundle (missing {needed.name})")
+    meta_file = path / "bundle.json"
+    if not meta_file.is_file():
+        raise BundleError(f"{path}: not a model bundle (missing bundle.json)")
     try:
         meta = json.loads(meta_file.read_text())
     except json.JSONDecodeError as error:
@@ -115,11 +119,15 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
             f"{path}: unsupported bundle format {meta.get('format')!r} "
             f"v{meta.get('format_version')} (this emovox reads {FORMAT} v{FORMAT_VERSION})"
         )
-    untrusted = sio.get_untrusted_types(file=model_file)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-    if refused:
-        raise BundleError(f"{model_file}: refusing to load unexpected types {refused}")
-    model = sio.load(model_file, trusted=untrusted)
+    if meta.get("model_format", "skops") == "network":
+        from emovox.models.neural import NeuralClassifier
+
+        try:
+            model = NeuralClassifier.load(path / "network")
+        except (FileNotFoundError, ValueError) as error:
+            raise BundleError(f"{path}: {error}") from None
+    else:
+        model = _load_skops(path / "model.skops")
     card_file = path / "MODEL_CARD.md"
     return Bundle(
         model=model,
@@ -131,6 +139,21 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         card=card_file.read_text() if card_file.is_file() else "",
         path=path,
     )
+
+
+def _is_network(model: Any) -> bool:
+    return type(model).__name__ == "NeuralClassifier"
+
+
+def _load_skops(model_file: Path) -> Any:
+    """Load a skops file after checking every type in it against the allowlist."""
+    if not model_file.is_file():
+        raise BundleError(f"{model_file.parent}: not a model bundle (missing {model_file.name})")
+    untrusted = sio.get_untrusted_types(file=model_file)
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if refused:
+        raise BundleError(f"{model_file}: refusing to load unexpected types {refused}")
+    return sio.load(model_file, trusted=untrusted)
 
 
 def default_bundle_path() -> Path:

@@ -39,6 +39,16 @@ class ModelSpec(NamedSpec):
     search: dict[str, list[Any]] | None = None
 
 
+class AugmentSpec(BaseModel):
+    """Augmented copies of each fold's training files (never of test files)."""
+
+    model_config = ConfigDict(extra="forbid")
+    recipe: str | list[str]
+    copies: int = Field(1, ge=1)
+    only_classes: list[str] | None = None
+    p: float = Field(1.0, gt=0, le=1)
+
+
 class ProtocolSpec(BaseModel):
     """A protocol kind (see :func:`emovox.protocols.make_splits`) and its parameters."""
 
@@ -65,6 +75,7 @@ class ExperimentConfig(BaseModel):
     features: NamedSpec
     model: ModelSpec
     normalization: Literal["none", "speaker", "corpus"] = "none"
+    augment: AugmentSpec | None = None
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     seed: int = 0
     output_dir: str = "runs"

@@ -66,6 +66,7 @@ class RunResult:
     leaky: bool
     notes: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+    histories: dict = field(default_factory=dict)
     run_dir: Path | None = None
 
 
@@ -94,18 +95,42 @@ def normalised_features(config: ExperimentConfig, dataset: Dataset) -> np.ndarra
     return standardise_by_group(dataset.features, groups)
 
 
-def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray,
-              speakers: np.ndarray | None = None):
-    """A fresh classifier of the configured kind, fitted on the given rows.
+def is_network(name: str) -> bool:
+    """Whether a model name is a PyTorch network (else a scikit-learn classifier)."""
+    from emovox.models.nets import NETWORKS
 
-    With ``model.search`` (``{param: [values, ...]}``) the parameters are chosen by
-    grid search scored by UAR over speaker-group folds *of the training rows only*,
-    so test speakers never take part in model selection.
-    """
+    return name in NETWORKS
+
+
+def make_model(config: ExperimentConfig, progress: bool = False):
+    """An unfitted model of the configured kind (scikit-learn pipeline or network)."""
     params = dict(config.model.params)
+    if is_network(config.model.name):
+        from emovox.models.neural import NeuralClassifier
+
+        extractor = get_extractor({"name": config.features.name, **config.features.params})
+        params.setdefault("input_shape", list(extractor.output_shape))
+        params.setdefault("num_threads", 1)  # one process per core does better here
+        return NeuralClassifier(network=config.model.name, seed=config.seed,
+                                progress=progress, **params)
     if config.model.name in {"mlp", "svm"}:
         params.setdefault("random_state", config.seed)
-    model = make_classifier(config.model.name, params)
+    return make_classifier(config.model.name, params)
+
+
+def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray,
+              speakers: np.ndarray | None = None, augmented: np.ndarray | None = None,
+              progress: bool = False):
+    """A fresh model of the configured kind, fitted on the given rows.
+
+    Networks carve their validation set from the training speakers (never the test
+    speakers). With ``model.search`` (``{param: [values, ...]}``) scikit-learn
+    parameters are chosen by grid search scored by UAR over speaker-group folds *of
+    the training rows only*, so test speakers never take part in model selection.
+    """
+    model = make_model(config, progress=progress)
+    if is_network(config.model.name):
+        return model.fit(features, labels, groups=speakers, augmented=augmented)
     search = config.model.search
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Stochastic Optimizer.*")
@@ -125,6 +150,34 @@ def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray
         )
         grid.fit(features, labels, groups=speakers)
         return grid.best_estimator_
+
+
+def training_rows(config: ExperimentConfig, dataset: Dataset, features: np.ndarray,
+                  rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features, labels, speakers and an is-augmented mask of a fold's training rows.
+
+    With ``augment`` configured, augmented copies of these rows' audio are appended
+    (computed from the training files only: test files are never read here).
+    """
+    y = dataset.y[rows]
+    speakers = dataset.table["speaker"].astype(str).to_numpy()[rows]
+    X = features[rows]
+    augmented = np.zeros(len(rows), dtype=bool)
+    if config.augment is None:
+        return X, y, speakers, augmented
+    from emovox.augment import augmented_training_features
+
+    extra = augmented_training_features(
+        {"name": config.features.name, **config.features.params},
+        dataset.table["path"].to_numpy()[rows], y, config.augment.recipe,
+        copies=config.augment.copies, only_classes=config.augment.only_classes,
+        seed=config.seed, p=config.augment.p)
+    if len(extra.labels) == 0:
+        return X, y, speakers, augmented
+    return (np.concatenate([X, extra.features.reshape(len(extra.labels), -1)]),
+            np.concatenate([y, np.asarray(extra.labels).astype(str)]),
+            np.concatenate([speakers, speakers[extra.source]]),
+            np.concatenate([augmented, np.ones(len(extra.labels), dtype=bool)]))
 
 
 def run_experiment(
@@ -155,12 +208,14 @@ def run_experiment(
         notes.append("normalisation: " + describe_scope(config.normalization))
 
     started = time.perf_counter()
-    folds, rows = [], []
+    folds, rows, histories = [], [], {}
     y = dataset.y
-    speakers = table["speaker"].astype(str).to_numpy()
     for split in splits:
-        model = fit_model(config, features[split.train], y[split.train],
-                          speakers[split.train])
+        X_train, y_train, train_speakers, augmented = training_rows(
+            config, dataset, features, split.train)
+        model = fit_model(config, X_train, y_train, train_speakers, augmented)
+        if getattr(model, "history_", None) is not None:
+            histories[split.name] = model.history_
         proba = model.predict_proba(features[split.test])
         predicted = model.classes_[proba.argmax(axis=1)]
         folds.append(FoldResult(split.name, y[split.test], predicted, classes))
@@ -185,6 +240,7 @@ def run_experiment(
         leaky=leaky,
         notes=notes,
         seconds={"features": dataset.feature_seconds, "train_and_test": train_seconds},
+        histories=histories,
     )
 
 
@@ -251,6 +307,8 @@ def write_run(result: RunResult, output_dir: str | Path | None = None) -> Path:
                               title=f"{config.name} — {protocol_description(result)}"[:90])
         per_fold = result.summary.drop(index=["mean", "std"]).reset_index()
         save_fold_scores(per_fold, work / "folds.png")
+        for number, (fold, history) in enumerate(result.histories.items(), start=1):
+            history.plot(work / f"training-curve-{number:02d}.png", title=fold)
         work.rename(final)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -277,8 +335,9 @@ def train_bundle(config: ExperimentConfig, evaluate: bool = True, progress: bool
         raise ValueError("bundles support normalization: none only")
     dataset = prepare_dataset(config, progress=progress)
     result = run_experiment(config, dataset, progress=progress) if evaluate else None
-    model = fit_model(config, dataset.features, dataset.y,
-                      dataset.table["speaker"].astype(str).to_numpy())
+    X, y, speakers, augmented = training_rows(config, dataset, dataset.features,
+                                              np.arange(len(dataset.table)))
+    model = fit_model(config, X, y, speakers, augmented, progress=progress)
     evaluation = None
     if result is not None:
         evaluation = {

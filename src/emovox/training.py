@@ -17,7 +17,7 @@ run and then restores. On a busy machine one thread is often much faster than
 several (threads spin waiting for each other).
 """
 
-# ruff: noqa: N803, N806  (scikit-learn's naming: X, X_train, X_valid)
+
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ standard deviation (population, ``ddof=0``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -99,7 +99,7 @@ class WhisperEncoderExtractor(FeatureExtractor):
     """
 
     name: ClassVar[str] = "whisper_encoder"
-    kind: ClassVar = "functional"
+    kind: ClassVar[Literal["functional", "sequence"]] = "functional"
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ A fitted classifier is saved as two files, never pickle::
     <folder>/neural.json           constructor parameters, classes, input shape, history
 """
 
-# ruff: noqa: N803, N806  (scikit-learn's naming: X, X_train, X_valid)
+
 
 from __future__ import annotations
 
