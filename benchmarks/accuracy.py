@@ -92,8 +92,9 @@ def markdown(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         flag = " **(LEAKY)**" if r["leaky"] else ""
+        protocol = "random 75/25 utterance split: LEAKY" if r["leaky"] else r["protocol"]
         lines.append(f"| {r['benchmark']} | {r['system']}{flag} | {r['uar']} | {r['wa']} | "
-                     f"{r['macro_f1']} | {r['protocol']} | {r['n']} | {r['features_s']:.0f} | "
+                     f"{r['macro_f1']} | {protocol} | {r['n']} | {r['features_s']:.0f} | "
                      f"{r['fit_s']:.1f} |")
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ Registered extractors: ``mfcc_chroma_mel`` (180), ``mfcc_stats``, ``mfcc_sequenc
 
 from emovox.features import smile as _smile  # noqa: F401  (registers the extractors)
 from emovox.features import spectral as _spectral  # noqa: F401
+from emovox.features import whisper as _whisper  # noqa: F401  (torch loads on first use)
 from emovox.features.base import (
     FEATURE_CODE_VERSION,
     FeatureExtractor,

@@ -265,7 +265,7 @@ class _EncoderBlock(nn.Module):
 class WhisperEncoder(nn.Module):
     """Whisper's audio encoder, taking log-mel input of any length up to 30 s.
 
-    conv1 (k3, pad 1) + GELU, conv2 (k3, stride 2, pad 1) + GELU, learned-free
+    conv1 (k3, pad 1) + GELU, conv2 (k3, stride 2, pad 1) + GELU, fixed
     sinusoidal positions (the table stored with the weights), ``n_layers`` pre-LN
     transformer blocks and a final LayerNorm. GELU is the exact (erf) one.
 

