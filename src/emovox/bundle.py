@@ -75,6 +75,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    work.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
     try:
         if _is_network(bundle.model):
             bundle.model.save(work / "network")

@@ -280,6 +280,7 @@ def write_run(result: RunResult, output_dir: str | Path | None = None) -> Path:
         suffix += 1
         final = root / f"{config.name}-{stamp}-{suffix}"
     work = Path(tempfile.mkdtemp(prefix=f".{config.name}-", dir=root))
+    work.chmod(0o755)
     try:
         (work / "config.yaml").write_text(dump_config(config))
         metrics = {
