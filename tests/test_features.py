@@ -469,3 +469,21 @@ def test_parallel_matches_inline(audio: dict[str, Path], tmp_path: Path) -> None
     assert parallel.failures == inline.failures
     np.testing.assert_allclose(parallel.features, inline.features, rtol=1e-5, atol=1e-4)
     assert len(list(tmp_path.rglob("*.npy"))) == 3  # written by the workers
+
+
+def test_mfcc_frame_mean_is_the_published_216_frame_input(tmp_path):
+    import soundfile as sf
+
+    from emovox.features import get_extractor
+
+    extractor = get_extractor("mfcc_frame_mean")
+    assert extractor.output_shape == (216,)
+    t = np.arange(int(3.5 * 22050)) / 22050
+    signal = (0.3 * np.sin(2 * np.pi * 180 * t)).astype(np.float32)
+    path = tmp_path / "tone.wav"
+    sf.write(path, signal, 22050)
+    features = extractor.extract_file(path)
+    assert features.shape == (216,)
+    frames = get_extractor("mfcc_sequence", n_mfcc=13, sample_rate=44100, offset=0.5,
+                           duration=2.5).extract_file(path)
+    assert np.allclose(features, frames.mean(axis=1), atol=1e-5)

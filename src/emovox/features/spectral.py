@@ -148,7 +148,9 @@ class MfccStats(FeatureExtractor):
     The MFCC matrix is stacked with its first ``deltas`` derivatives (librosa
     ``delta``, width 9, ``mode="nearest"`` so short clips work), giving
     ``n_mfcc * (deltas + 1)`` rows; the output is their mean, then their standard
-    deviation, then (``minmax=True``) their minimum and maximum over frames.
+    deviation (unless ``std=False``), then (``minmax=True``) their minimum and maximum.
+    ``mfcc_stats(n_mfcc=40, deltas=0, std=False)`` is the 40-value MFCC mean vector of
+    the published small CNNs.
 
     Parameters
     ----------
@@ -156,6 +158,8 @@ class MfccStats(FeatureExtractor):
         MFCCs per frame, 1..n_mels.
     deltas : int
         0 (MFCCs only), 1 (+ deltas) or 2 (+ delta-deltas).
+    std : bool
+        Output the standard deviation after the mean.
     minmax : bool
         Also output the minimum and maximum.
     n_mels, n_fft, hop_length : int
@@ -171,6 +175,7 @@ class MfccStats(FeatureExtractor):
         *,
         n_mfcc: int = 20,
         deltas: int = 1,
+        std: bool = True,
         minmax: bool = False,
         n_mels: int = 128,
         n_fft: int = 2048,
@@ -182,6 +187,7 @@ class MfccStats(FeatureExtractor):
         self.n_mels = check_int(self, "n_mels", n_mels, minimum=1)
         self.n_mfcc = check_int(self, "n_mfcc", n_mfcc, minimum=1, maximum=self.n_mels)
         self.deltas = check_int(self, "deltas", deltas, minimum=0, maximum=2)
+        self.std = check_bool(self, "std", std)
         self.minmax = check_bool(self, "minmax", minmax)
         self.n_fft = check_int(self, "n_fft", n_fft, minimum=16)
         self.hop_length = check_int(self, "hop_length", hop_length, minimum=1)
@@ -189,7 +195,8 @@ class MfccStats(FeatureExtractor):
 
     @property
     def output_shape(self) -> tuple[int]:
-        return (self.n_mfcc * (self.deltas + 1) * (4 if self.minmax else 2),)
+        n_stats = 1 + int(self.std) + (2 if self.minmax else 0)
+        return (self.n_mfcc * (self.deltas + 1) * n_stats,)
 
     def _compute(self, signal: np.ndarray) -> np.ndarray:
         with _quiet_librosa():
@@ -200,7 +207,7 @@ class MfccStats(FeatureExtractor):
             for order in range(1, self.deltas + 1)
         ]
         stacked = np.concatenate(rows, axis=0)
-        stats = [stacked.mean(axis=1), stacked.std(axis=1)]
+        stats = [stacked.mean(axis=1)] + ([stacked.std(axis=1)] if self.std else [])
         if self.minmax:
             stats += [stacked.min(axis=1), stacked.max(axis=1)]
         return np.concatenate(stats)
@@ -262,6 +269,41 @@ class MfccSequence(_SpectralSequence):
         with _quiet_librosa():
             mel = _mel_power(signal, self.sample_rate, self.n_fft, self.hop_length, self.n_mels)
         return self._fix_length(_mfcc(mel, self.n_mfcc).T)
+
+
+@register_extractor
+class MfccFrameMean(MfccSequence):
+    """Per-frame mean of the MFCCs, shape (frames,): the input of the published 1D CNN.
+
+    The published experiment averaged 13 MFCCs in each frame of 2.5 s of audio taken
+    0.5 s into each file, at 44.1 kHz with a 512-sample hop: 216 values. Those are the
+    defaults here (the audio is resampled to ``sample_rate`` first).
+    """
+
+    name: ClassVar[str] = "mfcc_frame_mean"
+
+    def __init__(
+        self,
+        *,
+        n_mfcc: int = 13,
+        n_mels: int = 128,
+        n_fft: int = 2048,
+        hop_length: int = 512,
+        sample_rate: int = 44_100,
+        offset: float = 0.5,
+        duration: float = 2.5,
+    ) -> None:
+        super().__init__(n_mfcc=n_mfcc, n_mels=n_mels, n_fft=n_fft, hop_length=hop_length,
+                         sample_rate=sample_rate, offset=offset, duration=duration)
+
+    @property
+    def output_shape(self) -> tuple[int]:
+        return (self.n_frames,)
+
+    def _compute(self, signal: np.ndarray) -> np.ndarray:
+        frames = super()._compute(signal)
+        # Padded frames stay 0 (the mean of zero frames), as in the original.
+        return frames.mean(axis=1).astype(np.float32)
 
 
 @register_extractor
