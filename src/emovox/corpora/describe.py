@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -152,19 +150,13 @@ def plot_counts(table: pd.DataFrame, path: str | Path, title: str | None = None)
     n_speakers = table["speaker"].nunique() if len(table) else 0
     axes.set_title(title or f"{len(table)} utterances, {n_speakers} speakers", fontsize=10)
     if order:
-        axes.legend(title="gender", fontsize=8, title_fontsize=8, frameon=False)
+        axes.legend(title="gender", fontsize=8, title_fontsize=8, frameon=False,
+                    loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes.tick_params(axis="x", labelrotation=30)
     axes.margins(y=0.12)
     figure.tight_layout()
 
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            figure.savefig(handle, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from emovox.plots import _save
+
+    _save(figure, path)
     return path
