@@ -20,6 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 corpus_app = typer.Typer(no_args_is_help=True, help="Inspect emotional speech corpora.")
 app.add_typer(corpus_app, name="corpus")
 console = Console()
+if not console.is_terminal:  # piped or captured: don't squeeze tables into 80 columns
+    console = Console(width=200)
 errors = Console(stderr=True)
 
 Overrides = Annotated[list[str] | None, typer.Argument(
@@ -77,20 +79,76 @@ def predict(
     output_format: Annotated[str, typer.Option("--format", "-f",
                                                help="table, csv or json")] = "table",
     output: Annotated[Path | None, typer.Option("--output", "-o",
-                                                help="Write results to this file")] = None,
+                                                help="Write results to this file (csv and "
+                                                     "json: file by file)")] = None,
     sample: Annotated[bool, typer.Option(help="Predict a synthetic voice sample "
                                               "(a smoke test needing no audio)")] = False,
     jobs: Annotated[int, typer.Option(help="Processes (-1: all cores)")] = -1,
+    timeline: Annotated[bool, typer.Option(
+        "--timeline", help="Emotion over time: windows over the speech (long recordings)")
+    ] = False,
+    window: Annotated[float, typer.Option(help="Timeline window in seconds")] = 2.0,
+    hop: Annotated[float, typer.Option(help="Seconds between timeline windows")] = 1.0,
+    vad: Annotated[str, typer.Option(help="Timeline voice activity detector: silero or "
+                                          "energy")] = "silero",
+    no_vad: Annotated[bool, typer.Option("--no-vad", help="Timeline: classify every "
+                                                         "window, speech or not")] = False,
+    plot: Annotated[Path | None, typer.Option(
+        help="Timeline: save a PNG here (several files: NAME-<file>.png)")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="Skip files already complete in --output (an interrupted run goes on)")
+    ] = False,
 ) -> None:
-    """Predict the emotion of audio files (or every audio file in folders)."""
+    """Predict the emotion of audio files (or every audio file in folders).
+
+    With --timeline, long recordings come back as windows over their speech.
+
+    With --output (csv or json), results are written file by file; --resume skips done files.
+
+    A bad file is reported and the others go on.
+    """
     from emovox.recognizer import Recognizer
     from emovox.synth import synth_voice
+    from emovox.timeline import ResultsFile, check_window, timeline_complete
+    from emovox.vad import VAD_METHODS
 
     if output_format not in {"table", "csv", "json"}:
         _fail(f"--format must be table, csv or json, not {output_format!r}")
+    if timeline:
+        try:
+            check_window(window, hop)
+        except ValueError as error:
+            _fail(f"--window/--hop: {error}")
+        if vad not in VAD_METHODS:
+            _fail(f"--vad must be {' or '.join(VAD_METHODS)}, not {vad!r}")
+    elif plot:
+        _fail("--plot draws a timeline: add --timeline")
+    if resume and (output is None or output_format == "table"):
+        _fail("--resume needs --output with --format csv or json")
     recognizer = Recognizer(bundle, n_jobs=jobs)
+    options = {"window": window, "hop": hop, "vad": None if no_vad else vad}
+    columns = ["file", "start", "end", "emotion", "confidence", *recognizer.classes]
+    columns += ["speech", "speech_ratio"] if timeline else []
+    writer = None
+    if output and output_format != "table":
+        try:
+            writer = ResultsFile(output, output_format, columns, resume=resume,
+                                 complete=timeline_complete if timeline else None)
+        except (ValueError, OSError) as error:
+            _fail(str(error))
+    frames: list[pd.DataFrame] = []
+    failures: list[tuple[str, str]] = []
+    skipped = 0
     if sample:
-        frame = recognizer.predict_signal(synth_voice(2.5), 16000, name="<synthetic voice>")
+        signal = synth_voice(2.5)
+        frames.append(recognizer.predict_timeline(signal, sample_rate=16000,
+                                                  name="<synthetic voice>", **options)
+                      if timeline else
+                      recognizer.predict_signal(signal, 16000, name="<synthetic voice>"))
+        if plot is not None:
+            from emovox.timeline import plot_timeline
+
+            plot_timeline(frames[0], plot)
     elif not files:
         _fail("give audio files or folders to predict, or --sample")
     else:
@@ -99,14 +157,47 @@ def predict(
 
         for item in files:
             paths += [str(p) for p in iter_audio_files(item)] if item.is_dir() else [str(item)]
-        frame = recognizer.predict_files(paths, progress=sys.stderr.isatty())
-    failures = frame.attrs.get("failures", [])
+        todo = [p for p in paths if writer is None or not writer.is_done(p)]
+        skipped = len(paths) - len(todo)
+        if timeline:
+            frames, failures = _predict_timelines(recognizer, todo, options, writer, plot,
+                                                  single=len(paths) == 1)
+        elif writer is None:
+            frames = [recognizer.predict_files(todo, progress=sys.stderr.isatty())]
+            failures = frames[0].attrs.get("failures", [])
+        else:  # in batches, each written as soon as it is done
+            for start in range(0, len(todo), 32):
+                batch = todo[start:start + 32]
+                try:
+                    frame = recognizer.predict_files(batch, progress=False)
+                except Exception as error:  # never lose the rest of a long run
+                    failures += [(p, f"{type(error).__name__}: {error}") for p in batch]
+                    continue
+                failures += frame.attrs.get("failures", [])
+                writer.add(frame)
+    if writer is not None:
+        for frame in frames:
+            writer.add(frame)
+        writer.close()
+        errors.print(f"{writer.rows_written} row(s) written to {output}"
+                     + (f"; {skipped} files already done, skipped" if skipped else ""),
+                     highlight=False, soft_wrap=True)
+        _print_failures(failures)
+        if failures and not writer.rows_written and not skipped:
+            raise typer.Exit(code=1)
+        return
+    nonempty = [f for f in frames if len(f)]
+    frame = pd.concat(nonempty) if nonempty else frames[0] if frames else pd.DataFrame(
+        columns=columns).set_index(["file", "start", "end"])
     flat = frame.reset_index()
     if output_format == "table":
         shown = frame.copy()
-        shown.index = shown.index.set_levels(
-            [shown.index.levels[0].map(lambda p: Path(p).name if "/" in p else p),
-             *shown.index.levels[1:]])
+        if timeline:
+            shown["emotion"] = shown["emotion"].fillna("-")
+        if len(shown):
+            shown.index = shown.index.set_levels(
+                [shown.index.levels[0].map(lambda p: Path(p).name if "/" in p else p),
+                 *shown.index.levels[1:]])
         text_console = Console(file=output.open("w")) if output else console
         text_console.print(_frame_table(shown, title=f"emotion ({recognizer.bundle.labels.name}"
                                                       f" model)"))
@@ -114,14 +205,43 @@ def predict(
         text = (flat.to_csv(index=False, float_format="%.4f") if output_format == "csv"
                 else json.dumps(json.loads(flat.to_json(orient="records", double_precision=4)),
                                 indent=2) + "\n")
-        if output:
-            output.write_text(text)
-        else:
-            sys.stdout.write(text)
+        sys.stdout.write(text)
     _print_failures(failures)
     if failures and flat.empty:
         raise typer.Exit(code=1)
 
+
+def _predict_timelines(recognizer, paths: list[str], options: dict,
+                       writer, plot: Path | None,
+                       single: bool) -> tuple[list[pd.DataFrame], list[tuple[str, str]]]:
+    """Timelines of ``paths`` one by one: written (or kept) and plotted; failures listed."""
+    from emovox.timeline import plot_timeline
+
+    frames: list[pd.DataFrame] = []
+    failures: list[tuple[str, str]] = []
+    plotted: set[Path] = set()
+    for number, path in enumerate(paths, 1):
+        if sys.stderr.isatty():
+            errors.print(f"timeline {number}/{len(paths)}: {path}", highlight=False)
+        try:
+            frame = recognizer.predict_timeline(path, **options)
+        except Exception as error:  # a bad file never stops the batch
+            reason = str(error) if isinstance(error, EmovoxError) else (
+                f"{type(error).__name__}: {error}")
+            failures.append((path, reason))
+            continue
+        if writer is not None:
+            writer.add(frame)
+        else:
+            frames.append(frame)
+        if plot is not None and len(frame):
+            target = plot if single else plot.with_name(
+                f"{plot.stem}-{Path(path).stem}{plot.suffix or '.png'}")
+            while target in plotted:
+                target = target.with_name(f"{target.stem}_{len(plotted)}{target.suffix}")
+            plotted.add(target)
+            plot_timeline(frame, target)
+    return frames, failures
 
 def _load(config: Path, overrides: list[str] | None):
     from emovox.config import load_config
@@ -207,7 +327,7 @@ def corpus_describe(
     console.print(f"[bold]{path}[/]: {len(corpus.table)} utterances, "
                   f"{corpus.table['speaker'].nunique()} speakers")
     for name, frame in tables.items():
-        console.print(_frame_table(frame, title=f"per {name}", digits=0))
+        console.print(_frame_table(frame, title=f"per {name}"))
     if plot:
         plot_counts(corpus.table, plot)
         console.print(f"chart saved to [bold]{plot}[/]")
@@ -226,6 +346,70 @@ def show(
     out = out or Path(f"{file.stem}.png")
     save_recording_figure(file, out)
     console.print(f"figure saved to [bold]{out}[/]")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this "
+                                           "machine only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    bundle: Annotated[Path | None, typer.Option(help="Model bundle folder (default: "
+                                                     "the packaged model)")] = None,
+    onnx: Annotated[Path | None, typer.Option(help="Serve a folder written by "
+                                                   "'emovox export --onnx' instead")] = None,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MB")] = 20.0,
+    max_seconds: Annotated[float, typer.Option(help="Longest recording in seconds")] = 600.0,
+) -> None:
+    """Serve the HTTP API and the browser page (API documentation at /docs)."""
+    try:
+        import uvicorn
+
+        from emovox.serve import create_app
+    except ImportError as error:
+        _fail(f"emovox serve needs fastapi, uvicorn and python-multipart ({error})")
+    if bundle is not None and onnx is not None:
+        _fail("give --bundle or --onnx, not both")
+    if not (max_upload_mb > 0 and max_seconds > 0):
+        _fail("--max-upload-mb and --max-seconds must be > 0")
+    if onnx is not None:
+        from emovox.export import OnnxRecognizer
+
+        recognizer = OnnxRecognizer(onnx)
+    else:
+        from emovox.recognizer import Recognizer
+
+        recognizer = Recognizer(bundle, n_jobs=1)
+    application = create_app(recognizer, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                             max_seconds=max_seconds)
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"emovox: {len(recognizer.classes)} emotions ({', '.join(recognizer.classes)})"
+                  f" on [bold]http://{shown}:{port}/[/] (API docs at /docs); Ctrl+C stops",
+                  highlight=False)
+    uvicorn.run(application, host=host, port=port, log_level="info")
+
+
+@app.command("export")
+def export_model(
+    onnx: Annotated[Path, typer.Option("--onnx", help="Folder to write model.onnx, "
+                                                      "preprocessing.json and the card to")],
+    bundle: Annotated[Path | None, typer.Option(help="Model bundle folder (default: "
+                                                     "the packaged model)")] = None,
+    check: Annotated[bool, typer.Option("--check/--no-check", help="Refuse the export when "
+                                        "ONNX and native probabilities differ")] = True,
+) -> None:
+    """Export a model bundle to a self-contained ONNX model and its preprocessing spec."""
+    from emovox.export import MODEL_FILE, SPEC_FILE, export_onnx
+
+    out = export_onnx(bundle, onnx, check=check)
+    spec = json.loads((out / SPEC_FILE).read_text())
+    graph = spec["graph"]
+    size = (out / MODEL_FILE).stat().st_size / 1e6
+    console.print(f"ONNX model written to [bold]{out}[/] ({size:.1f} MB): {graph['contains']}",
+                  highlight=False, soft_wrap=True)
+    console.print(f"input {graph['input']['name']} {graph['input']['shape']} "
+                  f"({graph['kind']}; see {SPEC_FILE}), output probabilities of "
+                  f"{', '.join(spec['classes'])}; largest difference from the native model "
+                  f"{spec['check']['max_abs_diff']:.1e}", highlight=False, soft_wrap=True)
 
 
 def main() -> None:

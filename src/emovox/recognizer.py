@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,9 @@ from emovox.bundle import Bundle, load_bundle
 from emovox.corpora.base import iter_audio_files
 from emovox.errors import AudioError
 from emovox.features import extract_many
+
+if TYPE_CHECKING:
+    from emovox.vad import VadOptions
 
 #: Whole-file predictions refuse longer files (a timeline suits them better).
 MAX_FILE_SECONDS = 600.0
@@ -107,3 +111,80 @@ class Recognizer:
     def predict_folder(self, folder: str | Path, progress: bool = True) -> pd.DataFrame:
         """Emotion of every audio file under ``folder`` (recursively)."""
         return self.predict_files(iter_audio_files(Path(folder)), progress=progress)
+
+    def predict_timeline(
+        self,
+        source: str | Path | np.ndarray,
+        window: float = 2.0,
+        hop: float = 1.0,
+        vad: str | None = "silero",
+        chunk_seconds: float = 60.0,
+        *,
+        sample_rate: int | None = None,
+        min_speech: float = 0.5,
+        keep_nonspeech: bool = True,
+        name: str | None = None,
+        vad_options: VadOptions | None = None,
+    ) -> pd.DataFrame:
+        """Emotion over time: windows of ``window`` s every ``hop`` s over the speech.
+
+        Any length works: files are read ``chunk_seconds`` at a time, so memory does
+        not grow with the recording. See :mod:`emovox.timeline`.
+
+        Parameters
+        ----------
+        source : str, Path or np.ndarray
+            An audio file, or samples (then give ``sample_rate``).
+        window, hop : float
+            Window length and step between window starts in seconds (hop <= window).
+        vad : {"silero", "energy"} or None
+            Voice activity detector; ``"silero"`` falls back to ``"energy"`` (with a
+            warning) when silero-vad is not installed; None classifies every window.
+        chunk_seconds : float
+            Seconds of audio processed at a time.
+        sample_rate : int, optional
+            Rate of an array ``source`` in Hz.
+        min_speech : float
+            Share of speech a window needs to be classified.
+        keep_nonspeech : bool
+            Keep the other windows as rows with ``speech=False`` and no emotion.
+        name : str, optional
+            Value of the ``file`` index level.
+        vad_options : VadOptions, optional
+            Detector and smoothing parameters.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by ``(file, start, end)``; columns ``emotion``, ``confidence``, one
+            probability per class, ``speech`` and ``speech_ratio``. ``attrs`` holds
+            ``duration``, ``vad``, ``speech_segments``, ``window``, ``hop``.
+
+        Raises
+        ------
+        AudioError
+            Unreadable or empty audio.
+        """
+        from emovox.timeline import timeline
+
+        return timeline(self, source, sample_rate, window=window, hop=hop, vad=vad,
+                        chunk_seconds=chunk_seconds, min_speech=min_speech,
+                        keep_nonspeech=keep_nonspeech, name=name, vad_options=vad_options)
+
+    def iter_timeline(
+        self,
+        source: str | Path | np.ndarray,
+        window: float = 2.0,
+        hop: float = 1.0,
+        vad: str | None = "silero",
+        chunk_seconds: float = 60.0,
+        **options: Any,
+    ) -> Iterator[pd.DataFrame]:
+        """:meth:`predict_timeline` as it goes: one DataFrame per processed chunk.
+
+        Takes the same parameters; the last frame yielded carries the ``attrs``.
+        """
+        from emovox.timeline import iter_timeline
+
+        yield from iter_timeline(self, source, window=window, hop=hop, vad=vad,
+                                 chunk_seconds=chunk_seconds, **options)

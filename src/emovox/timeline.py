@@ -1,0 +1,677 @@
+"""Emotion over time in long recordings: sliding windows over the speech, streamed.
+
+A recording is cut into windows of ``window`` seconds every ``hop`` seconds. The
+first window starts at 0; the last one ends at the end of the audio (it is shorter
+than ``window`` when the hops do not fall exactly on the end). A voice activity
+detector (:mod:`emovox.vad`) measures the share of each window that is speech;
+windows with at least ``min_speech`` of it are classified by the recognizer's model
+(their features computed per window, the model called once per batch), the others
+are kept with ``speech=False`` and no emotion, or dropped.
+
+Files are read in chunks of ``chunk_seconds`` with :meth:`soundfile.SoundFile.read`,
+keeping only the samples of windows not yet classified, so an hour-long recording
+never sits in memory whole. The detector carries its state across chunks, so the
+result does not depend on the chunk size.
+
+Results are DataFrames indexed by ``(file, start, end)`` in seconds, with the columns
+``emotion``, ``confidence``, one probability per class, ``speech`` (bool) and
+``speech_ratio`` (share of the window that is speech; NaN without a detector).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from emovox.audio import audio_info
+from emovox.errors import AudioError
+from emovox.vad import VadOptions, VoiceActivityStream, resolve_vad
+
+if TYPE_CHECKING:
+    from emovox.recognizer import Recognizer
+
+__all__ = [
+    "DEFAULT_CHUNK_SECONDS",
+    "DEFAULT_HOP",
+    "DEFAULT_MIN_SPEECH",
+    "DEFAULT_WINDOW",
+    "ResultsFile",
+    "check_window",
+    "iter_timeline",
+    "load_timeline",
+    "plot_timeline",
+    "save_timeline",
+    "timeline",
+    "timeline_complete",
+]
+
+#: Seconds per window.
+DEFAULT_WINDOW = 2.0
+#: Seconds between window starts.
+DEFAULT_HOP = 1.0
+#: Share of a window that must be speech for it to be classified.
+DEFAULT_MIN_SPEECH = 0.5
+#: Seconds of audio read at a time.
+DEFAULT_CHUNK_SECONDS = 60.0
+#: Columns after the class probabilities.
+SPEECH_COLUMNS = ("speech", "speech_ratio")
+
+_SIGNAL_NAME = "<signal>"
+
+
+def check_window(window: float, hop: float, min_speech: float = DEFAULT_MIN_SPEECH,
+                 chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> None:
+    """Raise ValueError unless the timeline parameters make sense.
+
+    Parameters
+    ----------
+    window : float
+        Seconds per window, > 0.
+    hop : float
+        Seconds between window starts, in (0, window] (windows never leave gaps).
+    min_speech : float
+        Share of speech in [0, 1].
+    chunk_seconds : float
+        Seconds read at a time, > 0.
+    """
+    if not (math.isfinite(window) and window > 0):
+        raise ValueError(f"window must be a number of seconds > 0, got {window!r}")
+    if not (math.isfinite(hop) and 0 < hop <= window):
+        raise ValueError(f"hop must be > 0 and at most the window ({window:g} s), got {hop!r}")
+    if not (math.isfinite(min_speech) and 0.0 <= min_speech <= 1.0):
+        raise ValueError(f"min_speech must be a share in [0, 1], got {min_speech!r}")
+    if not (math.isfinite(chunk_seconds) and chunk_seconds > 0):
+        raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _mono_float32(block: np.ndarray, source: str) -> np.ndarray:
+    """Samples as mono float32 (integer PCM scaled to [-1, 1)), refusing NaN and inf."""
+    block = np.asarray(block)
+    if block.ndim not in (1, 2):
+        raise AudioError(source, f"expected 1-D or 2-D audio, got {block.ndim}-D array")
+    if np.issubdtype(block.dtype, np.unsignedinteger):
+        half = float(np.iinfo(block.dtype).max) / 2.0 + 0.5
+        block = (block.astype(np.float64) - half) / half
+    elif np.issubdtype(block.dtype, np.integer):
+        block = block.astype(np.float64) / float(np.iinfo(block.dtype).max + 1)
+    elif not np.issubdtype(block.dtype, np.floating):
+        raise AudioError(source, f"unsupported sample type {block.dtype}")
+    if block.ndim == 2:
+        block = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+    block = np.ascontiguousarray(block, dtype=np.float32)
+    if not np.all(np.isfinite(block)):
+        raise AudioError(source, "contains NaN or infinite samples")
+    return block
+
+
+def _file_blocks(path: Path, chunk: int) -> Iterator[np.ndarray]:
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            while True:
+                block = handle.read(chunk, dtype="float32", always_2d=True)
+                if not len(block):
+                    return
+                yield _mono_float32(block, str(path))
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioError(path, f"cannot decode audio ({error})") from None
+
+
+def _array_blocks(signal: np.ndarray, chunk: int, source: str) -> Iterator[np.ndarray]:
+    if signal.ndim == 2 and 0 < signal.shape[0] < signal.shape[1]:
+        raise AudioError(source, f"array shape {signal.shape} looks channels-first; "
+                                 "expected (samples, channels), transpose it")
+    for start in range(0, len(signal), chunk):
+        yield _mono_float32(signal[start:start + chunk], source)
+
+
+def _open(source: str | os.PathLike[str] | np.ndarray, sample_rate: int | None,
+          chunk_seconds: float, name: str | None) -> tuple[str, int, Iterator[np.ndarray]]:
+    if isinstance(source, np.ndarray):
+        if sample_rate is None or sample_rate <= 0:
+            raise ValueError("sample_rate (Hz) is needed for an in-memory signal")
+        label = name or _SIGNAL_NAME
+        chunk = max(1, round(chunk_seconds * sample_rate))
+        return label, int(sample_rate), _array_blocks(source, chunk, label)
+    path = Path(source)
+    info = audio_info(path)  # AudioError naming the file when it is unusable
+    if info.samplerate <= 0:
+        raise AudioError(path, f"invalid sample rate {info.samplerate}")
+    chunk = max(1, round(chunk_seconds * info.samplerate))
+    return name or str(source), int(info.samplerate), _file_blocks(path, chunk)
+
+
+# ----------------------------------------------------------------------------- timeline
+
+
+def iter_timeline(
+    recognizer: Recognizer,
+    source: str | os.PathLike[str] | np.ndarray,
+    sample_rate: int | None = None,
+    *,
+    window: float = DEFAULT_WINDOW,
+    hop: float = DEFAULT_HOP,
+    vad: str | None = "silero",
+    min_speech: float = DEFAULT_MIN_SPEECH,
+    chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
+    keep_nonspeech: bool = True,
+    name: str | None = None,
+    vad_options: VadOptions | None = None,
+) -> Iterator[pd.DataFrame]:
+    """Classify windows of a recording chunk by chunk, yielding each batch of rows.
+
+    Parameters
+    ----------
+    recognizer : Recognizer
+        Supplies the feature extractor and the model.
+    source : str, PathLike or np.ndarray
+        An audio file, or samples of shape (n,) or (n, channels).
+    sample_rate : int, optional
+        Rate of ``source`` when it is an array (required then).
+    window, hop : float
+        Window length and the step between window starts, in seconds
+        (``0 < hop <= window``).
+    vad : {"silero", "energy"} or None
+        Voice activity detector (``"silero"`` falls back to ``"energy"``, with a
+        warning, when silero-vad is not installed); None classifies every window.
+    min_speech : float
+        Share of a window that must be speech for it to be classified.
+    chunk_seconds : float
+        Seconds of audio read and processed at a time.
+    keep_nonspeech : bool
+        Keep windows with too little speech as rows with ``speech=False`` and no
+        emotion (True), or leave them out (False).
+    name : str, optional
+        Value of the ``file`` index level (default: the path, or ``"<signal>"``).
+    vad_options : VadOptions, optional
+        Detector and smoothing parameters.
+
+    Yields
+    ------
+    pandas.DataFrame
+        Rows of the windows completed by each chunk, in time order (see the module
+        documentation for the columns). The last frame yielded (possibly empty)
+        carries ``attrs`` with ``duration``, ``vad`` (the detector used),
+        ``speech_segments`` (list of ``(start, end)``), ``window``, ``hop`` and
+        ``min_speech``; ``speech_segments`` is None without a detector.
+
+    Raises
+    ------
+    AudioError
+        Unreadable or empty audio, naming it.
+    ValueError
+        Invalid parameters.
+    """
+    check_window(window, hop, min_speech, chunk_seconds)
+    method = resolve_vad(vad)
+    label, sr, blocks = _open(source, sample_rate, chunk_seconds, name)
+    win_n = max(1, round(window * sr))
+    hop_n = max(1, round(hop * sr))
+    detector = VoiceActivityStream(method, sr, vad_options) if method else None
+    columns = ["emotion", "confidence", *recognizer.classes, *SPEECH_COLUMNS]
+
+    buffer = np.zeros(0, np.float32)
+    buffer_start = 0  # file sample index of buffer[0]
+    read = 0
+    k = 0  # next window to classify
+    for block in blocks:
+        buffer = np.concatenate([buffer, block]) if buffer.size else block
+        read += block.size
+        if detector is not None:
+            detector.feed(block)
+        ready = []
+        while True:
+            start = k * hop_n
+            end = start + win_n
+            if end > read or (detector is not None and end / sr > detector.final_seconds):
+                break
+            ready.append((start, end))
+            k += 1
+        if ready:
+            frame = _classify(recognizer, label, sr, buffer, buffer_start, ready, detector,
+                              min_speech, keep_nonspeech, columns)
+            drop = k * hop_n - buffer_start
+            buffer, buffer_start = buffer[drop:], buffer_start + drop
+            if len(frame):
+                yield frame
+
+    if read == 0:
+        raise AudioError(label, "no audio samples (empty or truncated file)")
+    if detector is not None:
+        detector.finish()
+    last = max(0, math.ceil((read - win_n) / hop_n))
+    ready = [(j * hop_n, min(j * hop_n + win_n, read)) for j in range(k, last + 1)]
+    frame = _classify(recognizer, label, sr, buffer, buffer_start, ready, detector,
+                      min_speech, keep_nonspeech, columns)
+    frame.attrs.update({
+        "duration": read / sr,
+        "vad": method,
+        "speech_segments": detector.segments() if detector is not None else None,
+        "window": window,
+        "hop": hop,
+        "min_speech": min_speech,
+    })
+    yield frame
+
+
+def timeline(recognizer: Recognizer, source: str | os.PathLike[str] | np.ndarray,
+             sample_rate: int | None = None, **options: Any) -> pd.DataFrame:
+    """The whole timeline of a recording as one DataFrame.
+
+    Parameters are those of :func:`iter_timeline`; the result carries its ``attrs``.
+    """
+    frames = list(iter_timeline(recognizer, source, sample_rate, **options))
+    attrs = dict(frames[-1].attrs)
+    nonempty = [f for f in frames if len(f)]
+    frame = pd.concat(nonempty) if nonempty else frames[-1]
+    frame.attrs = attrs
+    return frame
+
+
+def _classify(recognizer: Recognizer, label: str, sr: int, buffer: np.ndarray, offset: int,
+              windows: list[tuple[int, int]], detector: VoiceActivityStream | None,
+              min_speech: float, keep_nonspeech: bool, columns: list[str]) -> pd.DataFrame:
+    """Rows of ``windows`` (file sample ranges, inside ``buffer`` which starts at ``offset``)."""
+    classes = recognizer.classes
+    index_rows, ratios, speech, features, feature_rows = [], [], [], [], []
+    for start, end in windows:
+        if detector is not None:
+            ratio = detector.speech_seconds(start / sr, end / sr) / ((end - start) / sr)
+            is_speech = ratio >= min_speech - 1e-9
+        else:
+            ratio, is_speech = math.nan, True
+        if not (is_speech or keep_nonspeech):
+            continue
+        row = len(index_rows)
+        index_rows.append((label, round(start / sr, 3), round(end / sr, 3)))
+        ratios.append(min(ratio, 1.0))
+        speech.append(is_speech)
+        if is_speech:
+            try:
+                features.append(recognizer.extractor.extract_signal(
+                    buffer[start - offset:end - offset], sr))
+                feature_rows.append(row)
+            except AudioError:
+                pass  # silent or too short: kept without an emotion
+    index = pd.MultiIndex.from_arrays(
+        [[r[0] for r in index_rows], [r[1] for r in index_rows], [r[2] for r in index_rows]],
+        names=["file", "start", "end"])
+    frame = pd.DataFrame({"emotion": pd.Series([None] * len(index_rows), dtype=object),
+                          "confidence": np.nan, **dict.fromkeys(classes, np.nan)},
+                         index=range(len(index_rows)))
+    if features:
+        probabilities = recognizer._frame(np.stack(features),
+                                          pd.MultiIndex.from_tuples(
+                                              [index_rows[i] for i in feature_rows]))
+        frame.loc[feature_rows, "emotion"] = probabilities["emotion"].to_numpy()
+        frame.loc[feature_rows, ["confidence", *classes]] = (
+            probabilities[["confidence", *classes]].to_numpy(dtype=float))
+    frame["speech"] = np.asarray(speech, dtype=bool)
+    frame["speech_ratio"] = np.asarray(ratios, dtype=float)
+    frame.index = index
+    return frame[columns]
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def save_timeline(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a timeline as CSV or JSON (by the extension), atomically.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Indexed by ``(file, start, end)``.
+    path : str or PathLike
+        ``.csv`` (one row per window, with a header) or ``.json`` (a list of records,
+        NaN written as null).
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        Another extension.
+    """
+    path = Path(path)
+    kind = path.suffix.lower()
+    flat = frame.reset_index()
+    if kind == ".csv":
+        text = flat.to_csv(index=False)
+    elif kind == ".json":
+        text = flat.to_json(orient="records", double_precision=15, indent=1) + "\n"
+    else:
+        raise ValueError(f"{path}: unknown timeline format {kind!r}; use .csv or .json")
+    _write_atomic(path, text)
+    return path
+
+
+def load_timeline(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a timeline written by :func:`save_timeline` (or ``emovox predict --timeline``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Indexed by ``(file, start, end)``; ``speech`` is bool, windows without an
+        emotion have NaN there.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        flat = pd.DataFrame.from_records(json.loads(path.read_text()))
+    else:
+        flat = pd.read_csv(path)
+    missing = {"file", "start", "end", "emotion"} - set(flat.columns)
+    if missing:
+        raise ValueError(f"{path}: not a timeline (missing {', '.join(sorted(missing))})")
+    if "speech" in flat:
+        flat["speech"] = flat["speech"].astype(bool)
+    for column in flat.columns.difference(["file", "emotion", "speech"]):
+        flat[column] = pd.to_numeric(flat[column])
+    flat["file"] = flat["file"].astype(str)
+    flat["emotion"] = flat["emotion"].astype(object).where(flat["emotion"].notna(), None)
+    return flat.set_index(["file", "start", "end"])
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(tmp_name)
+    try:
+        os.chmod(tmp, 0o644)
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class ResultsFile:
+    """Predictions written file by file to a CSV or JSON file, so a batch can resume.
+
+    Each file's rows are added as soon as they exist (CSV: appended and flushed;
+    JSON: the whole list is rewritten atomically, at most every ``json_interval``
+    seconds and on :meth:`close`). When resuming, the rows already there are read back,
+    files whose rows are complete are reported by :meth:`is_done`, and the rows of an
+    incomplete file (a run stopped while writing it) are removed so it is redone.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        Output file.
+    fmt : {"csv", "json"}
+        Its format: CSV with a header, or a JSON list of records.
+    columns : list of str
+        Columns of every row, index levels (``file, start, end``) first.
+    resume : bool
+        Keep and build on an existing file (True) or start it afresh (False).
+    complete : callable, optional
+        ``complete(file, rows)`` tells whether the rows found for ``file`` are all of
+        them (e.g. a timeline reaching the end of the audio); default: any row is.
+    digits : int
+        Decimals of the floats written.
+    json_interval : float
+        Minimum seconds between two rewrites of a JSON output.
+
+    Raises
+    ------
+    ValueError
+        The existing file cannot be read, or has other columns (other settings).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], fmt: str, columns: Sequence[str],
+                 resume: bool = False,
+                 complete: Callable[[str, pd.DataFrame], bool] | None = None,
+                 digits: int = 4, json_interval: float = 2.0) -> None:
+        if fmt not in {"csv", "json"}:
+            raise ValueError(f"results format must be csv or json, not {fmt!r}")
+        self.path = Path(path)
+        self.fmt = fmt
+        self.columns = list(columns)
+        self.digits = digits
+        self.json_interval = json_interval
+        self.done: set[str] = set()
+        self.rows_written = 0
+        self._records: list[dict[str, Any]] = []
+        self._dirty = False
+        self._last_write = 0.0
+        self._repaired = False
+        existing = self._read_existing() if resume and self.path.exists() else None
+        if existing is None or existing.empty:
+            self._rewrite(pd.DataFrame(columns=self.columns))
+        else:
+            keep = []
+            for file, rows in existing.groupby("file", sort=False):
+                if complete is None or complete(str(file), rows):
+                    self.done.add(str(file))
+                    keep.append(rows)
+            kept = pd.concat(keep) if keep else pd.DataFrame(columns=self.columns)
+            if len(kept) != len(existing) or self._repaired:
+                self._rewrite(kept)
+            elif self.fmt == "json":
+                self._records = self._to_records(kept)
+        self._resolved = {_resolve(f) for f in self.done}
+
+    def is_done(self, file: str | os.PathLike[str]) -> bool:
+        """Whether ``file`` is complete in the output (same path, or the same file)."""
+        return str(file) in self.done or _resolve(str(file)) in self._resolved
+
+    def add(self, frame: pd.DataFrame) -> None:
+        """Write the rows of ``frame`` (indexed by ``file, start, end``)."""
+        flat = frame.reset_index()
+        if list(flat.columns) != self.columns:
+            raise ValueError(f"rows have columns {list(flat.columns)}, expected {self.columns}")
+        if flat.empty:
+            return
+        self.rows_written += len(flat)
+        if self.fmt == "csv":
+            text = flat.to_csv(index=False, header=False, float_format=f"%.{self.digits}f")
+            with self.path.open("a", encoding="utf-8") as stream:
+                stream.write(text)
+                stream.flush()
+                os.fsync(stream.fileno())
+            return
+        self._records += self._to_records(flat)
+        self._dirty = True
+        if time.monotonic() - self._last_write >= self.json_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        """Rewrite a JSON output now (CSV rows are always written already)."""
+        if self.fmt == "json" and self._dirty:
+            _write_atomic(self.path, json.dumps(self._records, indent=2) + "\n")
+            self._dirty = False
+            self._last_write = time.monotonic()
+
+    def close(self) -> None:
+        """Write what is pending."""
+        self.flush()
+
+    def _to_records(self, flat: pd.DataFrame) -> list[dict[str, Any]]:
+        return json.loads(flat.to_json(orient="records", double_precision=self.digits))
+
+    def _rewrite(self, flat: pd.DataFrame) -> None:
+        if self.fmt == "csv":
+            _write_atomic(self.path, flat[self.columns].to_csv(
+                index=False, float_format=f"%.{self.digits}f"))
+        else:
+            self._records = self._to_records(flat[self.columns]) if len(flat) else []
+            self._dirty = True
+            self.flush()
+
+    def _read_existing(self) -> pd.DataFrame:
+        text = self.path.read_text(encoding="utf-8")
+        try:
+            if self.fmt == "csv":
+                if text and not text.endswith("\n"):  # a run stopped mid-line
+                    text = text[: text.rfind("\n") + 1]
+                    self._repaired = True
+                if not text.strip():
+                    return pd.DataFrame(columns=self.columns)
+                frame = pd.read_csv(io.StringIO(text), keep_default_na=False,
+                                    na_values=[""], dtype={"file": str})
+            else:
+                records = json.loads(text) if text.strip() else []
+                if not isinstance(records, list):
+                    raise ValueError("not a list of records")
+                frame = pd.DataFrame.from_records(records, columns=self.columns
+                                                  if not records else None)
+        except (ValueError, pd.errors.ParserError) as error:
+            raise ValueError(f"{self.path}: cannot resume from it ({error})") from None
+        if list(frame.columns) != self.columns:
+            raise ValueError(f"{self.path}: was written with other settings (columns "
+                             f"{list(frame.columns)}); choose another output or start afresh")
+        return frame
+
+
+def _resolve(file: str) -> str:
+    try:
+        return str(Path(file).resolve())
+    except (OSError, RuntimeError):
+        return file
+
+
+def timeline_complete(file: str, rows: pd.DataFrame) -> bool:
+    """Whether a file's timeline rows reach the end of its audio (for :class:`ResultsFile`)."""
+    try:
+        duration = audio_info(file).duration
+    except AudioError:
+        return False
+    return bool(len(rows)) and float(pd.to_numeric(rows["end"]).max()) >= duration - 2e-3
+
+
+# ----------------------------------------------------------------------------- plot
+
+#: Colour of each canonical emotion in timeline plots.
+EMOTION_COLOURS = {
+    "angry": "#d62728", "disgust": "#8c9a2b", "fearful": "#9467bd", "happy": "#f2b701",
+    "neutral": "#9e9e9e", "sad": "#1f77b4", "calm": "#17becf", "surprised": "#e377c2",
+    "boredom": "#8c564b",
+}
+
+
+def plot_timeline(frame: pd.DataFrame, out_png: str | os.PathLike[str],
+                  title: str | None = None, file: str | None = None) -> Path:
+    """Save the class probabilities over time as a stacked area, speech shaded below.
+
+    The upper panel stacks the probabilities of each window at its centre (a hatched
+    background shows through where a window was not classified); the lower strip
+    marks the speech the detector found (``attrs["speech_segments"]`` when present,
+    otherwise the windows flagged as speech).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A timeline (:func:`timeline`, :meth:`Recognizer.predict_timeline` or
+        :func:`load_timeline`).
+    out_png : str or PathLike
+        Destination PNG (written atomically; its folder is created).
+    title : str, optional
+        Heading; default names the file.
+    file : str, optional
+        Which file to draw when ``frame`` holds several.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    ValueError
+        Not a timeline, empty, or several files without ``file``.
+    """
+    from emovox.plots import _new_figure, _save
+
+    if "speech" not in frame.columns or list(frame.index.names) != ["file", "start", "end"]:
+        raise ValueError("not a timeline: expected a (file, start, end) index and a speech "
+                         "column")
+    files = list(dict.fromkeys(frame.index.get_level_values("file")))
+    if not files:
+        raise ValueError("the timeline has no windows to plot")
+    if file is None:
+        if len(files) > 1:
+            raise ValueError(f"the timeline holds {len(files)} files: choose one with file=")
+        file = files[0]
+    rows = frame.xs(file, level="file").sort_index()
+    starts = rows.index.get_level_values("start").to_numpy(float)
+    ends = rows.index.get_level_values("end").to_numpy(float)
+    classes = [c for c in rows.columns if c not in ("emotion", "confidence", *SPEECH_COLUMNS)]
+    probabilities = np.nan_to_num(rows[classes].to_numpy(float))
+    centres = (starts + ends) / 2
+    duration = float(frame.attrs.get("duration", ends.max()))
+    segments = frame.attrs.get("speech_segments") if len(files) == 1 else None
+    if segments is None:
+        segments = _merge([(s, e) for s, e, flag in zip(starts, ends, rows["speech"],
+                                                         strict=True) if flag])
+
+    fig = _new_figure(figsize=(min(18.0, 7.0 + duration / 60.0), 4.6))
+    grid = fig.add_gridspec(2, 1, height_ratios=[5, 1])
+    ax = fig.add_subplot(grid[0])
+    strip = fig.add_subplot(grid[1], sharex=ax)
+    from matplotlib.patches import Patch, Rectangle
+    from matplotlib.ticker import MultipleLocator
+
+    unclassified = {"hatch": "////", "edgecolor": "0.78", "linewidth": 0}
+    ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, zorder=0,
+                           **unclassified))
+    bottom = np.zeros(len(centres))
+    palette = iter(["#2ca02c", "#ff7f0e", "#7f7f7f", "#bcbd22", "#aec7e8", "#98df8a"])
+    for name, values in zip(classes, probabilities.T, strict=True):
+        colour = EMOTION_COLOURS.get(name) or next(palette, None)
+        ax.fill_between(centres, bottom, bottom + values, step="mid", color=colour,
+                        linewidth=0, label=name)
+        bottom = bottom + values
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, duration)
+    ax.set_ylabel("probability")
+    ax.yaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f}%")
+    ax.tick_params(labelbottom=False)
+    handles, _labels = ax.get_legend_handles_labels()
+    handles.append(Patch(facecolor="white", label="not classified", **unclassified))
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              fontsize=9)
+    window = frame.attrs.get("window")
+    detail = f"windows of {window:g} s every {frame.attrs['hop']:g} s" if window else ""
+    ax.set_title(title or f"{Path(str(file)).name} — emotion over time"
+                 + (f" ({detail})" if detail else ""), loc="left")
+
+    for begin, stop in segments:
+        strip.axvspan(begin, stop, color="tab:green", alpha=0.6, linewidth=0)
+    strip.set_yticks([])
+    strip.set_ylabel("speech", rotation=0, ha="right", va="center")
+    strip.set_xlabel("time (s)" if duration <= 120 else "time (h:mm:ss)")
+    if duration > 120:
+        step = next((s for s in (30, 60, 120, 300, 600, 900, 1800) if duration / s <= 10), 3600)
+        strip.xaxis.set_major_locator(MultipleLocator(step))
+        strip.xaxis.set_major_formatter(lambda v, _pos: _clock(v))
+    return _save(fig, out_png)
+
+
+def _merge(spans: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    merged: list[tuple[float, float]] = []
+    for begin, stop in sorted(spans):
+        if merged and begin <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((begin, stop))
+    return merged
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
