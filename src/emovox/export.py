@@ -1,0 +1,843 @@
+"""ONNX export of model bundles, and ONNX Runtime inference with the same outputs.
+
+:func:`export_onnx` writes a folder that runs without emovox's training code, without
+PyTorch and without scikit-learn::
+
+    OUT_DIR/
+      model.onnx          one self-contained graph (no ``.onnx.data`` side file)
+      preprocessing.json  how to turn audio into the graph's input, the classes, the
+                          label set, the training summary and a reference check
+      MODEL_CARD.md       the bundle's model card
+
+Two kinds of graph are written, named by ``graph.kind`` in ``preprocessing.json``:
+
+``"whisper_log_mel"``
+    For bundles on ``whisper_encoder`` features: the *whole* model in one graph.
+    Input ``mel``, float32 ``[1, 80, frames]`` (Whisper's log-mel of 16 kHz audio,
+    unpadded, ``frames = n_samples // 160 <= 3000``), through the Whisper tiny.en
+    encoder, pooling of the selected hidden states over frames, the bundle's
+    classifier (a ``StandardScaler`` + ``LogisticRegression`` pipeline is folded in as
+    tensor operations; other scikit-learn models are converted with skl2onnx and
+    joined to the encoder graph), to ``probabilities`` ``[1, n_classes]``. The log-mel
+    recipe is spelled out in ``preprocessing.log_mel`` and implemented in NumPy by
+    :func:`whisper_log_mel_numpy`.
+``"features"``
+    For any other features (ComParE, eGeMAPS, MFCC statistics, sequences...): the
+    classifier only. Input ``features``, float32 ``[batch, dim]`` (the flattened
+    output of the emovox extractor named in ``features``), output ``probabilities``.
+    scikit-learn models are converted with skl2onnx, PyTorch networks with
+    ``torch.onnx.export`` (with their standardisation folded in).
+
+:class:`OnnxRecognizer` runs such a folder on ONNX Runtime with the verbs and the
+DataFrame results of :class:`emovox.recognizer.Recognizer`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from emovox import __version__
+from emovox.audio import audio_info, check_signal, load_audio, resample
+from emovox.errors import AudioError, BundleError
+from emovox.labels import LabelSet
+
+if TYPE_CHECKING:  # the bundle module loads skops and scikit-learn: not needed to predict
+    from emovox.bundle import Bundle
+
+FORMAT = "emovox-onnx"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.onnx"
+SPEC_FILE = "preprocessing.json"
+CARD_FILE = "MODEL_CARD.md"
+#: ONNX opset of the exported graphs.
+OPSET = 17
+#: Largest difference between native and ONNX probabilities accepted by the export check.
+CHECK_TOLERANCE = 1e-3
+#: Whole-file predictions refuse longer files, as :class:`~emovox.recognizer.Recognizer`.
+MAX_FILE_SECONDS = 600.0
+
+#: Whisper's front end (kept equal to :mod:`emovox.features.encoders`, which needs torch).
+_SR = 16_000
+_N_FFT = 400
+_HOP = 160
+_N_MELS = 80
+_MAX_MEL_FRAMES = 3000
+
+__all__ = [
+    "OnnxRecognizer",
+    "export_onnx",
+    "whisper_log_mel_numpy",
+]
+
+
+def _missing(package: str, error: ImportError) -> ImportError:
+    return ImportError(
+        f"ONNX export and inference need {package} ({error}); "
+        "pip install onnx onnxruntime skl2onnx"
+    )
+
+
+# ---------------------------------------------------------------------- front end (NumPy)
+_MEL_BANK: list[Any] = []
+
+
+def _mel_bank() -> Any:
+    """Whisper's mel filters as a sparse (80, 201) float64 matrix.
+
+    Sparse (391 non-zeros) because a dense BLAS product of this small size is slowed
+    down a hundredfold by OpenBLAS threads when the cores are busy.
+    """
+    if not _MEL_BANK:
+        import librosa
+        from scipy import sparse
+
+        bank = librosa.filters.mel(sr=_SR, n_fft=_N_FFT, n_mels=_N_MELS).astype(np.float64)
+        _MEL_BANK.append(sparse.csr_array(bank))
+    return _MEL_BANK[0]
+
+
+def whisper_log_mel_numpy(signal: np.ndarray) -> np.ndarray:
+    """Whisper's log-mel spectrogram in NumPy, equal to ``encoders.whisper_log_mel``.
+
+    Centred 400-sample periodic Hann frames (reflect padding of 200 samples), hop 160,
+    power spectrum, 80 Slaney mel bands (``librosa.filters.mel(sr=16000, n_fft=400,
+    n_mels=80)``), ``log10(max(mel, 1e-10))``, floor at ``max - 8``, then
+    ``(x + 4) / 4``; the last STFT frame is dropped, so ``n`` samples give ``n // 160``
+    frames. Computed in float64, returned as float32.
+
+    Parameters
+    ----------
+    signal : np.ndarray, shape (n,)
+        Mono audio at 16 kHz, ``n > 200``.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (80, n // 160)
+
+    Raises
+    ------
+    ValueError
+        Too short a signal for the reflect padding.
+    """
+    audio = np.asarray(signal, dtype=np.float64).reshape(-1)
+    if audio.size <= _N_FFT // 2:
+        raise ValueError(f"signal too short for Whisper's front end: {audio.size} samples")
+    padded = np.pad(audio, _N_FFT // 2, mode="reflect")
+    frames = np.lib.stride_tricks.sliding_window_view(padded, _N_FFT)[::_HOP][:-1]
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(_N_FFT) / _N_FFT)  # periodic Hann
+    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2  # (frames, 201)
+    log_spec = np.log10(np.maximum(np.asarray(_mel_bank() @ power.T), 1e-10))
+    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
+    return ((log_spec + 4.0) / 4.0).astype(np.float32)
+
+
+def _log_mel_spec() -> dict[str, Any]:
+    return {
+        "sample_rate": _SR,
+        "n_fft": _N_FFT,
+        "hop_length": _HOP,
+        "window": "periodic Hann of n_fft samples (torch.hann_window(400))",
+        "center": True,
+        "pad_mode": "reflect (n_fft // 2 samples at each end)",
+        "power": 2.0,
+        "drop_last_frame": True,
+        "n_mels": _N_MELS,
+        "mel_filters": "librosa.filters.mel(sr=16000, n_fft=400, n_mels=80): Slaney mel "
+                       "scale, Slaney area normalisation (Whisper's mel_filters.npz)",
+        "log": "log10(max(mel, 1e-10))",
+        "floor": "x = max(x, max(x) - 8.0), max over the whole spectrogram",
+        "scale": "(x + 4.0) / 4.0",
+        "frames": "n_samples // 160 (no padding to 30 s)",
+        "max_frames": _MAX_MEL_FRAMES,
+        "layout": "[1, n_mels, frames], float32",
+        "reference_implementation": "emovox.export.whisper_log_mel_numpy "
+                                    "(= emovox.features.encoders.whisper_log_mel)",
+    }
+
+
+# ---------------------------------------------------------------------- export
+def export_onnx(
+    bundle: Bundle | str | Path | None,
+    out_dir: str | Path,
+    *,
+    opset: int = OPSET,
+    dynamo: bool = False,
+    check: bool = True,
+) -> Path:
+    """Export a bundle to a self-contained ONNX model and a JSON preprocessing spec.
+
+    Parameters
+    ----------
+    bundle : Bundle, str, Path or None
+        A loaded bundle, a bundle folder, or ``None`` for the packaged default model.
+    out_dir : str or Path
+        Folder to write (replaced atomically if it exists).
+    opset : int
+        ONNX opset of the graph.
+    dynamo : bool
+        Use PyTorch's ``torch.export``-based exporter (needs ``onnxscript``; about ten
+        times slower) instead of the TorchScript one, for the graphs made from torch
+        modules.
+    check : bool
+        Run the native model and the ONNX graph on a synthetic voice and refuse the
+        export when their probabilities differ by more than ``CHECK_TOLERANCE``; the
+        reference probabilities are stored in the spec either way.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+
+    Raises
+    ------
+    BundleError
+        A model that cannot be exported, or an export that fails the check.
+    ImportError
+        ``onnx`` (and, for scikit-learn models, ``skl2onnx``) missing.
+    """
+    try:
+        import onnx
+    except ImportError as error:
+        raise _missing("onnx", error) from None
+    from emovox.bundle import Bundle, load_bundle
+
+    bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    extractor = bundle.extractor()
+    model = bundle.model
+    order = [list(model.classes_).index(c) for c in bundle.classes]
+    network = type(model).__name__ == "NeuralClassifier"
+
+    if extractor.name == "whisper_encoder" and not network:
+        proto, contains = _whisper_graph(bundle, order, opset, dynamo)
+        kind = "whisper_log_mel"
+        graph_input = {"name": "mel", "dtype": "float32", "shape": [1, _N_MELS, "frames"],
+                       "description": "Whisper log-mel of the analysed window "
+                                      "(preprocessing.log_mel), frames <= 3000"}
+    else:
+        dim = math.prod(extractor.output_shape)
+        if network:
+            proto, contains = _network_graph(model, order, dim, opset, dynamo)
+        else:
+            proto, contains = _sklearn_graph(model, order, dim, opset)
+        kind = "features"
+        graph_input = {"name": "features", "dtype": "float32", "shape": ["batch", dim],
+                       "description": f"the {extractor.name} features of each recording, "
+                                      f"shape {list(extractor.output_shape)} flattened "
+                                      "(row-major); computed by the emovox extractor in "
+                                      "'features'"}
+    proto.doc_string = f"emovox {__version__}: {contains}"
+    _dedupe_opsets(proto)
+    onnx.checker.check_model(proto)
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+    audio = {"sample_rate": extractor.sample_rate,
+             "channels": "mono: average of the channels",
+             "resampling": "soxr HQ to sample_rate",
+             "offset": extractor.offset, "duration": extractor.duration,
+             "min_seconds": 0.1, "max_file_seconds": MAX_FILE_SECONDS}
+    preprocessing: dict[str, Any] = {"audio": audio}
+    if kind == "whisper_log_mel":
+        audio["max_seconds"] = float(getattr(extractor, "max_seconds", 30.0))
+        audio["window"] = ("skip offset seconds, keep duration seconds (all when null), "
+                           "then keep at most max_seconds")
+        preprocessing["log_mel"] = _log_mel_spec()
+    else:
+        preprocessing["extractor"] = {
+            "spec": bundle.features,
+            "python": "emovox.features.get_extractor(features).extract_signal(signal, "
+                      "sample_rate).reshape(1, -1)",
+        }
+    spec: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "emovox_version": __version__,
+        "model_file": MODEL_FILE,
+        "graph": {"kind": kind, "contains": contains, "opset": opset, "input": graph_input,
+                  "output": {"name": "probabilities", "dtype": "float32",
+                             "shape": [1 if kind == "whisper_log_mel" else "batch",
+                                       len(bundle.classes)],
+                             "description": "class probabilities, columns in 'classes' "
+                                            "order, rows summing to 1"}},
+        "classes": list(bundle.classes),
+        "labels": bundle.labels.to_dict(),
+        "features": bundle.features,
+        "preprocessing": preprocessing,
+        "training": bundle.training,
+    }
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    try:
+        onnx.save_model(proto, str(work / MODEL_FILE), save_as_external_data=False)
+        spec["sha256"] = hashlib.sha256((work / MODEL_FILE).read_bytes()).hexdigest()
+        (work / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        (work / CARD_FILE).write_text(bundle.card or "# Model card\n\n(none given)\n")
+        spec["check"] = _reference_check(bundle, work, check)
+        (work / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            os.replace(work, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(work, out_dir)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _reference_check(bundle: Bundle, folder: Path, strict: bool) -> dict[str, Any]:
+    """Native vs ONNX probabilities on a synthetic voice (stored in the spec)."""
+    from emovox.recognizer import Recognizer
+    from emovox.synth import synth_voice
+
+    signal = synth_voice(2.0, seed=0)
+    native = Recognizer(bundle, n_jobs=1).predict_signal(signal, _SR)[bundle.classes]
+    exported = OnnxRecognizer(folder).predict_signal(signal, _SR)[bundle.classes]
+    native_p = native.to_numpy(dtype=np.float64)[0]
+    diff = float(np.max(np.abs(native_p - exported.to_numpy(dtype=np.float64)[0])))
+    if strict and not diff <= CHECK_TOLERANCE:
+        raise BundleError(f"ONNX export check failed: probabilities differ from the native "
+                          f"model by {diff:.2e} (> {CHECK_TOLERANCE:g}) on a synthetic voice")
+    return {"signal": "emovox.synth.synth_voice(2.0, seed=0) at 16000 Hz",
+            "native_probabilities": [round(float(p), 6) for p in native_p],
+            "max_abs_diff": diff}
+
+
+def _fold_linear(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(mean, scale, coef, intercept)`` of a [StandardScaler] + LogisticRegression model.
+
+    ``None`` for any other model (it is then converted with skl2onnx).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    steps = [s for _, s in model.steps if s not in (None, "passthrough")] \
+        if isinstance(model, Pipeline) else [model]
+    if not steps or not isinstance(steps[-1], LogisticRegression):
+        return None
+    classifier = steps[-1]
+    if getattr(classifier, "solver", "lbfgs") == "liblinear" and len(classifier.classes_) > 2:
+        return None  # one-vs-rest probabilities, not a softmax
+    if getattr(classifier, "multi_class", "auto") == "ovr" and len(classifier.classes_) > 2:
+        return None
+    dim = classifier.coef_.shape[1]
+    mean, scale = np.zeros(dim), np.ones(dim)
+    for step in steps[:-1]:
+        if not isinstance(step, StandardScaler):
+            return None
+        step_mean = step.mean_ if step.mean_ is not None else np.zeros(dim)
+        step_scale = step.scale_ if step.scale_ is not None else np.ones(dim)
+        # (((x - m) / s - m2) / s2) = (x - (m + m2 s)) / (s s2)
+        mean, scale = mean + step_mean * scale, scale * step_scale
+    return mean, scale, classifier.coef_, classifier.intercept_
+
+
+def _whisper_graph(bundle: Bundle, order: list[int], opset: int,
+                   dynamo: bool) -> tuple[Any, str]:
+    """One graph from log-mel to probabilities for a whisper_encoder bundle."""
+    import torch
+
+    from emovox.features.encoders import load_whisper_encoder
+
+    extractor = bundle.extractor()
+    layers = list(extractor.layer_indices)
+    pooling = extractor.pooling
+    model = bundle.model
+    folded = _fold_linear(model)
+    if folded is not None:
+        _check_folded(model, folded, order, math.prod(extractor.output_shape))
+        head: torch.nn.Module | None = _torch_classes().LinearHead(*folded, order)
+    else:
+        head = None
+    module = _torch_classes().WhisperModule(load_whisper_encoder(), layers, pooling,
+                                            head).eval()
+    mel = torch.from_numpy(whisper_log_mel_numpy(_warm_signal(3.0)))[None]
+    pooled = f"{pooling} pooling of hidden states {layers}"
+    if head is not None:
+        proto = _torch_to_onnx(module, mel, "mel", "probabilities", {2: "frames"}, opset,
+                               dynamo, dynamic_batch=False)
+        names = " + ".join(type(s).__name__ for _, s in getattr(model, "steps", [])) \
+            or type(model).__name__
+        return proto, (f"Whisper tiny.en encoder, {pooled}, {names} folded in, softmax; "
+                       "input log-mel, output probabilities")
+    encoder = _torch_to_onnx(module, mel, "mel", "features", {2: "frames"}, opset, dynamo,
+                             dynamic_batch=False)
+    classifier = _sklearn_proto(model, order, math.prod(extractor.output_shape), opset)
+    proto = _join(encoder, classifier)
+    return proto, (f"Whisper tiny.en encoder, {pooled}, then {type(model).__name__} "
+                   "converted by skl2onnx; input log-mel, output probabilities")
+
+
+def _check_folded(model: Any, folded: tuple[np.ndarray, ...], order: list[int],
+                  dim: int) -> None:
+    """Make sure the folded head reproduces ``model.predict_proba``."""
+    mean, scale, coef, intercept = folded
+    x = np.random.default_rng(0).standard_normal((8, dim)) * scale + mean
+    expected = model.predict_proba(x)[:, order]
+    z = ((x - mean) / scale) @ coef.T + intercept
+    if coef.shape[0] == 1:
+        p1 = 1.0 / (1.0 + np.exp(-z))
+        proba = np.hstack([1.0 - p1, p1])
+    else:
+        z = z - z.max(axis=1, keepdims=True)
+        proba = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    if not np.allclose(proba[:, order], expected, atol=1e-6):
+        raise BundleError("cannot fold this logistic regression into the graph: its "
+                          "probabilities are not a softmax of its decision function")
+
+
+def _warm_signal(seconds: float) -> np.ndarray:
+    from emovox.synth import synth_voice
+
+    return synth_voice(seconds, seed=1)
+
+
+def _network_graph(model: Any, order: list[int], dim: int, opset: int,
+                   dynamo: bool) -> tuple[Any, str]:
+    """A NeuralClassifier with its standardisation and softmax, on flat features."""
+    import torch
+
+    module = _torch_classes().NetworkModule(model, order).eval()
+    example = torch.zeros(1, dim)
+    proto = _torch_to_onnx(module, example, "features", "probabilities", {}, opset, dynamo,
+                           dynamic_batch=True)
+    return proto, (f"{model.network} network with its standardisation and softmax; input "
+                   "flattened features, output probabilities")
+
+
+def _sklearn_graph(model: Any, order: list[int], dim: int, opset: int) -> tuple[Any, str]:
+    proto = _sklearn_proto(model, order, dim, opset)
+    names = " + ".join(type(s).__name__ for _, s in getattr(model, "steps", [])) \
+        or type(model).__name__
+    return proto, f"{names} (skl2onnx); input features, output probabilities"
+
+
+def _sklearn_proto(model: Any, order: list[int], dim: int, opset: int) -> Any:
+    """skl2onnx graph ``features`` -> ``probabilities`` (columns reordered to ``order``)."""
+    try:
+        from skl2onnx import to_onnx
+        from skl2onnx.common.data_types import FloatTensorType
+    except ImportError as error:
+        raise _missing("skl2onnx", error) from None
+    from onnx import helper
+    from sklearn.pipeline import Pipeline
+
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    try:
+        proto = to_onnx(model, initial_types=[("features", FloatTensorType([None, dim]))],
+                        target_opset={"": opset, "ai.onnx.ml": 3},
+                        options={id(final): {"zipmap": False}})
+    except Exception as error:  # skl2onnx raises many types for unsupported models
+        raise BundleError(f"cannot convert {type(final).__name__} to ONNX with skl2onnx: "
+                          f"{error}") from None
+    graph = proto.graph
+    probability = next(o.name for o in graph.output if "prob" in o.name)
+    label = [o for o in graph.output if o.name != probability]
+    for output in label:
+        graph.output.remove(output)
+    renamed = "sklearn_probabilities"
+    for node in graph.node:
+        node.output[:] = [renamed if o == probability else o for o in node.output]
+    indices = helper.make_tensor("emovox_class_order", 7, [len(order)], order)  # int64
+    graph.initializer.append(indices)
+    graph.node.append(helper.make_node("Gather", [renamed, "emovox_class_order"],
+                                       ["probabilities"], axis=1, name="emovox_reorder"))
+    out = next(o for o in graph.output if o.name == probability)
+    graph.output.remove(out)
+    graph.output.append(helper.make_tensor_value_info("probabilities", 1,
+                                                      [None, len(order)]))
+    return _prune(proto)
+
+
+def _prune(proto: Any) -> Any:
+    """Drop nodes that no longer feed an output (e.g. skl2onnx's label branch)."""
+    graph = proto.graph
+    needed = {o.name for o in graph.output}
+    keep = []
+    for node in reversed(list(graph.node)):
+        if any(name in needed for name in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    del graph.node[:]
+    graph.node.extend(reversed(keep))
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    return proto
+
+
+def _dedupe_opsets(proto: Any) -> None:
+    """One opset import per domain (the highest), as some converters repeat them."""
+    from onnx import helper
+
+    versions: dict[str, int] = {}
+    for entry in proto.opset_import:
+        versions[entry.domain] = max(versions.get(entry.domain, 0), entry.version)
+    del proto.opset_import[:]
+    proto.opset_import.extend(helper.make_opsetid(k, v) for k, v in versions.items())
+
+
+def _join(first: Any, second: Any) -> Any:
+    """Feed ``first``'s ``features`` output into ``second``'s ``features`` input."""
+    from onnx import compose, helper
+
+    second = compose.add_prefix(second, "clf_", rename_inputs=False, rename_outputs=False)
+    domains = {d.domain: d.version for d in first.opset_import}
+    for d in second.opset_import:
+        domains[d.domain] = max(domains.get(d.domain, 0), d.version)
+    first.ir_version = second.ir_version = max(first.ir_version, second.ir_version)
+    for proto in (first, second):
+        del proto.opset_import[:]
+        proto.opset_import.extend(helper.make_opsetid(k, v) for k, v in domains.items())
+    return compose.merge_models(first, second, io_map=[("features", "features")])
+
+
+def _torch_to_onnx(module: Any, example: Any, input_name: str, output_name: str,
+                   dynamic: dict[int, str], opset: int, dynamo: bool,
+                   dynamic_batch: bool) -> Any:
+    """Export a torch module to an in-memory ModelProto with weights inside."""
+    import onnx
+    import torch
+
+    axes = dict(dynamic)
+    if dynamic_batch:
+        axes[0] = "batch"
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = Path(tmp) / "graph.onnx"
+        if dynamo:
+            try:
+                import onnxscript  # noqa: F401
+            except ImportError as error:
+                raise _missing("onnxscript (for dynamo=True)", error) from None
+            shapes = {input_name: {
+                axis: torch.export.Dim("frames", min=4, max=_MAX_MEL_FRAMES)
+                if name == "frames" else torch.export.Dim(name, min=1, max=4096)
+                for axis, name in axes.items()}}
+            torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset,
+                              input_names=[input_name], output_names=[output_name],
+                              dynamic_shapes=shapes, external_data=False, verbose=False)
+        else:
+            torch.onnx.export(module, (example,), str(path), dynamo=False,
+                              opset_version=opset, input_names=[input_name],
+                              output_names=[output_name],
+                              dynamic_axes={input_name: axes, output_name: {0: "batch"}
+                                            if dynamic_batch else {}})
+        return onnx.load_model(str(path), load_external_data=True)
+
+
+_TORCH_CLASSES: dict[str, Any] = {}
+
+
+def _torch_classes() -> Any:
+    """The torch modules used for export, defined on first use.
+
+    Kept out of module scope so that importing this module (for
+    :class:`OnnxRecognizer`) never imports torch.
+    """
+    if _TORCH_CLASSES:
+        return SimpleNamespace(**_TORCH_CLASSES)
+    import torch
+    from torch import nn
+
+    class LinearHead(nn.Module):
+        """Standardisation + logistic regression (softmax, or sigmoid for 2 classes)."""
+
+        def __init__(self, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray,
+                     intercept: np.ndarray, order: Sequence[int]) -> None:
+            super().__init__()
+            # Fold the scaler into the linear layer: W ((x - m) / s) + b = (W / s) x + b'.
+            weight = coef / scale
+            bias = intercept - weight @ mean
+            self.register_buffer("weight", torch.as_tensor(weight.T, dtype=torch.float32))
+            self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32))
+            self.register_buffer("order", torch.as_tensor(list(order), dtype=torch.long))
+            self.binary = coef.shape[0] == 1
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = x @ self.weight + self.bias
+            if self.binary:
+                p1 = torch.sigmoid(z)
+                proba = torch.cat([1.0 - p1, p1], dim=1)
+            else:
+                proba = torch.softmax(z, dim=1)
+            return proba.index_select(1, self.order)
+
+    class WhisperModule(nn.Module):
+        """Encoder -> selected hidden states -> pooling over frames -> optional head."""
+
+        def __init__(self, encoder: nn.Module, layers: Sequence[int], pooling: str,
+                     head: nn.Module | None) -> None:
+            super().__init__()
+            self.encoder = encoder
+            self.layers = list(layers)
+            self.pooling = pooling
+            self.head = head
+
+        def forward(self, mel: torch.Tensor) -> torch.Tensor:
+            states = self.encoder(mel)  # (n_states, batch, frames, d)
+            if self.layers != list(range(states.shape[0])):
+                states = torch.stack([states[i] for i in self.layers])
+            pooled = states.mean(dim=2)  # (layers, batch, d)
+            if self.pooling == "mean_std":
+                pooled = torch.cat([pooled, states.std(dim=2, unbiased=False)], dim=2)
+            features = pooled.permute(1, 0, 2).reshape(mel.shape[0], -1)
+            return features if self.head is None else self.head(features)
+
+    class NetworkModule(nn.Module):
+        """A NeuralClassifier's network with its standardisation and softmax."""
+
+        def __init__(self, model: Any, order: Sequence[int]) -> None:
+            super().__init__()
+            self.network = model.network_
+            self.shape = [int(s) for s in model.input_shape_]
+            self.register_buffer("mean", torch.as_tensor(model.mean_, dtype=torch.float32))
+            self.register_buffer("scale", torch.as_tensor(model.scale_, dtype=torch.float32))
+            self.register_buffer("order", torch.as_tensor(list(order), dtype=torch.long))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = (x.reshape([-1, *self.shape]) - self.mean) / self.scale
+            proba = torch.softmax(self.network(x), dim=1)
+            return proba.index_select(1, self.order)
+
+    _TORCH_CLASSES.update(LinearHead=LinearHead, WhisperModule=WhisperModule,
+                          NetworkModule=NetworkModule)
+    return SimpleNamespace(**_TORCH_CLASSES)
+
+
+# ---------------------------------------------------------------------- inference
+class OnnxRecognizer:
+    """Recognise emotion with an exported ONNX folder, on ONNX Runtime.
+
+    Same verbs and results as :class:`emovox.recognizer.Recognizer`: DataFrames indexed
+    by ``(file, start, end)`` with ``emotion``, ``confidence`` and one probability
+    column per class. ``whisper_log_mel`` graphs need neither PyTorch nor
+    scikit-learn; ``features`` graphs compute their input with the emovox extractor
+    named in the spec.
+
+    Parameters
+    ----------
+    path : str or Path
+        Folder written by :func:`export_onnx`.
+    n_jobs : int
+        Processes for multi-file feature extraction of ``features`` graphs.
+    threads : int, optional
+        ONNX Runtime intra-op threads; 1 by default, like the native extractors (the
+        server runs one prediction per core); ``None``: ONNX Runtime's default.
+
+    Raises
+    ------
+    BundleError
+        Not an emovox ONNX folder, or of an unknown format version.
+    """
+
+    engine = "onnx"
+
+    def __init__(self, path: str | Path, n_jobs: int = 1, threads: int | None = 1) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as error:
+            raise _missing("onnxruntime", error) from None
+        self.path = Path(path)
+        spec_file = self.path / SPEC_FILE
+        if not spec_file.is_file():
+            raise BundleError(f"{self.path}: not an emovox ONNX export (missing {SPEC_FILE})")
+        try:
+            spec = json.loads(spec_file.read_text())
+        except json.JSONDecodeError as error:
+            raise BundleError(f"{spec_file}: invalid JSON ({error})") from None
+        if spec.get("format") != FORMAT or spec.get("format_version") != FORMAT_VERSION:
+            raise BundleError(f"{self.path}: unsupported format {spec.get('format')!r} "
+                              f"v{spec.get('format_version')} (this emovox reads {FORMAT} "
+                              f"v{FORMAT_VERSION})")
+        self.spec: dict[str, Any] = spec
+        self.kind: str = spec["graph"]["kind"]
+        self.labels = LabelSet.from_dict(spec["labels"])
+        self.features: dict[str, Any] = spec["features"]
+        self.training: dict[str, Any] = spec.get("training", {})
+        card = self.path / CARD_FILE
+        self.card = card.read_text() if card.is_file() else ""
+        self.n_jobs = n_jobs
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.path / spec["model_file"]), options,
+                                            providers=["CPUExecutionProvider"])
+        self._input = spec["graph"]["input"]["name"]
+        audio = spec["preprocessing"]["audio"]
+        self.sample_rate = int(audio["sample_rate"])
+        self.offset = float(audio.get("offset") or 0.0)
+        self.duration = audio.get("duration")
+        self.max_seconds = float(audio.get("max_seconds") or math.inf)
+        self.extractor = None
+        if self.kind == "features":
+            from emovox.features import get_extractor
+
+            self.extractor = get_extractor(self.features)
+        elif self.kind != "whisper_log_mel":
+            raise BundleError(f"{self.path}: unknown graph kind {self.kind!r}")
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in the order of the probability columns."""
+        return list(self.spec["classes"])
+
+    def metadata(self) -> dict[str, Any]:
+        """The spec of the export (``preprocessing.json``)."""
+        return dict(self.spec)
+
+    # ------------------------------------------------------------------ core
+    def _window(self, signal: np.ndarray, source: str, offset_done: bool = False
+                ) -> np.ndarray:
+        """The analysed part of a 16 kHz mono signal (offset, duration, max_seconds).
+
+        ``offset_done``: the signal was read from its offset already (``load_audio``).
+        """
+        start = 0 if offset_done else round(self.offset * self.sample_rate)
+        if start >= signal.size:
+            raise AudioError(source, f"offset {self.offset:g} s is past the end of the audio "
+                                     f"({signal.size / self.sample_rate:.3f} s)")
+        stop = None if self.duration is None else start + round(self.duration *
+                                                                 self.sample_rate)
+        window = check_signal(signal[start:stop], self.sample_rate, source)
+        return window[: round(self.max_seconds * self.sample_rate)]
+
+    def _run_mel(self, window: np.ndarray) -> np.ndarray:
+        mel = whisper_log_mel_numpy(window)[None]
+        return self.session.run(None, {self._input: mel})[0][0]
+
+    def _run_features(self, features: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(features.reshape(len(features), -1), dtype=np.float32)
+        return self.session.run(None, {self._input: x})[0]
+
+    def _frame(self, proba: np.ndarray, index: pd.MultiIndex) -> pd.DataFrame:
+        proba = np.asarray(proba, dtype=np.float64).reshape(len(index), len(self.classes))
+        frame = pd.DataFrame(proba, index=index, columns=self.classes)
+        frame.insert(0, "confidence", proba.max(axis=1))
+        frame.insert(0, "emotion", np.asarray(self.classes)[proba.argmax(axis=1)])
+        return frame
+
+    # ------------------------------------------------------------------ verbs
+    def predict_signal(self, signal: np.ndarray, sample_rate: int,
+                       name: str = "<signal>") -> pd.DataFrame:
+        """Emotion of one in-memory signal (any rate; resampled to the model's).
+
+        Parameters
+        ----------
+        signal : np.ndarray, shape (n,) or (n, channels)
+            Audio samples.
+        sample_rate : int
+            Rate of ``signal`` in Hz.
+        name : str
+            ``file`` value of the result's index.
+
+        Returns
+        -------
+        pd.DataFrame
+            One row indexed by ``(name, 0.0, duration)``.
+        """
+        signal = check_signal(signal, sample_rate, name, max_duration=MAX_FILE_SECONDS)
+        signal = resample(signal, sample_rate, self.sample_rate)
+        duration = len(signal) / self.sample_rate
+        index = pd.MultiIndex.from_tuples([(name, 0.0, duration)],
+                                          names=["file", "start", "end"])
+        if self.extractor is not None:
+            features = self.extractor.extract_signal(signal, self.sample_rate)
+            return self._frame(self._run_features(features[None]), index)
+        return self._frame(self._run_mel(self._window(signal, name)), index)
+
+    def predict_file(self, path: str | Path) -> pd.DataFrame:
+        """Emotion of one file; raises AudioError (one line, naming it) if unusable."""
+        frame = self.predict_files([path], progress=False)
+        failures = frame.attrs.get("failures", [])
+        if failures:
+            path, reason = failures[0]
+            raise AudioError(path, reason.removeprefix(f"{path}: "))
+        return frame
+
+    def predict_files(self, paths: Iterable[str | Path], progress: bool = True) -> pd.DataFrame:
+        """Emotion of many files; unusable files are listed in ``result.attrs["failures"]``.
+
+        Parameters
+        ----------
+        paths : iterable of str or Path
+            Audio files.
+        progress : bool
+            Show a progress bar.
+
+        Returns
+        -------
+        pd.DataFrame
+            Indexed by ``(file, 0.0, duration)``; ``attrs["failures"]`` lists
+            ``(path, reason)`` pairs.
+        """
+        from tqdm import tqdm
+
+        failures: list[tuple[str, str]] = []
+        durations: dict[str, float] = {}
+        for path in map(str, paths):
+            try:
+                duration = audio_info(path).duration
+            except AudioError as error:
+                failures.append((path, str(error)))
+                continue
+            if duration > MAX_FILE_SECONDS:
+                failures.append((path, f"{path}: too long for a whole-file prediction "
+                                       f"({duration:.0f} s, limit {MAX_FILE_SECONDS:.0f} s)"))
+            else:
+                durations[path] = duration
+        rows: list[np.ndarray] = []
+        tuples: list[tuple[str, float, float]] = []
+        candidates = list(durations)
+        if self.extractor is not None:
+            from emovox.features import extract_many
+
+            result = extract_many(candidates, self.extractor, cache_dir=None,
+                                  n_jobs=self.n_jobs, progress=progress)
+            failures += list(result.failures)
+            if len(result.features):
+                rows = list(self._run_features(result.features))
+            tuples = [(p, 0.0, round(durations[p], 3))
+                      for p, ok in zip(candidates, result.ok, strict=True) if ok]
+        else:
+            for path in tqdm(candidates, desc="onnx", unit="file", disable=not progress):
+                try:
+                    signal = load_audio(path, self.sample_rate, offset=self.offset,
+                                        duration=self.duration)
+                    rows.append(self._run_mel(self._window(signal, path, offset_done=True)))
+                except AudioError as error:
+                    failures.append((path, str(error)))
+                    continue
+                tuples.append((path, 0.0, round(durations[path], 3)))
+        index = pd.MultiIndex.from_tuples(tuples, names=["file", "start", "end"])
+        if tuples:
+            frame = self._frame(np.stack(rows), index)
+        else:
+            frame = pd.DataFrame(columns=["emotion", "confidence", *self.classes], index=index)
+        frame.attrs["failures"] = failures
+        return frame
+
+    def predict_folder(self, folder: str | Path, progress: bool = True) -> pd.DataFrame:
+        """Emotion of every audio file under ``folder`` (recursively)."""
+        from emovox.corpora.base import iter_audio_files
+
+        return self.predict_files(iter_audio_files(Path(folder)), progress=progress)
