@@ -7,6 +7,7 @@ file and says what is wrong in one line, so a batch can report it and move on.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -200,3 +201,34 @@ def _short(error: Exception) -> str:
     if text.startswith("Error opening"):
         text = text.split(": ", 1)[1] if ": " in text else ""
     return text.strip(" :") or type(error).__name__
+
+
+def check_durations(
+    paths: Iterable[str | Path], max_seconds: float
+) -> tuple[dict[str, float], list[tuple[str, str]]]:
+    """Read each file's header: durations of usable files, ``(path, reason)`` of the rest.
+
+    A broken file, or one longer than ``max_seconds``, is refused here without being
+    decoded, so a batch can report it and go on.
+
+    Returns
+    -------
+    durations : dict
+        Path -> seconds, for files that may be decoded.
+    failures : list of (str, str)
+        Path and a one-line reason (which names the file).
+    """
+    failures: list[tuple[str, str]] = []
+    durations: dict[str, float] = {}
+    for path in map(str, paths):
+        try:
+            duration = audio_info(path).duration
+        except AudioError as error:
+            failures.append((path, str(error)))
+            continue
+        if duration > max_seconds:
+            failures.append((path, f"{path}: too long for a whole-file prediction "
+                                   f"({duration:.0f} s, limit {max_seconds:.0f} s)"))
+        else:
+            durations[path] = duration
+    return durations, failures

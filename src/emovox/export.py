@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from emovox import __version__
-from emovox.audio import audio_info, check_signal, load_audio, resample
+from emovox.audio import check_durations, check_signal, load_audio, resample
 from emovox.errors import AudioError, BundleError
 from emovox.labels import LabelSet
 
@@ -792,19 +792,7 @@ class OnnxRecognizer:
         """
         from tqdm import tqdm
 
-        failures: list[tuple[str, str]] = []
-        durations: dict[str, float] = {}
-        for path in map(str, paths):
-            try:
-                duration = audio_info(path).duration
-            except AudioError as error:
-                failures.append((path, str(error)))
-                continue
-            if duration > MAX_FILE_SECONDS:
-                failures.append((path, f"{path}: too long for a whole-file prediction "
-                                       f"({duration:.0f} s, limit {MAX_FILE_SECONDS:.0f} s)"))
-            else:
-                durations[path] = duration
+        durations, failures = check_durations(paths, MAX_FILE_SECONDS)
         rows: list[np.ndarray] = []
         tuples: list[tuple[str, float, float]] = []
         candidates = list(durations)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from emovox.audio import audio_info, check_signal, resample
+from emovox.audio import check_durations, check_signal, resample
 from emovox.bundle import Bundle, load_bundle
 from emovox.corpora.base import iter_audio_files
 from emovox.errors import AudioError
@@ -80,20 +80,7 @@ class Recognizer:
 
         A bad file never stops the batch: it is reported as ``(path, reason)``.
         """
-        failures: list[tuple[str, str]] = []
-        durations: dict[str, float] = {}
-        for path in map(str, paths):
-            # Header check first: a huge file is refused without being decoded.
-            try:
-                duration = audio_info(path).duration
-            except AudioError as error:
-                failures.append((path, str(error)))
-                continue
-            if duration > MAX_FILE_SECONDS:
-                failures.append((path, f"{path}: too long for a whole-file prediction "
-                                       f"({duration:.0f} s, limit {MAX_FILE_SECONDS:.0f} s)"))
-            else:
-                durations[path] = duration
+        durations, failures = check_durations(paths, MAX_FILE_SECONDS)
         candidates = list(durations)
         result = extract_many(candidates, self.extractor, cache_dir=None, n_jobs=self.n_jobs,
                               progress=progress)
