@@ -29,7 +29,7 @@ Overrides = Annotated[list[str] | None, typer.Argument(
 
 
 def _fail(message: str) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -346,6 +346,42 @@ def show(
     out = out or Path(f"{file.stem}.png")
     save_recording_figure(file, out)
     console.print(f"figure saved to [bold]{out}[/]")
+
+
+@app.command()
+def listen(
+    bundle: Annotated[Path | None, typer.Option(help="Model bundle folder (default: "
+                                                     "the packaged model)")] = None,
+    window: Annotated[float, typer.Option(help="Seconds of audio each prediction "
+                                               "sees")] = 2.0,
+    hop: Annotated[float, typer.Option(help="Seconds between predictions")] = 1.0,
+    device: Annotated[int | None, typer.Option(help="Input device index (python -m "
+                                                    "sounddevice lists them)")] = None,
+    seconds: Annotated[float | None, typer.Option(help="Stop after this many seconds "
+                                                       "(default: Ctrl+C)")] = None,
+) -> None:
+    """Recognise emotion from the microphone, live, every HOP seconds."""
+    from emovox.listen import ListenError, input_device, require_sounddevice
+    from emovox.listen import listen as listen_live
+
+    if not (window > 0 and 0 < hop <= window):
+        _fail("--window and --hop must be > 0, with --hop <= --window")
+    if seconds is not None and seconds <= 0:
+        _fail("--seconds must be > 0")
+    try:
+        sd = require_sounddevice()
+        input_device(sd, device)
+    except ListenError as error:
+        _fail(str(error))
+    from emovox.recognizer import Recognizer
+
+    recognizer = Recognizer(bundle, n_jobs=1)
+    try:
+        count = listen_live(recognizer, sd, device=device, window=window, hop=hop,
+                            seconds=seconds, console=console)
+    except ListenError as error:
+        _fail(str(error))
+    console.print(f"{count} windows classified", highlight=False)
 
 
 @app.command()
