@@ -58,7 +58,8 @@ def two_class_sequences(shape: tuple[int, ...], n: int = 32, seed: int = 0
 
 
 def test_registry_lists_every_network():
-    assert available_networks() == sorted(name for name, _, _ in DOCUMENTED)
+    # Heads over encoder frames (emovox.models.heads) register themselves too.
+    assert set(available_networks()) >= {name for name, _, _ in DOCUMENTED}
 
 
 @pytest.mark.parametrize(("name", "shape", "ballpark"), DOCUMENTED)
