@@ -9,9 +9,11 @@ Registered extractors: ``mfcc_chroma_mel`` (180), ``mfcc_stats``, ``mfcc_sequenc
 ``logmel_sequence``, ``egemaps`` (88), ``compare`` (6373).
 """
 
+from emovox.features import hf as _hf  # noqa: F401  (transformers loads on first use)
 from emovox.features import smile as _smile  # noqa: F401  (registers the extractors)
 from emovox.features import spectral as _spectral  # noqa: F401
 from emovox.features import whisper as _whisper  # noqa: F401  (torch loads on first use)
+from emovox.features import whisper_frames as _whisper_frames  # noqa: F401
 from emovox.features.base import (
     FEATURE_CODE_VERSION,
     FeatureExtractor,

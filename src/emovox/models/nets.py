@@ -525,3 +525,6 @@ def make_network(name: str, n_classes: int, input_shape: Sequence[int],
         return NETWORKS[name](n_classes, tuple(input_shape), **params)
     except TypeError as error:
         raise ConfigError(f"network {name!r}: {error}") from None
+
+
+from emovox.models import heads as _heads  # noqa: E402, F401  (registers the pooling heads)
