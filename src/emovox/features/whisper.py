@@ -48,6 +48,15 @@ MAX_SECONDS = 30.0
 _POOLINGS = ("mean", "mean_std")
 
 
+def layer_indices(layers: str | Sequence[int]) -> list[int]:
+    """Hidden-state indices (0..4) named by a ``layers`` parameter ("last", "all", list)."""
+    if layers == "last":
+        return [N_STATES - 1]
+    if layers == "all":
+        return list(range(N_STATES))
+    return list(layers)
+
+
 def _check_layers(owner: FeatureExtractor, layers: str | Sequence[int]) -> str | list[int]:
     if isinstance(layers, str):
         if layers not in ("last", "all"):
@@ -131,11 +140,7 @@ class WhisperEncoderExtractor(FeatureExtractor):
     @property
     def layer_indices(self) -> list[int]:
         """Indices (0..4) of the hidden states used, in output order."""
-        if self.layers == "last":
-            return [N_STATES - 1]
-        if self.layers == "all":
-            return list(range(N_STATES))
-        return list(self.layers)
+        return layer_indices(self.layers)
 
     @property
     def output_shape(self) -> tuple[int]:

@@ -39,7 +39,7 @@ import numpy as np
 from emovox.audio import DEFAULT_SAMPLE_RATE
 from emovox.errors import ConfigError
 from emovox.features.base import SequenceExtractor, check_int, register_extractor
-from emovox.features.whisper import D_MODEL, MAX_SECONDS, N_STATES, _check_layers
+from emovox.features.whisper import D_MODEL, MAX_SECONDS, _check_layers, layer_indices
 
 __all__ = ["FLOAT16_MAX", "WhisperFramesExtractor"]
 
@@ -112,11 +112,7 @@ class WhisperFramesExtractor(SequenceExtractor):
     @property
     def layer_indices(self) -> list[int]:
         """Indices (0..4) of the hidden states used, in output order."""
-        if self.layers == "last":
-            return [N_STATES - 1]
-        if self.layers == "all":
-            return list(range(N_STATES))
-        return list(self.layers)
+        return layer_indices(self.layers)
 
     @property
     def n_frames(self) -> int:
