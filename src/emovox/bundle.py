@@ -14,7 +14,6 @@ Layout::
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import skops.io as sio
 from emovox import __version__
 from emovox.errors import BundleError
 from emovox.features import FeatureExtractor, get_extractor
+from emovox.fileio import replace_folder
 from emovox.labels import LabelSet
 
 FORMAT = "emovox-bundle"
@@ -83,14 +83,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
             sio.dump(bundle.model, work / "model.skops")
         (work / "bundle.json").write_text(json.dumps(bundle.metadata(), indent=2) + "\n")
         (work / "MODEL_CARD.md").write_text(bundle.card or "# Model card\n\n(none given)\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(work, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(work, path)
+        replace_folder(work, path)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

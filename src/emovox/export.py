@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import tempfile
 import warnings
@@ -52,6 +51,7 @@ import pandas as pd
 from emovox import __version__
 from emovox.audio import check_durations, check_signal, load_audio, resample
 from emovox.errors import AudioError, BundleError
+from emovox.fileio import replace_folder
 from emovox.labels import LabelSet
 
 if TYPE_CHECKING:  # the bundle module loads skops and scikit-learn: not needed to predict
@@ -288,14 +288,7 @@ def export_onnx(
         (work / CARD_FILE).write_text(bundle.card or "# Model card\n\n(none given)\n")
         spec["check"] = _reference_check(bundle, work, check)
         (work / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(work, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(work, out_dir)
+        replace_folder(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
