@@ -30,6 +30,14 @@ zero weight, extra padding never changes the logits.
 
 Parameter counts (8 classes, defaults, ``whisper_frames`` with 3 layers, input
 ``(200, 1152)``): ``attention_pool`` 59,404; ``mean_pool`` 51,083.
+
+Measured (``whisper_frames`` defaults; NeuralClassifier epochs 40, batch 32, Adam lr
+1e-3, other settings default; all fixed before the first run): RAVDESS speech
+8-class, 6 actor folds: ``attention_pool`` UAR 0.606 +- 0.050, ``mean_pool`` 0.701 +-
+0.047; EmoDB 7-class LOSO, ``mean_pool`` (chosen on RAVDESS) 0.861 +- 0.078. The
+attention head overfits (best validation epoch 5-10) and the mean control beats it;
+both stay below logistic regression on the time-mean of the same frames (0.724 +-
+0.080 on RAVDESS).
 """
 
 from __future__ import annotations
