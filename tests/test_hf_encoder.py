@@ -25,6 +25,7 @@ from emovox.errors import ConfigError
 from emovox.features import extract_many, get_extractor
 from emovox.features.hf import HFEncoderExtractor
 
+os.environ["HF_HUB_OFFLINE"] = "1"  # building tiny models from configs never downloads anyway
 SR = 16_000
 needs_transformers = pytest.mark.skipif(
     importlib.util.find_spec("transformers") is None,
