@@ -53,6 +53,7 @@ from emovox.audio import check_durations, check_signal, load_audio, resample
 from emovox.errors import AudioError, BundleError
 from emovox.fileio import replace_folder
 from emovox.labels import LabelSet
+from emovox.verbs import FileVerbs
 
 if TYPE_CHECKING:  # the bundle module loads skops and scikit-learn: not needed to predict
     from emovox.bundle import Bundle
@@ -617,7 +618,7 @@ def _torch_classes() -> Any:
 
 
 # ---------------------------------------------------------------------- inference
-class OnnxRecognizer:
+class OnnxRecognizer(FileVerbs):
     """Recognise emotion with an exported ONNX folder, on ONNX Runtime.
 
     Same verbs and results as :class:`emovox.recognizer.Recognizer`: DataFrames indexed
@@ -758,15 +759,6 @@ class OnnxRecognizer:
             return self._frame(self._run_features(features[None]), index)
         return self._frame(self._run_mel(self._window(signal, name)), index)
 
-    def predict_file(self, path: str | Path) -> pd.DataFrame:
-        """Emotion of one file; raises AudioError (one line, naming it) if unusable."""
-        frame = self.predict_files([path], progress=False)
-        failures = frame.attrs.get("failures", [])
-        if failures:
-            path, reason = failures[0]
-            raise AudioError(path, reason.removeprefix(f"{path}: "))
-        return frame
-
     def predict_files(self, paths: Iterable[str | Path], progress: bool = True) -> pd.DataFrame:
         """Emotion of many files; unusable files are listed in ``result.attrs["failures"]``.
 
@@ -817,8 +809,3 @@ class OnnxRecognizer:
         frame.attrs["failures"] = failures
         return frame
 
-    def predict_folder(self, folder: str | Path, progress: bool = True) -> pd.DataFrame:
-        """Emotion of every audio file under ``folder`` (recursively)."""
-        from emovox.corpora.base import iter_audio_files
-
-        return self.predict_files(iter_audio_files(Path(folder)), progress=progress)

@@ -11,9 +11,8 @@ import pandas as pd
 
 from emovox.audio import check_durations, check_signal, resample
 from emovox.bundle import Bundle, load_bundle
-from emovox.corpora.base import iter_audio_files
-from emovox.errors import AudioError
 from emovox.features import extract_many
+from emovox.verbs import FileVerbs
 
 if TYPE_CHECKING:
     from emovox.vad import VadOptions
@@ -22,7 +21,7 @@ if TYPE_CHECKING:
 MAX_FILE_SECONDS = 600.0
 
 
-class Recognizer:
+class Recognizer(FileVerbs):
     """Recognise emotion with a model bundle (the packaged default if none is given).
 
     Results are DataFrames indexed by ``(file, start, end)`` in seconds, with the
@@ -66,15 +65,6 @@ class Recognizer:
                                           names=["file", "start", "end"])
         return self._frame(features[None], index)
 
-    def predict_file(self, path: str | Path) -> pd.DataFrame:
-        """Emotion of one file; raises AudioError (one line, naming it) if unusable."""
-        frame = self.predict_files([path], progress=False)
-        failures = frame.attrs.get("failures", [])
-        if failures:
-            path, reason = failures[0]
-            raise AudioError(path, reason.removeprefix(f"{path}: "))
-        return frame
-
     def predict_files(self, paths: Iterable[str | Path], progress: bool = True) -> pd.DataFrame:
         """Emotion of many files; unusable files are listed in ``result.attrs["failures"]``.
 
@@ -94,10 +84,6 @@ class Recognizer:
             frame = pd.DataFrame(columns=["emotion", "confidence", *self.classes], index=index)
         frame.attrs["failures"] = failures
         return frame
-
-    def predict_folder(self, folder: str | Path, progress: bool = True) -> pd.DataFrame:
-        """Emotion of every audio file under ``folder`` (recursively)."""
-        return self.predict_files(iter_audio_files(Path(folder)), progress=progress)
 
     def predict_timeline(
         self,
