@@ -60,6 +60,21 @@ def iter_audio_files(root: Path) -> Iterator[Path]:
             yield path
 
 
+def parse_files(root: Path, parse: Callable[[Path], dict], corpus: str) -> Corpus:
+    """Parse every audio file under ``root`` with ``parse(path) -> fields``.
+
+    A file whose ``parse`` raises ValueError is reported in ``failures`` with the
+    reason, never silently dropped.
+    """
+    rows, failures = [], []
+    for path in iter_audio_files(root):
+        try:
+            rows.append({"path": str(path), **parse(path)})
+        except ValueError as error:
+            failures.append((str(path), str(error)))
+    return Corpus(make_table(rows, corpus), failures)
+
+
 @dataclass(frozen=True)
 class Adapter:
     """A corpus reader: a name, a detector and a loader."""

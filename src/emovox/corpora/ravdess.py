@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from emovox.corpora.base import Adapter, Corpus, iter_audio_files, make_table, register
+from emovox.corpora.base import Adapter, Corpus, iter_audio_files, parse_files, register
 
 _NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
 MODALITY = {"01": "audio-video", "02": "video-only", "03": "audio-only"}
@@ -60,13 +60,7 @@ def parse_name(stem: str) -> dict:
 
 def load(root: Path) -> Corpus:
     """Read every RAVDESS file under ``root`` (speech, song, or both)."""
-    rows, failures = [], []
-    for path in iter_audio_files(root):
-        try:
-            rows.append({"path": str(path), **parse_name(path.stem)})
-        except ValueError as error:
-            failures.append((str(path), str(error)))
-    return Corpus(make_table(rows, "ravdess"), failures)
+    return parse_files(root, lambda path: parse_name(path.stem), "ravdess")
 
 
 def detect(root: Path) -> bool:

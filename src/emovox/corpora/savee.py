@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from emovox.corpora.base import Adapter, Corpus, iter_audio_files, make_table, register
+from emovox.corpora.base import Adapter, Corpus, parse_files, register
 from emovox.corpora.names import mostly_matching
 
 NAME = "savee"
@@ -86,13 +86,7 @@ def load(root: Path) -> Corpus:
     -------
     Corpus
     """
-    rows, failures = [], []
-    for path in iter_audio_files(root):
-        try:
-            rows.append({"path": str(path), **parse_name(path.stem, path.parent.name)})
-        except ValueError as error:
-            failures.append((str(path), str(error)))
-    return Corpus(make_table(rows, NAME), failures)
+    return parse_files(root, lambda path: parse_name(path.stem, path.parent.name), NAME)
 
 
 def _matches(path: Path) -> bool:

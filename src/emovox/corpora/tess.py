@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from emovox.corpora.base import Adapter, Corpus, iter_audio_files, make_table, register
+from emovox.corpora.base import Adapter, Corpus, parse_files, register
 from emovox.corpora.names import mostly_matching, normalise_emotion
 
 NAME = "tess"
@@ -143,13 +143,7 @@ def load(root: Path) -> Corpus:
     -------
     Corpus
     """
-    rows, failures = [], []
-    for path in iter_audio_files(root):
-        try:
-            rows.append({"path": str(path), **parse_name(path.stem, _tess_folder(path, root))})
-        except ValueError as error:
-            failures.append((str(path), str(error)))
-    return Corpus(make_table(rows, NAME), failures)
+    return parse_files(root, lambda path: parse_name(path.stem, _tess_folder(path, root)), NAME)
 
 
 def detect(root: Path) -> bool:
