@@ -64,8 +64,69 @@ def test_apply_overrides_creates_nested_keys():
 def test_every_recipe_in_the_repo_validates():
     from pathlib import Path
 
+    from emovox.studies import load_recipe
+
     recipes = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
     assert recipes
     for recipe in recipes:
-        config = load_config(recipe)
-        assert config.name == recipe.stem or recipe.stem == "default_bundle"
+        configs = load_recipe(recipe)
+        assert configs
+        for config in configs:
+            assert config.name == recipe.stem or recipe.stem == "default_bundle"
+            params = config.protocol.params
+            if config.protocol.kind == "random" or params.get("validate_on_test"):
+                # A leaky protocol is asked for explicitly, and says so in its name.
+                assert params.get("allow_leakage") is True, (recipe, config.variant)
+                assert "leaky" in (config.variant or config.name), (recipe, config.variant)
+        assert len({c.variant for c in configs}) == len(configs)
+
+
+RECIPE = BASE.replace("protocol: {kind: speaker_folds, n_folds: 5}\n", "") + """
+variants:
+  - variant: leaky
+    protocol: {kind: random, allow_leakage: true, test_fraction: 0.25}
+  - variant: folds
+    protocol: {kind: speaker_folds, n_folds: 3}
+  - variant: best
+    features: {name: whisper_encoder, layers: all}
+    model: {name: logreg, search: {C: [0.1, 1.0]}}
+    protocol: {kind: loso}
+"""
+
+
+def test_recipe_variants_expand_into_strict_configs(tmp_path):
+    from emovox.studies import load_recipe
+
+    path = tmp_path / "study.yaml"
+    path.write_text(RECIPE)
+    leaky, folds, best = load_recipe(path, ["seed=3"])
+    assert [c.variant for c in (leaky, folds, best)] == ["leaky", "folds", "best"]
+    assert {c.name for c in (leaky, folds, best)} == {"demo"}
+    assert leaky.protocol.kind == "random" and leaky.protocol.params["allow_leakage"]
+    assert folds.protocol.params == {"n_folds": 3}
+    assert folds.model.params == {"C": 0.1} and folds.features.name == "compare"
+    # A variant's key replaces the recipe's whole value: no C=0.1 inherited.
+    assert best.model.name == "logreg" and best.model.params == {}
+    assert best.model.search == {"C": [0.1, 1.0]}
+    assert {c.seed for c in (leaky, folds, best)} == {3}
+    assert "variant: best" in dump_config(best)
+    (only,) = load_recipe(path, only=["folds"])
+    assert only.variant == "folds"
+    with pytest.raises(ConfigError, match="unknown variants"):
+        load_recipe(path, only=["nope"])
+
+
+@pytest.mark.parametrize("variants, message", [
+    ("  - variant: a\n    protocol: {kind: loso}\n    modle: svm\n", "(?s)variant 'a'.*modle"),
+    ("  - variant: a\n    model: svm\n", "variant 'a' must state its protocol"),
+    ("  - protocol: {kind: loso}\n", "variant 1 needs"),
+    ("  - {variant: a, protocol: {kind: loso}}\n  - {variant: a, protocol: {kind: loso}}\n",
+     "defined twice"),
+])
+def test_bad_variants_are_named(tmp_path, variants, message):
+    from emovox.studies import load_recipe
+
+    path = tmp_path / "study.yaml"
+    path.write_text(BASE + "variants:\n" + variants)
+    with pytest.raises(ConfigError, match=message):
+        load_recipe(path)

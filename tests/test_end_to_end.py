@@ -236,3 +236,38 @@ def test_network_with_augmentation_trains_and_bundles(corpus, tmp_path):
     direct = bundle.model.predict_proba(
         bundle.extractor().extract_signal(signal, 16000)[None].reshape(1, -1))
     assert np.allclose(frame[list(bundle.model.classes_)].to_numpy(), direct, atol=1e-6)
+
+
+def test_cli_experiment_runs_every_variant_and_labels_the_leaky_one(corpus, tmp_path):
+    recipe = tmp_path / "study.yaml"
+    recipe.write_text(f"""
+name: study
+corpora: [{{path: {corpus}, kind: manifest}}]
+labels: {{classes: [angry, happy, sad]}}
+features: mfcc_stats
+model: logreg
+cache_dir: {tmp_path / "cache"}
+n_jobs: 1
+variants:
+  - variant: original_leaky
+    protocol: {{kind: random, allow_leakage: true, test_fraction: 0.25}}
+  - variant: speaker_folds
+    protocol: {{kind: speaker_folds, n_folds: 2}}
+""")
+    runs = tmp_path / "runs"
+    out = CliRunner().invoke(app, ["experiment", str(recipe), "model.params.C=0.5",
+                                   "--output-dir", str(runs)])
+    assert out.exit_code == 0, out.output
+    folders = sorted(runs.iterdir())
+    assert [f.name.split("-")[0] for f in folders] == ["study.original_leaky",
+                                                       "study.speaker_folds"]
+    leaky, honest = (json.loads((f / "metrics.json").read_text()) for f in folders)
+    assert leaky["variant"] == "original_leaky" and leaky["leaky"]
+    assert "LEAKY" in leaky["protocol"] and not honest["leaky"]
+    assert honest["protocol"] == "2 speaker-disjoint folds"
+    assert "C: 0.5" in (folders[1] / "config.yaml").read_text()  # overrides reach every variant
+    assert "(LEAKY)" in out.output and "2 variants" in out.output
+    out = CliRunner().invoke(app, ["experiment", str(recipe), "--variant", "speaker_folds",
+                                   "--output-dir", str(tmp_path / "one")])
+    assert out.exit_code == 0, out.output
+    assert len(list((tmp_path / "one").iterdir())) == 1

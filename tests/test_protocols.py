@@ -124,3 +124,87 @@ def test_speaker_folds_over_several_corpora_test_every_corpus():
     for split in splits:
         assert set(table["corpus"].iloc[split.test]) == {"ravdess", "emodb"}
         assert len(speakers(table, split.test)) == 3
+
+
+def test_validate_on_test_is_leaky_says_so_and_validates_on_test_rows_only():
+    table = ravdess_like()
+    test = [f"ravdess:{a}" for a in (21, 22, 23, 24)]
+    with pytest.raises(ConfigError, match="allow_leakage"):
+        make_splits(table, "holdout", test_speakers=test, validate_on_test=True)
+    with pytest.warns(LeakageWarning, match="LEAKY VALIDATION") as caught:
+        (split,) = make_splits(table, "holdout", test_speakers=test, valid_fraction=0.2,
+                               validate_on_test=True, allow_leakage=True)
+    assert "test data" in str(caught[0].message)
+    assert split.leaky and "valid=test" in split.name
+    np.testing.assert_array_equal(split.valid, split.test)
+    # The validation speakers the holdout carved go back into training ...
+    assert sorted(split.train) == sorted(set(range(len(table))) - set(split.test))
+    # ... and without the option, validation rows are never test rows.
+    (honest,) = make_splits(table, "holdout", test_speakers=test, valid_fraction=0.2)
+    assert not honest.leaky and len(honest.valid)
+    assert not set(honest.valid) & set(honest.test)
+    check_speaker_disjoint(table, honest)
+
+
+def test_random_80_10_10_split_with_validation_is_leaky():
+    table = ravdess_like()
+    with pytest.raises(ConfigError, match="allow_leakage"):
+        make_splits(table, "random", test_fraction=0.1, valid_fraction=0.1)
+    with pytest.warns(LeakageWarning, match="LEAKY SPLIT"):
+        (split,) = make_splits(table, "random", allow_leakage=True, test_fraction=0.1,
+                               valid_fraction=0.1, seed=3)
+    assert split.leaky
+    assert (len(split.train), len(split.valid), len(split.test)) == (192, 24, 24)
+    assert not set(split.train) & set(split.valid)
+    assert not (set(split.train) | set(split.valid)) & set(split.test)
+    # Random rows: the same speakers are in all three parts.
+    assert speakers(table, split.valid) & speakers(table, split.train)
+    assert speakers(table, split.test) & speakers(table, split.train)
+    with pytest.raises(ConfigError, match="valid_fraction"), pytest.warns(LeakageWarning):
+        make_splits(table, "random", allow_leakage=True, test_fraction=0.5,
+                    valid_fraction=0.5)
+
+
+@pytest.mark.parametrize("kind, params", [
+    ("speaker_folds", {"n_folds": 4}),
+    ("loso", {}),
+    ("holdout", {"test_speakers": ["ravdess:07", "ravdess:08"], "valid_fraction": 0.25}),
+    ("holdout", {"test_speakers": ["ravdess:07"], "valid_speakers": ["ravdess:01"]}),
+])
+def test_every_non_leaky_split_keeps_train_valid_and_test_speakers_apart(kind, params):
+    table = ravdess_like(n_actors=8)
+    for split in make_splits(table, kind, **params):
+        assert not split.leaky
+        check_speaker_disjoint(table, split)
+        assert not speakers(table, split.test) & (speakers(table, split.train)
+                                                  | speakers(table, split.valid))
+
+
+def test_networks_validate_on_the_splits_own_validation_rows():
+    from emovox.config import load_config
+    from emovox.experiment import Dataset, fit_fold
+    from emovox.labels import get_label_set
+
+    table = ravdess_like(n_actors=6, per_actor=8)
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(len(table), 4)).astype(np.float32)
+    features[table["label"].to_numpy() == "angry"] += 1.0
+    dataset = Dataset(table, features, get_label_set({"classes": ["angry", "sad"]}), {}, [],
+                      0.0)
+    config = load_config(data={"name": "t", "corpora": ["x"], "features": "egemaps",
+                               "model": {"name": "mlp", "epochs": 2, "input_shape": [4],
+                                         "network_params": {"hidden_sizes": [4]}}})
+    with pytest.warns(LeakageWarning):
+        (leaky,) = make_splits(table, "holdout", test_speakers=["ravdess:06"],
+                               validate_on_test=True, allow_leakage=True)
+    (honest,) = make_splits(table, "holdout", test_speakers=["ravdess:06"],
+                            valid_speakers=["ravdess:05"])
+    for split in (leaky, honest):
+        model = fit_fold(config, dataset, features, split)
+        # Nothing carved from the training rows: every one was trained on ...
+        assert len(model.valid_rows_) == 0 and len(model.train_rows_) == len(split.train)
+        # ... and the validation loss is that of the split's validation rows.
+        assert len(model.history_.valid_loss) == 2
+    (plain,) = make_splits(table, "holdout", test_speakers=["ravdess:06"])
+    carved = fit_fold(config, dataset, features, plain)
+    assert len(carved.valid_rows_) > 0  # without split.valid it carves its own

@@ -264,29 +264,87 @@ def print_run(result) -> None:
         errors.print(f"[bold yellow]{note}[/]")
 
 
+def _run_recipe(config: Path, overrides: list[str] | None, output_dir: Path | None,
+                variants: list[str] | None) -> None:
+    """Run every (chosen) variant of a recipe, save each run folder and print its scores."""
+    import time
+
+    from emovox.experiment import prepare_dataset, protocol_description, run_experiment, write_run
+    from emovox.studies import load_recipe, variant_label
+
+    configs = load_recipe(config, overrides or [], only=variants)
+    datasets: dict[str, object] = {}
+    done: list[tuple[str, object, Path, float]] = []
+    for number, cfg in enumerate(configs, start=1):
+        if len(configs) > 1:
+            console.print(f"[bold]variant {number}/{len(configs)}: {variant_label(cfg)}[/]")
+        started = time.perf_counter()
+        # Variants on the same data and features share one extraction.
+        key = json.dumps(cfg.model_dump(mode="json", include={
+            "corpora", "labels", "subset", "features", "cache_dir"}), sort_keys=True)
+        if key not in datasets:
+            dataset = prepare_dataset(cfg, progress=True)
+            _print_failures(dataset.failures)
+            if dataset.dropped_labels:
+                errors.print(f"label set {dataset.label_set.name}: left out "
+                             f"{sum(dataset.dropped_labels.values())} utterances "
+                             f"{dataset.dropped_labels}")
+            datasets[key] = dataset
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = run_experiment(cfg, datasets[key])
+        result.seconds["wall"] = time.perf_counter() - started
+        run_dir = write_run(result, output_dir)
+        print_run(result)
+        console.print(f"run saved to [bold]{run_dir}[/]")
+        done.append((variant_label(cfg), result, run_dir, result.seconds["wall"]))
+    if len(done) > 1:
+        table = Table(title=f"{config.name}: {len(done)} variants", header_style="bold")
+        for column in ("variant", "UAR", "WA", "macro-F1", "protocol", "s"):
+            table.add_column(column)
+        for label, result, _, seconds in done:
+            mean, std = result.summary.loc["mean"], result.summary.loc["std"]
+            cells = [f"{mean[s]:.3f} ± {std[s]:.3f}" if std[s] == std[s] else f"{mean[s]:.3f}"
+                     for s in ("uar", "wa", "macro_f1")]
+            leak = " [bold red](LEAKY)[/]" if result.leaky else ""
+            table.add_row(label + leak, *cells, protocol_description(result), f"{seconds:.0f}")
+        console.print(table)
+
+
+Variants = Annotated[list[str] | None, typer.Option(
+    "--variant", help="Run only this variant of the recipe (repeat for several)")]
+OutputDir = Annotated[Path | None, typer.Option(help="Folder for the run folders "
+                                                     "(default: the config's output_dir)")]
+
+
+@app.command()
+def experiment(
+    config: Annotated[Path, typer.Argument(help="Recipe or experiment YAML file")],
+    overrides: Overrides = None,
+    output_dir: OutputDir = None,
+    variant: Variants = None,
+) -> None:
+    """Run a recipe: each of its variants under its stated protocol, one run folder each.
+
+    A recipe with a 'variants:' list (e.g. the original leaky protocol, a
+    speaker-independent one and our best model) runs them one after the other;
+    leaky variants are labelled LEAKY. 'emovox report' gathers the run folders.
+    """
+    _run_recipe(config, overrides, output_dir, variant)
+
+
 @app.command()
 def evaluate(
     config: Annotated[Path, typer.Argument(help="Experiment YAML file")],
     overrides: Overrides = None,
-    output_dir: Annotated[Path | None, typer.Option(help="Folder for the run folder "
-                                                         "(default: the config's)")] = None,
+    output_dir: OutputDir = None,
+    variant: Variants = None,
 ) -> None:
-    """Evaluate an experiment under its (speaker-independent) protocol and save the run."""
-    from emovox.experiment import prepare_dataset, run_experiment, write_run
+    """Evaluate an experiment under its (speaker-independent) protocol and save the run.
 
-    cfg = _load(config, overrides)
-    dataset = prepare_dataset(cfg, progress=True)
-    _print_failures(dataset.failures)
-    if dataset.dropped_labels:
-        errors.print(f"label set {dataset.label_set.name}: left out "
-                     f"{sum(dataset.dropped_labels.values())} utterances "
-                     f"{dataset.dropped_labels}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = run_experiment(cfg, dataset)
-    run_dir = write_run(result, output_dir)
-    print_run(result)
-    console.print(f"run saved to [bold]{run_dir}[/]")
+    The same as 'emovox experiment' (kept for existing scripts).
+    """
+    _run_recipe(config, overrides, output_dir, variant)
 
 
 @app.command()

@@ -69,6 +69,8 @@ class ExperimentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     description: str = ""
+    #: Which variant of a multi-variant recipe (see :mod:`emovox.studies`) this is.
+    variant: str = ""
     corpora: list[CorpusSpec]
     labels: str | dict[str, Any] = "common6"
     subset: dict[str, Any] | None = None

@@ -32,7 +32,15 @@ from emovox.features import extract_many, get_extractor
 from emovox.labels import LabelSet, get_label_set
 from emovox.models import make_classifier
 from emovox.normalization import describe_scope, standardise_by_group
-from emovox.protocols import LEAKAGE_MESSAGE, LeakageWarning, make_splits, select_rows
+from emovox.protocols import (
+    LEAKAGE_MESSAGE,
+    VALIDATE_ON_TEST_MESSAGE,
+    LeakageWarning,
+    Split,
+    make_splits,
+    select_rows,
+)
+from emovox.studies import variant_label
 
 
 @dataclass
@@ -180,6 +188,24 @@ def training_rows(config: ExperimentConfig, dataset: Dataset, features: np.ndarr
             np.concatenate([augmented, np.ones(len(extra.labels), dtype=bool)]))
 
 
+def fit_fold(config: ExperimentConfig, dataset: Dataset, features: np.ndarray, split: Split):
+    """A model fitted on one split's training rows (plus augmented copies).
+
+    A network gets the split's own validation rows (``split.valid``: e.g. held-out
+    validation speakers, or the test rows themselves under the leaky
+    ``validate_on_test``) for early stopping and the restored epoch; without them it
+    carves validation speakers out of its training rows. Classical models ignore
+    ``split.valid`` (their ``model.search`` validates inside the training speakers).
+    """
+    X_train, y_train, train_speakers, augmented = training_rows(
+        config, dataset, features, split.train)
+    if not (is_network(config.model.name) and len(split.valid)):
+        return fit_model(config, X_train, y_train, train_speakers, augmented)
+    model = make_model(config)
+    return model.fit(X_train, y_train, groups=train_speakers, augmented=augmented,
+                     X_valid=features[split.valid], y_valid=dataset.y[split.valid])
+
+
 def run_experiment(
     config: ExperimentConfig, dataset: Dataset | None = None, progress: bool = True
 ) -> RunResult:
@@ -211,9 +237,7 @@ def run_experiment(
     folds, rows, histories = [], [], {}
     y = dataset.y
     for split in splits:
-        X_train, y_train, train_speakers, augmented = training_rows(
-            config, dataset, features, split.train)
-        model = fit_model(config, X_train, y_train, train_speakers, augmented)
+        model = fit_fold(config, dataset, features, split)
         if getattr(model, "history_", None) is not None:
             histories[split.name] = model.history_
         proba = model.predict_proba(features[split.test])
@@ -257,6 +281,19 @@ def protocol_description(result: RunResult) -> str:
         "loco": f"leave-one-corpus-out ({n} folds)",
         "random": f"random utterance split ({LEAKAGE_MESSAGE})",
     }[kind]
+    params = config.protocol.params
+    if kind == "random" and params.get("valid_fraction"):
+        test = float(params.get("test_fraction", 0.25))
+        valid = float(params["valid_fraction"])
+        text = text.replace("random utterance split",
+                            f"random {1 - test - valid:.0%}/{valid:.0%}/{test:.0%} "
+                            "train/validation/test utterance split", 1)
+    elif params.get("valid_speakers") or params.get("valid_fraction"):
+        by = params.get("valid_by", "speaker")
+        text += ("; validation on speakers apart from train and test" if by == "speaker"
+                 else "; validation on other utterances of the training speakers")
+    if params.get("validate_on_test"):
+        text += f"; {VALIDATE_ON_TEST_MESSAGE}"
     if config.normalization != "none":
         text += f"; {describe_scope(config.normalization)}"
     return text
@@ -274,17 +311,19 @@ def write_run(result: RunResult, output_dir: str | Path | None = None) -> Path:
     root = Path(output_dir or config.output_dir)
     root.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    final = root / f"{config.name}-{stamp}"
+    label = variant_label(config)
+    final = root / f"{label}-{stamp}"
     suffix = 1
     while final.exists():
         suffix += 1
-        final = root / f"{config.name}-{stamp}-{suffix}"
-    work = Path(tempfile.mkdtemp(prefix=f".{config.name}-", dir=root))
+        final = root / f"{label}-{stamp}-{suffix}"
+    work = Path(tempfile.mkdtemp(prefix=f".{label}-", dir=root))
     work.chmod(0o755)
     try:
         (work / "config.yaml").write_text(dump_config(config))
         metrics = {
             "name": config.name,
+            "variant": config.variant,
             "protocol": protocol_description(result),
             "leaky": result.leaky,
             "notes": result.notes,
@@ -305,7 +344,7 @@ def write_run(result: RunResult, output_dir: str | Path | None = None) -> Path:
             format_confusion_matrix(result.confusion, result.classes) + "\n"
         )
         save_confusion_matrix(result.confusion, result.classes, work / "confusion.png",
-                              title=f"{config.name} — {protocol_description(result)}"[:90])
+                              title=f"{label} — {protocol_description(result)}"[:90])
         per_fold = result.summary.drop(index=["mean", "std"]).reset_index()
         save_fold_scores(per_fold, work / "folds.png")
         for number, (fold, history) in enumerate(result.histories.items(), start=1):

@@ -1,8 +1,9 @@
 """Evaluation protocols: which utterances train, validate and test each fold.
 
 Speaker-disjoint by default. Every split records whether it is ``leaky`` (the same
-speaker may appear in training and test); only :func:`random_split` is, it must be
-asked for explicitly, and it always emits a :class:`LeakageWarning`.
+speaker may appear in training and test, or the test set chooses the model); only
+:func:`random_split` and the ``validate_on_test`` option of :func:`make_splits` are,
+they must be asked for explicitly, and they always emit a :class:`LeakageWarning`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ class LeakageWarning(UserWarning):
 LEAKAGE_MESSAGE = (
     "LEAKY SPLIT: utterances are split at random, so the same speakers are in training "
     "and test; accuracy will be optimistic and does not measure unseen voices"
+)
+
+VALIDATE_ON_TEST_MESSAGE = (
+    "LEAKY VALIDATION: the test set is also the validation set, so the model picks its "
+    "checkpoint (early stopping, best epoch) on the test data; accuracy will be optimistic"
 )
 
 
@@ -200,26 +206,65 @@ def random_split(
     n_repeats: int = 1,
     seed: int = 0,
     stratify: bool = True,
+    valid_fraction: float = 0.0,
 ) -> list[Split]:
     """Random utterance split (LEAKY: speakers are shared). Always warns.
 
     Exists to reproduce published experiments that split this way, and to show how
     much such a split inflates results.
+
+    Parameters
+    ----------
+    test_fraction : float
+        Share of all utterances tested on.
+    n_repeats : int
+        Number of splits, with seeds ``seed``, ``seed + 1``, ...
+    seed : int
+    stratify : bool
+        Keep class proportions (needs a ``label`` column).
+    valid_fraction : float
+        Share of *all* utterances taken out of training for validation (random, like
+        the test rows): ``test_fraction=0.1, valid_fraction=0.1`` is an 80/10/10 split.
     """
     warnings.warn(LEAKAGE_MESSAGE, LeakageWarning, stacklevel=2)
     from sklearn.model_selection import train_test_split
 
+    if not 0 <= valid_fraction < 1 - test_fraction:
+        raise ConfigError(f"valid_fraction must be in [0, {1 - test_fraction:g}) with "
+                          f"test_fraction={test_fraction:g}, got {valid_fraction}")
+    labels = table["label"].to_numpy() if stratify and "label" in table else None
     rows = np.arange(len(table))
     splits = []
     for repeat in range(n_repeats):
         train, test = train_test_split(
-            rows,
-            test_size=test_fraction,
-            random_state=seed + repeat,
-            stratify=table["label"].to_numpy() if stratify and "label" in table else None,
+            rows, test_size=test_fraction, random_state=seed + repeat,
+            stratify=labels,
         )
-        splits.append(Split(f"random#{repeat}", np.sort(train), np.sort(test), leaky=True))
+        valid = np.array([], dtype=int)
+        if valid_fraction > 0:
+            # A share of all rows, drawn from what is left after the test rows.
+            train, valid = train_test_split(
+                train, test_size=valid_fraction / (1 - test_fraction),
+                random_state=seed + repeat, stratify=None if labels is None else labels[train],
+            )
+        splits.append(Split(f"random#{repeat}", np.sort(train), np.sort(test),
+                            np.sort(valid), leaky=True))
     return splits
+
+
+def validate_on_test(splits: Sequence[Split]) -> list[Split]:
+    """Make each split validate on its own test rows (LEAKY). Always warns.
+
+    Reproduces experiments that passed the test set as Keras ``validation_data``: the
+    epoch kept (and early stopping) is then chosen on the test data. Any validation
+    rows a split had go back into training, as in such experiments.
+    """
+    warnings.warn(VALIDATE_ON_TEST_MESSAGE, LeakageWarning, stacklevel=2)
+    return [
+        Split(f"{split.name} valid=test", np.sort(np.concatenate([split.train, split.valid])),
+              split.test, split.test.copy(), leaky=True)
+        for split in splits
+    ]
 
 
 def with_validation(
@@ -292,20 +337,30 @@ def make_splits(table: pd.DataFrame, kind: str, **params: Any) -> list[Split]:
         One of ``loso``, ``speaker_folds``, ``holdout``, ``cross_corpus``, ``loco``,
         ``random`` (leaky; needs ``allow_leakage=True``).
     **params
-        Arguments of the protocol function.
+        Arguments of the protocol function, and ``validate_on_test=True`` (leaky; needs
+        ``allow_leakage=True``) to validate every split on its test rows, see
+        :func:`validate_on_test`.
     """
     if kind not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {kind!r}; known: {', '.join(PROTOCOLS)}")
     allow_leakage = params.pop("allow_leakage", False)
+    on_test = params.pop("validate_on_test", False)
     if kind == "random" and not allow_leakage:
         raise ConfigError(
             "protocol 'random' shares speakers between train and test; set "
             "allow_leakage: true to run it anyway (results will be labelled leaky)"
         )
+    if on_test and not allow_leakage:
+        raise ConfigError(
+            "validate_on_test chooses the model on the test data; set allow_leakage: true "
+            "to run it anyway (results will be labelled leaky)"
+        )
     try:
         splits = PROTOCOLS[kind](table, **params)
     except TypeError as error:
         raise ConfigError(f"protocol {kind!r}: {error}") from None
+    if on_test:
+        splits = validate_on_test(splits)
     for split in splits:
         check_speaker_disjoint(table, split)
         if len(split.train) == 0 or len(split.test) == 0:
