@@ -208,3 +208,19 @@ def test_networks_validate_on_the_splits_own_validation_rows():
     (plain,) = make_splits(table, "holdout", test_speakers=["ravdess:06"])
     carved = fit_fold(config, dataset, features, plain)
     assert len(carved.valid_rows_) > 0  # without split.valid it carves its own
+
+
+def test_cross_corpus_can_score_each_test_corpus_on_its_own():
+    table = pd.concat([ravdess_like(n_actors=4).assign(corpus="ravdess"),
+                       ravdess_like(n_actors=2).assign(corpus="emodb", speaker="emodb:x"),
+                       ravdess_like(n_actors=2).assign(corpus="crema-d", speaker="crema-d:y")],
+                      ignore_index=True)
+    together = make_splits(table, "cross_corpus", train_corpora=["ravdess"],
+                           test_corpora=["emodb", "crema-d"])
+    apart = make_splits(table, "cross_corpus", train_corpora=["ravdess"],
+                        test_corpora=["emodb", "crema-d"], per_test_corpus=True)
+    assert len(together) == 1 and len(apart) == 2
+    assert [set(table["corpus"].iloc[s.test]) for s in apart] == [{"emodb"}, {"crema-d"}]
+    for split in apart:
+        assert set(table["corpus"].iloc[split.train]) == {"ravdess"} and not split.leaky
+        np.testing.assert_array_equal(split.train, together[0].train)

@@ -171,9 +171,19 @@ def holdout_speakers(
 
 
 def cross_corpus(
-    table: pd.DataFrame, train_corpora: Sequence[str], test_corpora: Sequence[str]
+    table: pd.DataFrame, train_corpora: Sequence[str], test_corpora: Sequence[str],
+    per_test_corpus: bool = False,
 ) -> list[Split]:
-    """Train on some corpora and test on others (use a label set they share)."""
+    """Train on some corpora and test on others (use a label set they share).
+
+    Parameters
+    ----------
+    train_corpora, test_corpora : sequence of str
+        Corpus names (the ``corpus`` column), disjoint.
+    per_test_corpus : bool
+        One fold per test corpus (each scored on its own) instead of one fold testing
+        them all together.
+    """
     corpus = table["corpus"].astype(str)
     overlap = set(train_corpora) & set(test_corpora)
     if overlap:
@@ -181,6 +191,8 @@ def cross_corpus(
     for name in [*train_corpora, *test_corpora]:
         if name not in set(corpus):
             raise ConfigError(f"corpus {name!r} is not in the data ({sorted(set(corpus))})")
+    if per_test_corpus:
+        return [cross_corpus(table, train_corpora, [name])[0] for name in test_corpora]
     return [
         Split(
             f"train={'+'.join(train_corpora)} test={'+'.join(test_corpora)}",
