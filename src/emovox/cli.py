@@ -348,6 +348,36 @@ def evaluate(
 
 
 @app.command()
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(
+        help="Run folders (or folders holding run folders)")],
+    markdown: Annotated[Path | None, typer.Option(help="Write the Markdown table here")] = None,
+    html: Annotated[Path | None, typer.Option(
+        help="Write one self-contained HTML report (plots embedded) here")] = None,
+    title: Annotated[str, typer.Option(help="Title of the HTML report")] = "emovox runs",
+    max_curves: Annotated[int, typer.Option(
+        help="Training curves embedded per run in the HTML (-1: all)")] = 3,
+) -> None:
+    """Gather run folders into a Markdown table and an HTML report with their plots.
+
+    A folder that is not a finished run is named on one line and the others go on.
+    """
+    from emovox.report import markdown_table, write_report
+
+    runs, failures = write_report(run_dirs, markdown, html, title=title,
+                                  max_curves=None if max_curves < 0 else max_curves)
+    for message in failures:
+        errors.print(f"[yellow]skipped:[/] {message}", highlight=False, soft_wrap=True)
+    if not runs:
+        _fail("no run folders could be read")
+    if markdown is None and html is None:
+        sys.stdout.write(markdown_table(runs, failures))
+    for path in (markdown, html):
+        if path is not None:
+            console.print(f"{len(runs)} run(s) written to [bold]{path}[/]", highlight=False)
+
+
+@app.command()
 def train(
     config: Annotated[Path, typer.Argument(help="Experiment YAML file")],
     overrides: Overrides = None,
