@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
+import os
 import re
 
 import pytest
 from typer.testing import CliRunner
 
 from emovox.cli import app
+from emovox.protocols import LEAKAGE_MESSAGE
 from emovox.report import ReportError, collect_runs, html_report, load_run, markdown_table
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"fake image bytes"
@@ -44,9 +47,14 @@ def fake_run(root, name, variant, protocol, leaky, folds, classes=("angry", "sad
 @pytest.fixture()
 def runs_root(tmp_path):
     root = tmp_path / "runs"
-    fake_run(root, "study6", "original_leaky", "random split (LEAKY SPLIT)", True, [0.77])
-    fake_run(root, "study6", "speaker_folds", "6 speaker-disjoint folds", False,
-             [0.5, 0.6, 0.7], curves=5, wall=99.6)
+    leaky = fake_run(root, "study6", "original_leaky", f"random split ({LEAKAGE_MESSAGE})",
+                     True, [0.77])
+    honest = fake_run(root, "study6", "speaker_folds", "6 speaker-disjoint folds", False,
+                      [0.5, 0.6, 0.7], curves=5, wall=99.6)
+    # The speaker_folds run finished first: runs are listed in the order they finished
+    # (a recipe's variant order), not by name.
+    os.utime(honest / "metrics.json", (1e9, 1e9))
+    os.utime(leaky / "metrics.json", (2e9, 2e9))
     (root / ".study6.tmp-abc").mkdir()  # an unfinished run's work folder: not a run
     bad = root.parent / "bad-run"
     bad.mkdir()
@@ -60,7 +68,7 @@ def runs_root(tmp_path):
 def test_markdown_has_a_row_per_run_with_mean_std_and_leaky_flag(runs_root):
     runs, failures = collect_runs([runs_root, runs_root.parent / "bad-run",
                                    runs_root.parent / "broken-run"])
-    assert [r.variant for r in runs] == ["original_leaky", "speaker_folds"]
+    assert [r.variant for r in runs] == ["speaker_folds", "original_leaky"]
     assert len(failures) == 2
     assert "bad-run: no metrics.json" in failures[0]
     assert "broken-run: metrics.json is not a run's" in failures[1]
@@ -70,6 +78,7 @@ def test_markdown_has_a_row_per_run_with_mean_std_and_leaky_flag(runs_root):
     leaky = next(line for line in lines if "original_leaky" in line)
     honest = next(line for line in lines if "speaker_folds" in line)
     assert "**LEAKY**" in leaky and "| 0.770 |" in leaky and "±" not in leaky
+    assert "| random split (LEAKY SPLIT) |" in leaky  # the long explanation is cut
     assert "| no |" in honest and "0.600 ± 0.082" in honest  # std over 3 folds, ddof=0
     assert "| 3 | 30 |" in honest and honest.endswith("| 100 |")
     assert "Not included (2 folder(s) could not be read)" in text
@@ -92,6 +101,7 @@ def test_html_is_self_contained_with_plots_and_per_class_recall(runs_root):
     # the legend, the run's summary row and its section; none for the other run
     assert page.count('<span class="leaky">LEAKY</span>') == 3
     assert "LEAKY SPLIT: speakers shared" in page  # the run's note
+    assert html.escape(LEAKAGE_MESSAGE) in page  # the whole protocol sentence
     assert "<td>sad</td><td>0.750</td>" in page  # per-class recall
     assert "<title>Studies</title>" in page and "somewhere: no metrics.json" in page
 

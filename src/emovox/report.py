@@ -23,6 +23,7 @@ from typing import Any
 
 from emovox.errors import EmovoxError
 from emovox.evaluation import SCORE_NAMES, SCORES
+from emovox.protocols import LEAKAGE_MESSAGE, VALIDATE_ON_TEST_MESSAGE
 
 __all__ = [
     "ReportError",
@@ -31,6 +32,7 @@ __all__ = [
     "html_report",
     "load_run",
     "markdown_table",
+    "short_protocol",
     "write_report",
 ]
 
@@ -157,6 +159,8 @@ def _expand(folders: Iterable[str | Path]) -> list[Path]:
         children = [] if (folder / "metrics.json").exists() or not folder.is_dir() else sorted(
             c for c in folder.iterdir()
             if c.is_dir() and not c.name.startswith(".") and (c / "metrics.json").is_file())
+        # Children in the order they finished (a recipe's variants in recipe order).
+        children.sort(key=lambda c: ((c / "metrics.json").stat().st_mtime, c.name))
         out.extend(children or [folder])
     return out
 
@@ -189,6 +193,17 @@ def collect_runs(folders: Iterable[str | Path]) -> tuple[list[RunSummary], list[
     return runs, failures
 
 
+def short_protocol(text: str) -> str:
+    """The protocol sentence with the long leakage explanations cut to their label.
+
+    ``random utterance split (LEAKY SPLIT: ...)`` becomes ``random utterance split
+    (LEAKY SPLIT)``; the full sentence stays in the HTML report and ``metrics.json``.
+    """
+    for message in (LEAKAGE_MESSAGE, VALIDATE_ON_TEST_MESSAGE):
+        text = text.replace(message, message.split(":", 1)[0])
+    return text
+
+
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -196,8 +211,9 @@ def _md(text: str) -> str:
 def markdown_table(runs: Sequence[RunSummary], failures: Sequence[str] = ()) -> str:
     """One Markdown table row per run, and the folders that failed.
 
-    Columns: study, variant, protocol, UAR, WA, macro-F1 (mean ± std over folds), n
-    folds, test utterances, leaky (**LEAKY** in bold), seconds.
+    Columns: study, variant, protocol (see :func:`short_protocol`), UAR, WA, macro-F1
+    (mean ± std over folds), n folds, test utterances, leaky (**LEAKY** in bold),
+    seconds.
 
     Parameters
     ----------
@@ -214,7 +230,7 @@ def markdown_table(runs: Sequence[RunSummary], failures: Sequence[str] = ()) -> 
               "n test", "leaky", "s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for run in runs:
-        cells = [run.study, run.variant or "-", _md(run.protocol),
+        cells = [run.study, run.variant or "-", short_protocol(run.protocol),
                  *(run.score(s) for s in SCORES), str(len(run.folds)), str(run.n_test),
                  "**LEAKY**" if run.leaky else "no", f"{run.seconds:.0f}"]
         lines.append("| " + " | ".join(_md(c) for c in cells) + " |")
