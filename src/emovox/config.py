@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from emovox.errors import ConfigError
+from emovox.normalization import DEFAULT_PRIOR_WEIGHT
 
 
 class CorpusSpec(BaseModel):
@@ -37,6 +38,8 @@ class ModelSpec(NamedSpec):
     """
 
     search: dict[str, list[Any]] | None = None
+    #: Weight training rows so each corpus / class / corpus x class counts equally.
+    balance: Literal["none", "corpus", "class", "corpus_class"] = "none"
 
 
 class AugmentSpec(BaseModel):
@@ -76,7 +79,8 @@ class ExperimentConfig(BaseModel):
     subset: dict[str, Any] | None = None
     features: NamedSpec
     model: ModelSpec
-    normalization: Literal["none", "speaker", "corpus"] = "none"
+    normalization: Literal["none", "speaker", "session", "corpus"] = "none"
+    normalization_prior: float = Field(DEFAULT_PRIOR_WEIGHT, ge=0)
     augment: AugmentSpec | None = None
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     seed: int = 0
@@ -98,7 +102,7 @@ class ExperimentConfig(BaseModel):
             return {"name": value}
         if isinstance(value, dict) and "name" in value and "params" not in value:
             # Allow {name: compare, n_mfcc: 40} as well as {name: ..., params: {...}}.
-            reserved = {"name", "search"}
+            reserved = {"name", "search", "balance"}
             return {**{k: v for k, v in value.items() if k in reserved},
                     "params": {k: v for k, v in value.items() if k not in reserved}}
         return value

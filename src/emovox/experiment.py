@@ -31,7 +31,12 @@ from emovox.evaluation import (
 from emovox.features import extract_many, get_extractor
 from emovox.labels import LabelSet, get_label_set
 from emovox.models import make_classifier
-from emovox.normalization import describe_scope, standardise_by_group
+from emovox.normalization import (
+    FeatureStats,
+    describe_scope,
+    group_stats,
+    standardise_by_group,
+)
 from emovox.protocols import (
     LEAKAGE_MESSAGE,
     VALIDATE_ON_TEST_MESSAGE,
@@ -95,12 +100,26 @@ def prepare_dataset(config: ExperimentConfig, progress: bool = True) -> Dataset:
                    corpus.failures + list(result.failures), result.seconds)
 
 
-def normalised_features(config: ExperimentConfig, dataset: Dataset) -> np.ndarray:
-    """Features after the configured per-group standardisation (none by default)."""
+def normalised_features(config: ExperimentConfig, dataset: Dataset,
+                        train_rows: np.ndarray | None = None) -> np.ndarray:
+    """Features after the configured per-group standardisation (none by default).
+
+    Each group (speaker, session or corpus) is standardised with its own statistics,
+    shrunk towards the average *training* group's (``train_rows``; all rows when not
+    given) by ``normalization_prior`` utterances. Labels are never used.
+    """
     if config.normalization == "none":
         return dataset.features
-    groups = dataset.table[config.normalization].astype(str).to_numpy()
-    return standardise_by_group(dataset.features, groups)
+    scope = config.normalization
+    if scope not in dataset.table:
+        raise ConfigError(f"normalization: {scope} needs a {scope!r} column in the "
+                          "utterance table (e.g. from a manifest)")
+    groups = dataset.table[scope].astype(str).to_numpy()
+    rows = np.arange(len(groups)) if train_rows is None else np.asarray(train_rows)
+    prior = FeatureStats.average(list(group_stats(dataset.features[rows],
+                                                  groups[rows]).values()))
+    return standardise_by_group(dataset.features, groups, prior,
+                                config.normalization_prior)
 
 
 def is_network(name: str) -> bool:
@@ -138,12 +157,20 @@ def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray
     """
     model = make_model(config, progress=progress)
     if is_network(config.model.name):
+        if config.model.balance != "none":
+            raise ConfigError("model.balance applies to scikit-learn models only")
         return model.fit(features, labels, groups=speakers, augmented=augmented)
     search = config.model.search
+    fit_params = {}
+    if config.model.balance != "none":
+        if speakers is None:
+            raise ConfigError("model.balance needs the speakers of the training rows")
+        fit_params["classifier__sample_weight"] = balance_weights(
+            labels, speakers, config.model.balance)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Stochastic Optimizer.*")
         if not search:
-            return model.fit(features, labels)
+            return model.fit(features, labels, **fit_params)
         if speakers is None or len(set(speakers)) < 2:
             raise ConfigError("model.search needs at least 2 training speakers")
         from sklearn.model_selection import GridSearchCV, GroupKFold
@@ -156,8 +183,32 @@ def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray
             n_jobs=config.n_jobs if config.n_jobs != 0 else None,
             refit=True,
         )
-        grid.fit(features, labels, groups=speakers)
+        grid.fit(features, labels, groups=speakers, **fit_params)
         return grid.best_estimator_
+
+
+def balance_weights(labels: np.ndarray, speakers: np.ndarray, balance: str) -> np.ndarray:
+    """Sample weights giving each corpus (or class, or corpus x class) equal total weight.
+
+    Parameters
+    ----------
+    labels, speakers : np.ndarray, shape (n,)
+        Class and speaker of each training row; a speaker id starts with its corpus
+        name (``"emodb:03"``), which is how rows are assigned to corpora.
+    balance : {"corpus", "class", "corpus_class"}
+
+    Returns
+    -------
+    np.ndarray, shape (n,)
+        Weights with mean 1.
+    """
+    corpora = np.array([str(s).split(":", 1)[0] for s in speakers])
+    keys = {"corpus": corpora, "class": np.asarray(labels).astype(str),
+            "corpus_class": np.char.add(np.char.add(corpora, "|"),
+                                        np.asarray(labels).astype(str))}[balance]
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    weights = 1.0 / counts[inverse]
+    return weights * len(weights) / weights.sum()
 
 
 def training_rows(config: ExperimentConfig, dataset: Dataset, features: np.ndarray,
@@ -182,7 +233,17 @@ def training_rows(config: ExperimentConfig, dataset: Dataset, features: np.ndarr
         seed=config.seed, p=config.augment.p)
     if len(extra.labels) == 0:
         return X, y, speakers, augmented
-    return (np.concatenate([X, extra.features.reshape(len(extra.labels), -1)]),
+    extra_features = extra.features.reshape(len(extra.labels), -1)
+    if config.normalization != "none":
+        # Augmented audio is another channel: its copies form groups of their own
+        # (source group + recipe), standardised like every other group.
+        groups = dataset.table[config.normalization].astype(str).to_numpy()[rows]
+        prior = FeatureStats.average(list(group_stats(dataset.features[rows],
+                                                      groups).values()))
+        extra_features = standardise_by_group(
+            extra_features, np.char.add(groups[extra.source], "#augmented"), prior,
+            config.normalization_prior)
+    return (np.concatenate([X, extra_features]),
             np.concatenate([y, np.asarray(extra.labels).astype(str)]),
             np.concatenate([speakers, speakers[extra.source]]),
             np.concatenate([augmented, np.ones(len(extra.labels), dtype=bool)]))
@@ -221,7 +282,6 @@ def run_experiment(
     """
     dataset = dataset or prepare_dataset(config, progress=progress)
     table, classes = dataset.table, dataset.label_set.classes
-    features = normalised_features(config, dataset)
     params = dict(config.protocol.params)
     if config.protocol.kind in {"random", "holdout"}:
         params.setdefault("seed", config.seed)
@@ -237,6 +297,8 @@ def run_experiment(
     folds, rows, histories = [], [], {}
     y = dataset.y
     for split in splits:
+        # Reference statistics of normalisation come from this fold's training rows.
+        features = normalised_features(config, dataset, split.train)
         model = fit_fold(config, dataset, features, split)
         if getattr(model, "history_", None) is not None:
             histories[split.name] = model.history_

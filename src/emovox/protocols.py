@@ -202,14 +202,47 @@ def cross_corpus(
     ]
 
 
-def leave_one_corpus_out(table: pd.DataFrame) -> list[Split]:
-    """One fold per corpus: test on it, train on all the others."""
-    names = sorted(table["corpus"].astype(str).unique())
+def corpus_domains(table: pd.DataFrame) -> pd.Series:
+    """The recording domain of each row: its corpus, split by vocal channel if known.
+
+    RAVDESS speech and RAVDESS song are one corpus with the same 24 actors but two
+    domains (``ravdess-speech``, ``ravdess-song``); every other corpus is one domain.
+    """
+    domain = table["corpus"].astype(str)
+    if "channel" in table:
+        channel = table["channel"].astype("string").fillna("")
+        domain = domain.where(channel == "", domain + "-" + channel)
+    return domain
+
+
+def leave_one_corpus_out(table: pd.DataFrame, by: str = "corpus") -> list[Split]:
+    """One fold per corpus (or domain): test on it, train on all the others.
+
+    Parameters
+    ----------
+    by : {"corpus", "domain"}
+        Hold out whole corpora, or recording domains (:func:`corpus_domains`, so
+        RAVDESS speech and song are held out in turn). Training never keeps a row of
+        a test speaker: when RAVDESS song is tested, RAVDESS speech (same actors) is
+        left out of training too.
+    """
+    if by not in {"corpus", "domain"}:
+        raise ConfigError(f"by must be 'corpus' or 'domain', got {by!r}")
+    unit = table["corpus"].astype(str) if by == "corpus" else corpus_domains(table)
+    names = sorted(unit.unique())
     if len(names) < 2:
-        raise ConfigError("leave-one-corpus-out needs at least 2 corpora")
-    return [
-        cross_corpus(table, [n for n in names if n != held], [held])[0] for held in names
-    ]
+        raise ConfigError(f"leave-one-corpus-out needs at least 2 {by}s, got {names}")
+    speaker = table["speaker"].astype(str)
+    splits = []
+    for held in names:
+        test = unit == held
+        train = ~test & ~speaker.isin(set(speaker[test]))
+        if not train.any():
+            raise ConfigError(f"nothing left to train on when {held} is held out")
+        kept = sorted(set(unit[train]))
+        splits.append(Split(f"train={'+'.join(kept)} test={held}", _rows(table, train),
+                            _rows(table, test)))
+    return splits
 
 
 def random_split(
