@@ -10,9 +10,15 @@ chroma/mel MLP, UAR / WA / macro-F1 (mean ± std over folds) on
 and the MLP once more on a random 75/25 utterance split of RAVDESS (LEAKY: the same
 actors in train and test), to show how much that inflates the score.
 
+``--loco`` prints the cross-corpus table instead: leave-one-corpus-out over every
+domain found (EmoDB, RAVDESS speech, RAVDESS song, CREMA-D; TESS and SAVEE when
+present) on the 6 shared classes, raw and with each adaptation. When RAVDESS song is
+tested, RAVDESS speech (the same actors) is left out of training, and vice versa.
+
 Usage::
 
     python benchmarks/accuracy.py [--corpora ../shared/corpora] [--markdown out.md]
+    python benchmarks/accuracy.py --loco [--only base]
 
 Features are cached (``$EMOVOX_CACHE`` or ~/.cache/emovox), so a rerun takes seconds.
 """
@@ -52,9 +58,95 @@ SYSTEMS = {
     "Whisper-tiny all layers, mean+std + LR": {
         "features": {"name": "whisper_encoder", "layers": "all", "pooling": "mean_std"},
         "model": {"name": "logreg", "search": {"C": [0.01, 0.1, 1.0]}}},
+    # Adaptation to the test speaker: each speaker's features standardised with their
+    # own (unlabelled) statistics, shrunk towards the average training speaker.
+    "Whisper-tiny all layers, mean + LR, per-speaker norm": {
+        "features": {"name": "whisper_encoder", "layers": "all", "pooling": "mean"},
+        "model": {"name": "logreg", "search": {"C": [0.001, 0.01, 0.1]}},
+        "normalization": "speaker"},
+    "Whisper-base all layers, mean + LR": {
+        "features": {"name": "whisper_encoder", "model": "base", "layers": "all"},
+        "model": {"name": "logreg", "search": {"C": [0.001, 0.01, 0.1]}}},
+    "Whisper-base all layers, mean + LR, per-speaker norm": {
+        "features": {"name": "whisper_encoder", "model": "base", "layers": "all"},
+        "model": {"name": "logreg", "search": {"C": [0.001, 0.01, 0.1]}},
+        "normalization": "speaker"},
 }
 LEAKY = ("RAVDESS speech 8-class, 6 actor folds", "MFCC/chroma/mel 180 + MLP",
          {"kind": "random", "allow_leakage": True, "test_fraction": 0.25})
+
+
+WHISPER_TINY = {"name": "whisper_encoder", "layers": "all", "pooling": "mean"}
+WHISPER_BASE = {**WHISPER_TINY, "model": "base"}
+LR_SEARCH = {"name": "logreg", "search": {"C": [0.001, 0.01, 0.1]}}
+#: Leave-one-corpus-out systems: features, classifier and adaptation. Every adaptation
+#: uses unlabelled features only; per-speaker / per-corpus statistics of a *test*
+#: group come from that group's own recordings (a batch or folder of them).
+LOCO_SYSTEMS = {
+    "Whisper-tiny + LR, raw": {"features": WHISPER_TINY, "model": LR_SEARCH},
+    "Whisper-tiny + LR, corpus-balanced": {
+        "features": WHISPER_TINY, "model": {**LR_SEARCH, "balance": "corpus"}},
+    "Whisper-tiny + LR, per-corpus norm": {
+        "features": WHISPER_TINY, "model": {**LR_SEARCH, "balance": "corpus"},
+        "normalization": "corpus"},
+    "Whisper-tiny + LR, per-speaker norm": {
+        "features": WHISPER_TINY, "model": {**LR_SEARCH, "balance": "corpus"},
+        "normalization": "speaker"},
+    "ComParE + LR, raw": {"features": "compare", "model": LR_SEARCH},
+    "ComParE + LR, per-speaker norm": {
+        "features": "compare", "model": {**LR_SEARCH, "balance": "corpus"},
+        "normalization": "speaker"},
+    "Whisper-base + LR, raw": {"features": WHISPER_BASE, "model": LR_SEARCH},
+    "Whisper-base + LR, per-speaker norm": {
+        "features": WHISPER_BASE, "model": {**LR_SEARCH, "balance": "corpus"},
+        "normalization": "speaker"},
+}
+
+
+def loco_corpora(root: Path) -> list[str]:
+    """Every corpus folder of the developer layout that exists under ``root``."""
+    candidates = ["emodb/wav", "ravdess", "crema-d/AudioWAV", "tess", "savee"]
+    return [str(root / c) for c in candidates if (root / c).exists()]
+
+
+def run_loco(root: Path, only: str | None = None) -> list[dict]:
+    """Leave-one-domain-out UAR of every system; one row per system and test domain."""
+    rows = []
+    datasets: dict[str, object] = {}
+    for system, spec in LOCO_SYSTEMS.items():
+        if only and only.lower() not in system.lower():
+            continue
+        config = load_config(data={
+            "name": "loco", "corpora": loco_corpora(root), "labels": "common6",
+            "protocol": {"kind": "loco", "by": "domain"}, **spec})
+        key = str(spec["features"])
+        if key not in datasets:
+            datasets[key] = prepare_dataset(config, progress=sys.stderr.isatty())
+        started = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = run_experiment(config, datasets[key], progress=False)
+        for fold in result.folds:
+            held = fold.name.split("test=")[-1]
+            rows.append({"system": system, "test": held, "train": fold.name.split(" ")[0],
+                         "uar": fold.scores["uar"], "n": len(fold.y_true),
+                         "protocol": protocol_description(result)})
+        scores = "  ".join(f"{r['test']} {r['uar']:.3f}" for r in rows[-len(result.folds):])
+        print(f"{system:40s} {scores}  ({time.perf_counter() - started:.0f} s)", flush=True)
+    return rows
+
+
+def loco_markdown(rows: list[dict]) -> str:
+    """Systems down, test domains across: UAR of leave-one-corpus-out."""
+    domains = sorted({r["test"] for r in rows})
+    lines = ["| system | " + " | ".join(domains) + " | mean |",
+             "|---|" + "---|" * (len(domains) + 1)]
+    for system in dict.fromkeys(r["system"] for r in rows):
+        scores = {r["test"]: r["uar"] for r in rows if r["system"] == system}
+        cells = [f"{scores[d]:.3f}" if d in scores else "" for d in domains]
+        mean = sum(scores.values()) / len(scores)
+        lines.append(f"| {system} | " + " | ".join(cells) + f" | {mean:.3f} |")
+    return "\n".join(lines)
 
 
 def run(root: Path, only: str | None = None) -> list[dict]:
@@ -114,13 +206,18 @@ def main() -> None:
     parser.add_argument("--only", help="run only benchmark/system pairs whose names contain "
                         "this text (e.g. Whisper, EmoDB)")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--loco", action="store_true",
+                        help="the leave-one-corpus-out table (raw and each adaptation)")
     args = parser.parse_args()
     if not args.corpora.is_dir():
         sys.exit(f"corpora not found at {args.corpora}: pass --corpora or set EMOVOX_CORPORA")
-    rows = run(args.corpora.resolve(), args.only)
+    if args.loco:
+        rows = run_loco(args.corpora.resolve(), args.only)
+    else:
+        rows = run(args.corpora.resolve(), args.only)
     if not rows:
         sys.exit(f"no benchmark or system matches {args.only!r}")
-    table = markdown(rows)
+    table = loco_markdown(rows) if args.loco else markdown(rows)
     print()
     print(table)
     if args.markdown:

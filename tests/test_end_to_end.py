@@ -19,28 +19,10 @@ from emovox.experiment import prepare_dataset, run_experiment, train_bundle, wri
 from emovox.recognizer import Recognizer
 from emovox.synth import synth_voice
 
-# Classes differ in pitch and loudness, as aroused and calm speech do.
-STYLE = {"angry": (220.0, 0.45, 0.6), "sad": (95.0, 0.05, 0.15), "happy": (180.0, 0.35, 0.4)}
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Manifest of 6 synthetic speakers x 3 emotions x 4 takes."""
-    root = tmp_path_factory.mktemp("corpus")
-    rows = []
-    for s in range(6):
-        for emotion, (f0, swing, loud) in STYLE.items():
-            for take in range(4):
-                seed = 100 * s + 10 * take + len(emotion)
-                signal = synth_voice(1.2, f0=f0 * (1 + 0.08 * (s - 3)), f0_range=swing,
-                                     loudness=loud, seed=seed, vowels="aoiea"[take:take + 3])
-                path = root / f"s{s}_{emotion}_{take}.wav"
-                sf.write(path, signal, 16000)
-                rows.append({"path": path.name, "emotion": emotion, "speaker": f"s{s}",
-                             "gender": "male" if s % 2 else "female"})
-    manifest = root / "manifest.csv"
-    pd.DataFrame(rows).to_csv(manifest, index=False)
-    return manifest
+@pytest.fixture(name="corpus")
+def _corpus(synthetic_corpus):
+    """Manifest of 6 synthetic speakers x 3 emotions x 4 takes (see conftest)."""
+    return synthetic_corpus
 
 
 def make_config(manifest, tmp_path, **changes):

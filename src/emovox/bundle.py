@@ -8,6 +8,9 @@ Layout::
       model.skops     the fitted scikit-learn pipeline (skops: no pickle, loaded only
                       if every type in it is on an allowlist), or
       network/        a PyTorch network: weights.safetensors + neural.json
+      reference_stats.npz
+                      only for speaker-normalised models: mean and variance of the
+                      average training speaker (numpy arrays, no pickle)
       MODEL_CARD.md   for people: data, licenses, protocol, scores, limits
 """
 
@@ -21,6 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import skops.io as sio
 
 from emovox import __version__
@@ -28,6 +32,7 @@ from emovox.errors import BundleError
 from emovox.features import FeatureExtractor, get_extractor
 from emovox.fileio import replace_folder
 from emovox.labels import LabelSet
+from emovox.normalization import FeatureStats
 
 FORMAT = "emovox-bundle"
 FORMAT_VERSION = 1
@@ -47,6 +52,13 @@ class Bundle:
     training: dict[str, Any] = field(default_factory=dict)
     card: str = ""
     path: Path | None = None
+    #: Average training speaker's feature statistics, for speaker-normalised models.
+    reference: FeatureStats | None = None
+
+    @property
+    def normalization(self) -> str:
+        """``"none"`` or the scope the model's training features were standardised by."""
+        return str(self.preprocessing.get("normalization", "none"))
 
     def extractor(self) -> FeatureExtractor:
         """The feature extractor the model was trained with."""
@@ -81,6 +93,9 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
             bundle.model.save(work / "network")
         else:
             sio.dump(bundle.model, work / "model.skops")
+        if bundle.reference is not None:
+            np.savez(work / "reference_stats.npz", count=bundle.reference.count,
+                     mean=bundle.reference.mean, var=bundle.reference.var)
         (work / "bundle.json").write_text(json.dumps(bundle.metadata(), indent=2) + "\n")
         (work / "MODEL_CARD.md").write_text(bundle.card or "# Model card\n\n(none given)\n")
         replace_folder(work, path)
@@ -122,6 +137,12 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
             raise BundleError(f"{path}: {error}") from None
     else:
         model = _load_skops(path / "model.skops")
+    reference = None
+    if (path / "reference_stats.npz").is_file():
+        with np.load(path / "reference_stats.npz", allow_pickle=False) as stats:
+            reference = FeatureStats(float(stats["count"]), stats["mean"], stats["var"])
+    elif meta.get("preprocessing", {}).get("normalization", "none") != "none":
+        raise BundleError(f"{path}: a speaker-normalised bundle needs reference_stats.npz")
     card_file = path / "MODEL_CARD.md"
     return Bundle(
         model=model,
@@ -132,6 +153,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         training=meta.get("training", {}),
         card=card_file.read_text() if card_file.is_file() else "",
         path=path,
+        reference=reference,
     )
 
 

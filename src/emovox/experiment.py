@@ -432,13 +432,18 @@ def train_bundle(config: ExperimentConfig, evaluate: bool = True, progress: bool
     from emovox.bundle import Bundle
     from emovox.model_card import render_card
 
-    if config.normalization != "none":
-        # A bundle predicts one file at a time; per-group statistics would need a batch.
-        raise ValueError("bundles support normalization: none only")
+    if config.normalization not in {"none", "speaker"}:
+        # At inference the statistics come from the speaker at hand (adaptation.py).
+        raise ConfigError("bundles support normalization: none or speaker")
     dataset = prepare_dataset(config, progress=progress)
     result = run_experiment(config, dataset, progress=progress) if evaluate else None
-    X, y, speakers, augmented = training_rows(config, dataset, dataset.features,
-                                              np.arange(len(dataset.table)))
+    everything = np.arange(len(dataset.table))
+    X, y, speakers, augmented = training_rows(
+        config, dataset, normalised_features(config, dataset, everything), everything)
+    reference = None
+    if config.normalization == "speaker":
+        groups = dataset.table["speaker"].astype(str).to_numpy()
+        reference = FeatureStats.average(list(group_stats(dataset.features, groups).values()))
     model = fit_model(config, X, y, speakers, augmented, progress=progress)
     evaluation = None
     if result is not None:
@@ -463,6 +468,7 @@ def train_bundle(config: ExperimentConfig, evaluate: bool = True, progress: bool
     bundle = Bundle(model=model, features=features_spec, labels=dataset.label_set,
                     classes=[c for c in dataset.label_set.classes if c in set(model.classes_)],
                     preprocessing={"sample_rate": 16000, "channels": "mono (averaged)",
-                                   "normalization": "none"},
-                    training=training, card=card)
+                                   "normalization": config.normalization,
+                                   "prior_weight": config.normalization_prior},
+                    training=training, card=card, reference=reference)
     return bundle, result

@@ -361,7 +361,7 @@ def _whisper_graph(bundle: Bundle, order: list[int], opset: int,
         head: torch.nn.Module | None = _torch_classes().LinearHead(*folded, order)
     else:
         head = None
-    module = _torch_classes().WhisperModule(load_whisper_encoder(), layers, pooling,
+    module = _torch_classes().WhisperModule(load_whisper_encoder(extractor.model), layers, pooling,
                                             head).eval()
     mel = torch.from_numpy(whisper_log_mel_numpy(_warm_signal(3.0)))[None]
     pooled = f"{pooling} pooling of hidden states {layers}"

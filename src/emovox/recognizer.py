@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from emovox.adaptation import ADAPT_MODES, FeatureAdapter
 from emovox.audio import check_durations, check_signal, resample
 from emovox.bundle import Bundle, load_bundle
+from emovox.errors import ConfigError
 from emovox.features import extract_many
+from emovox.normalization import DEFAULT_PRIOR_WEIGHT, RunningStats
 from emovox.verbs import FileVerbs
 
 if TYPE_CHECKING:
@@ -33,12 +37,74 @@ class Recognizer(FileVerbs):
         A loaded bundle or a bundle folder; ``None`` loads the default bundle.
     n_jobs : int
         Processes for multi-file feature extraction (-1: all cores).
+    adapt : {"auto", "none", "batch", "stream"}
+        For a speaker-normalised bundle, where the speaker statistics come from (see
+        :mod:`emovox.adaptation`): ``"auto"`` uses the files predicted together
+        (``batch``) for files and folders and running statistics (``stream``) for
+        timelines. Ignored by bundles trained without normalisation.
     """
 
-    def __init__(self, bundle: Bundle | str | Path | None = None, n_jobs: int = -1) -> None:
+    def __init__(self, bundle: Bundle | str | Path | None = None, n_jobs: int = -1,
+                 adapt: str = "auto") -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
         self.extractor = self.bundle.extractor()
         self.n_jobs = n_jobs
+        self.adapt = adapt
+        self.adapter: FeatureAdapter | None = None
+        if self.bundle.normalization == "speaker" and self.bundle.reference is not None:
+            mode = "batch" if adapt == "auto" else adapt
+            self.adapter = FeatureAdapter(self.bundle.reference,
+                                          float(self.bundle.preprocessing.get(
+                                              "prior_weight", DEFAULT_PRIOR_WEIGHT)), mode)
+        elif adapt not in ("auto", *ADAPT_MODES):
+            raise ConfigError(f"adapt must be 'auto' or one of {ADAPT_MODES}, got {adapt!r}")
+
+    def calibrate(self, sources: Iterable[str | Path] | np.ndarray,
+                  sample_rate: int | None = None, window: float = 2.0,
+                  hop: float = 1.0) -> int:
+        """Adapt to a speaker from a short calibration recording (or a few files).
+
+        Parameters
+        ----------
+        sources : list of paths, or np.ndarray
+            Files of the speaker, or one recording's samples (then give
+            ``sample_rate``); a single recording is cut into ``window``-second windows
+            every ``hop`` seconds.
+
+        Returns
+        -------
+        int
+            Number of feature vectors the statistics were computed from.
+
+        Raises
+        ------
+        ConfigError
+            The bundle was trained without speaker normalisation.
+        """
+        if self.adapter is None:
+            raise ConfigError("this model was trained without speaker normalisation; "
+                              "calibration has nothing to adapt")
+        if isinstance(sources, np.ndarray):
+            if sample_rate is None:
+                raise ConfigError("give the sample_rate of the calibration samples")
+            signal = resample(check_signal(sources, sample_rate, "<calibration>"),
+                              sample_rate, self.extractor.sample_rate)
+            size, step = (round(s * self.extractor.sample_rate) for s in (window, hop))
+            starts = range(0, max(1, len(signal) - size + 1), step)
+            features = np.stack([self.extractor.extract_signal(
+                signal[i:i + size], self.extractor.sample_rate) for i in starts])
+        else:
+            result = extract_many(list(sources), self.extractor, cache_dir=None,
+                                  n_jobs=self.n_jobs, progress=False)
+            if not result.ok.any():
+                raise ConfigError("no usable calibration file: " + "; ".join(
+                    f"{p}: {r}" for p, r in result.failures))
+            features = result.features
+        return int(self.adapter.calibrate(features.reshape(len(features), -1)).count)
+
+    def _features_for_model(self, features: np.ndarray) -> np.ndarray:
+        X = features.reshape(len(features), -1)
+        return X if self.adapter is None else self.adapter.transform(X)
 
     @property
     def classes(self) -> list[str]:
@@ -46,7 +112,7 @@ class Recognizer(FileVerbs):
         return list(self.bundle.classes)
 
     def _frame(self, features: np.ndarray, index: pd.MultiIndex) -> pd.DataFrame:
-        proba = self.bundle.model.predict_proba(features.reshape(len(features), -1))
+        proba = self.bundle.model.predict_proba(self._features_for_model(features))
         order = [list(self.bundle.model.classes_).index(c) for c in self.classes]
         proba = proba[:, order]
         frame = pd.DataFrame(proba, index=index, columns=self.classes)
@@ -140,9 +206,11 @@ class Recognizer(FileVerbs):
         """
         from emovox.timeline import timeline
 
-        return timeline(self, source, sample_rate, window=window, hop=hop, vad=vad,
-                        chunk_seconds=chunk_seconds, min_speech=min_speech,
-                        keep_nonspeech=keep_nonspeech, name=name, vad_options=vad_options)
+        with self._timeline_adaptation():
+            return timeline(self, source, sample_rate, window=window, hop=hop, vad=vad,
+                            chunk_seconds=chunk_seconds, min_speech=min_speech,
+                            keep_nonspeech=keep_nonspeech, name=name,
+                            vad_options=vad_options)
 
     def iter_timeline(
         self,
@@ -159,5 +227,22 @@ class Recognizer(FileVerbs):
         """
         from emovox.timeline import iter_timeline
 
-        yield from iter_timeline(self, source, window=window, hop=hop, vad=vad,
-                                 chunk_seconds=chunk_seconds, **options)
+        with self._timeline_adaptation():
+            yield from iter_timeline(self, source, window=window, hop=hop, vad=vad,
+                                     chunk_seconds=chunk_seconds, **options)
+
+    @contextmanager
+    def _timeline_adaptation(self) -> Iterator[None]:
+        """A timeline is one stream: fresh running statistics, ``stream`` mode under
+        ``adapt="auto"``."""
+        if self.adapter is None:
+            yield
+            return
+        mode = self.adapter.mode
+        self.adapter.running = RunningStats(len(self.adapter.reference.mean))
+        if self.adapt == "auto":
+            self.adapter.mode = "stream"
+        try:
+            yield
+        finally:
+            self.adapter.mode = mode

