@@ -1,17 +1,17 @@
 """Augmentation recipes: they change audio, keep its shape, are seeded, touch training only."""
 
-
-
 from __future__ import annotations
 
 import random
 
 import numpy as np
 import pytest
+from scipy.signal import welch
 
 import emovox.augment as augment
 from emovox.audio import load_audio
 from emovox.augment import (
+    CHANNEL_RECIPES,
     augment_table,
     augmented_training_features,
     available_recipes,
@@ -59,12 +59,14 @@ def load_spy(monkeypatch):
 
 
 def test_recipes_are_named():
-    assert available_recipes() == ["gain", "noise", "pitch", "shift", "stretch"]
+    assert available_recipes() == ["channel", "codec", "eq", "gain", "noise", "pitch",
+                                   "resample", "reverb", "shift", "snr", "stretch", "telephone"]
     assert parse_recipe("noise+shift") == ("noise", "shift")
     assert parse_recipe(["pitch", "noise"]) == ("pitch", "noise")
     assert parse_recipe(["Pitch + noise", "gain"]) == ("pitch", "noise", "gain")
+    assert parse_recipe("reverb+telephone") == ("reverb", "telephone")
     with pytest.raises(ConfigError, match="unknown augmentation"):
-        parse_recipe("reverb")
+        parse_recipe("echo")
     with pytest.raises(ConfigError, match="empty"):
         parse_recipe([])
 
@@ -184,3 +186,219 @@ def test_augmented_training_features_empty_selection(corpus):
                                       only_classes=["surprised"])
     assert out.features.shape == (0, *get_extractor("mfcc_stats").output_shape)
     assert len(out.labels) == 0 and len(out.source) == 0
+
+
+# ---------------------------------------------------------------------------
+# Every recipe, and the channel-degradation recipes (issue 6).
+
+#: Recipes that change the length on purpose (documented in the module docstring).
+LENGTH_CHANGING = {"stretch"}
+RATES = [16_000, 22_050]
+
+
+def speechlike(sample_rate: int, duration: float = 1.0, seed: int = 0) -> np.ndarray:
+    """Harmonic tone plus white noise, so every band up to Nyquist has some energy."""
+    from conftest import tone_signal
+
+    tone = tone_signal(duration=duration, sample_rate=sample_rate, seed=seed)
+    noise = 0.02 * np.random.default_rng(seed + 100).standard_normal(tone.size)
+    return (tone + noise).astype(np.float32)
+
+
+def white_noise(sample_rate: int, duration: float = 1.0, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(round(duration * sample_rate))
+            ).astype(np.float32)
+
+
+def band_power(signal: np.ndarray, sample_rate: int, low: float, high: float) -> float:
+    """Mean power spectral density between ``low`` and ``high`` Hz (Welch)."""
+    freqs, psd = welch(signal, fs=sample_rate, nperseg=1024)
+    band = (freqs >= low) & (freqs <= high)
+    return float(np.mean(psd[band]))
+
+
+def db(ratio: float) -> float:
+    return 10 * np.log10(ratio)
+
+
+@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("name", available_recipes())
+def test_every_recipe_keeps_shape_and_is_seeded(name, rate):
+    x = speechlike(rate)
+    augmenter = make_augmenter(name, seed=11)
+    out = augmenter(x, rate)
+    assert out.dtype == np.float32
+    assert out.ndim == 1 and np.all(np.isfinite(out))
+    if name not in LENGTH_CHANGING:
+        assert out.shape == x.shape
+        # not a no-op: at least 1 % of the input's RMS changed
+        assert np.sqrt(np.mean((out - x) ** 2)) > 0.01 * np.sqrt(np.mean(x**2))
+    assert np.array_equal(make_augmenter(name, seed=11)(x, rate), out)
+    # Different seeds: parameters are redrawn. (codec and resample draw from a few
+    # discrete bitrates / chains, so two seeds may coincide; four must not all.)
+    outputs = {make_augmenter(name, seed=seed)(x, rate).tobytes() for seed in range(4)}
+    assert len(outputs) >= 3
+
+
+@pytest.mark.parametrize("name", [n for n in available_recipes() if n != "pitch"])
+def test_every_recipe_keeps_the_sample_rate(name):
+    """A 1 kHz tone is still at 1 kHz: the output is at the rate it came in at."""
+    rate = 16_000
+    t = np.arange(rate) / rate
+    x = (0.3 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
+    out = make_augmenter(name, seed=2)(x, rate)
+    spectrum = np.abs(np.fft.rfft(out * np.hanning(out.size)))
+    peak_hz = np.argmax(spectrum) * rate / out.size
+    assert peak_hz == pytest.approx(1000.0, abs=5.0)
+
+
+def test_channel_recipes_use_only_the_augmenter_rngs():
+    x = speechlike(SR)
+    for name in (*CHANNEL_RECIPES, "channel"):
+        random.seed(5)
+        np.random.seed(5)
+        a = make_augmenter(name, seed=3)(x, SR)
+        assert random.random() == random.Random(5).random()  # global states untouched
+        assert np.random.random() == np.random.RandomState(5).random_sample()
+        random.seed(99)
+        np.random.seed(99)  # other global states do not change the output
+        assert np.array_equal(make_augmenter(name, seed=3)(x, SR), a), name
+
+
+@pytest.mark.parametrize("name", [*CHANNEL_RECIPES, "channel"])
+def test_channel_recipes_handle_short_clips_odd_rates_and_loud_input(name):
+    short = speechlike(SR, duration=0.05)  # under the 100 ms the MP3 encoder needs
+    assert make_augmenter(name, seed=1)(short, SR).shape == short.shape
+    odd = speechlike(10_000, duration=0.3)  # not an MP3 rate
+    out = make_augmenter(name, seed=1)(odd, 10_000)
+    assert out.shape == odd.shape and np.all(np.isfinite(out))
+    t = np.arange(SR // 2) / SR
+    loud = (3.0 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
+    out = make_augmenter(name, seed=1)(loud, SR)
+    assert np.all(np.isfinite(out)) and np.abs(out).max() > 1.5  # not clipped to ±1
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_telephone_removes_everything_above_4_khz(rate):
+    x = white_noise(rate)
+    for seed in range(3):
+        out = make_augmenter("telephone", seed=seed)(x, rate)
+        in_band = db(band_power(out, rate, 500, 3000) / band_power(x, rate, 500, 3000))
+        above = db(band_power(out, rate, 4100, rate / 2) / band_power(x, rate, 4100, rate / 2))
+        below = db(band_power(out, rate, 20, 100) / band_power(x, rate, 20, 100))
+        assert abs(in_band) < 3.0  # the speech band passes
+        assert above < in_band - 20.0  # the 8 kHz line removes everything above 4 kHz
+        assert below < in_band - 10.0  # and the high-pass the low rumble
+
+
+def test_snr_adds_noise_at_the_configured_snr():
+    x = speechlike(SR, duration=8.0)
+    power = np.mean(x.astype(np.float64) ** 2)
+
+    def measured(augmenter) -> float:
+        noise = augmenter(x, SR).astype(np.float64) - x
+        return db(power / np.mean(noise**2))
+
+    default = [measured(make_augmenter("snr", seed=seed)) for seed in range(6)]
+    assert all(5.0 - 1.0 <= snr <= 30.0 + 1.0 for snr in default)
+    assert max(default) - min(default) > 3.0  # drawn per call, not fixed
+    chosen = [measured(make_augmenter("snr", seed=seed,
+                                      params={"snr": {"min_snr_db": 10, "max_snr_db": 15}}))
+              for seed in range(4)]
+    assert all(9.0 <= snr <= 16.0 for snr in chosen)
+    fixed = make_augmenter("snr", seed=0, params={"snr": {"min_snr_db": 20, "max_snr_db": 20}})
+    assert measured(fixed) == pytest.approx(20.0, abs=1.0)
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_resample_chain_removes_the_top_band(rate):
+    x = white_noise(rate)
+    for seed in range(3):
+        out = make_augmenter("resample", seed=seed)(x, rate)
+        in_band = db(band_power(out, rate, 100, 3500) / band_power(x, rate, 100, 3500))
+        above = db(band_power(out, rate, 6100, rate / 2) / band_power(x, rate, 6100, rate / 2))
+        assert abs(in_band) < 1.0  # resampling alone keeps what the lowest rate carries
+        assert above < -30.0
+
+
+def test_resample_chain_passes_through_rates_below_the_input():
+    augmenter = make_augmenter("resample", seed=0, params={"resample": {"max_steps": 3}})
+    transform = augmenter.transform.transforms[0]
+    seen = set()
+    for seed in range(8):
+        augmenter.reseed(seed)
+        augmenter(white_noise(SR, duration=0.2), SR)
+        chain = transform.parameters["chain"]
+        assert 1 <= len(chain) <= 3 and len(set(chain)) == len(chain)
+        seen.update(chain)
+    assert seen == {8000, 11025, 12000}
+    # nothing below the input rate: unchanged
+    x = white_noise(8000, duration=0.2)
+    assert np.array_equal(make_augmenter("resample")(x, 8000), x)
+
+
+def click(rate: int, at: float = 0.1, duration: float = 1.0) -> np.ndarray:
+    x = np.zeros(round(duration * rate), dtype=np.float32)
+    x[round(at * rate)] = 0.9
+    return x
+
+
+def energy(signal: np.ndarray, rate: int, start: float, stop: float) -> float:
+    return float(np.sum(signal[round(start * rate):round(stop * rate)].astype(np.float64) ** 2))
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_reverb_adds_a_decaying_tail(rate):
+    x = click(rate)
+    for seed in range(3):
+        out = make_augmenter("reverb", seed=seed)(x, rate)
+        direct_in, direct_out = energy(x, rate, 0.1, 0.102), energy(out, rate, 0.1, 0.102)
+        tail_in, tail_out = energy(x, rate, 0.15, 0.4), energy(out, rate, 0.15, 0.4)
+        assert tail_in == 0.0
+        assert tail_out > 1e-3 * direct_out  # within 30 dB of the click; the dry click has none
+        assert energy(out, rate, 0.0, 0.1) < 1e-12 * direct_out  # causal (FFT round-off only)
+        assert np.abs(out).max() == pytest.approx(0.9, rel=1e-5)  # peak-matched
+        assert direct_in > 0
+
+
+@pytest.mark.parametrize("rt60", [0.3, 0.6])
+def test_reverb_decays_by_60_db_in_rt60(rt60):
+    params = {"reverb": {"min_rt60": rt60, "max_rt60": rt60, "min_wet": 0.5, "max_wet": 0.5}}
+    out = make_augmenter("reverb", seed=4, params=params)(click(SR), SR).astype(np.float64)
+    # Schroeder backward integration gives a smooth energy decay curve.
+    decay = np.cumsum((out[round(0.1 * SR):] ** 2)[::-1])[::-1]
+    early, late = decay[round(0.03 * SR)], decay[round(0.18 * SR)]
+    assert db(early / late) == pytest.approx(60.0 * 0.15 / rt60, abs=3.0)
+
+
+def test_channel_mix_applies_one_or_two_channel_recipes():
+    augmenter = make_augmenter("channel", seed=0)
+    mix = augmenter.transform.transforms[0]
+    counts = set()
+    for _ in range(12):
+        augmenter(speechlike(SR, duration=0.3), SR)
+        counts.add(len(mix.transform_indexes))
+    assert counts == {1, 2}
+    only = make_augmenter("channel", seed=0, params={"channel": {
+        "recipes": ["telephone", "resample"], "min_transforms": 2, "max_transforms": 2}})
+    x = white_noise(SR)
+    out = only(x, SR)
+    assert db(band_power(out, SR, 4100, 8000) / band_power(x, SR, 4100, 8000)) < -40.0
+
+
+@pytest.mark.parametrize("name, params", [
+    ("telephone", {"max_high_cutoff": 4500.0}),
+    ("telephone", {"min_low_cutoff": 400.0}),
+    ("reverb", {"min_rt60": 0.9}),
+    ("reverb", {"max_wet": 1.5}),
+    ("resample", {"rates": ()}),
+    ("resample", {"min_steps": 0}),
+    ("snr", {"min_snr_db": 40.0}),
+    ("codec", {"max_bitrate": 500}),
+    ("channel", {"recipes": ["channel"]}),
+    ("channel", {"recipes": ["telephone"], "max_transforms": 2}),
+    ("channel", {"params": {"pitch": {}}}),
+])
+def test_channel_recipe_parameters_are_checked(name, params):
+    with pytest.raises(ConfigError, match=name):
+        make_augmenter(name, params={name: params})

@@ -19,6 +19,7 @@ from emovox.experiment import prepare_dataset, run_experiment, train_bundle, wri
 from emovox.recognizer import Recognizer
 from emovox.synth import synth_voice
 
+
 @pytest.fixture(name="corpus")
 def _corpus(synthetic_corpus):
     """Manifest of 6 synthetic speakers x 3 emotions x 4 takes (see conftest)."""

@@ -3,7 +3,7 @@
 A *recipe* names one transform or a combination applied in order:
 
 ========== ======================================================================
-name       audiomentations transform (parameters drawn per call)
+name       transform (parameters drawn per call)
 ========== ======================================================================
 noise      ``AddGaussianNoise``, amplitude 0.001–0.015
 shift      ``Shift``, ±0.25 s with rollover (the signal is rotated, like np.roll)
@@ -12,10 +12,26 @@ gain       ``Gain`` of +3.52 to +9.54 dB, i.e. the "dynamic change" ×1.5 to ×3
            (not clipped: peaks may exceed 1, as in the original recipe)
 stretch    ``TimeStretch``, rate 0.8–1.25, **length changes** (rate 1.25 gives a
            signal 1/1.25 as long)
+telephone  :class:`TelephoneChannel`: down to 8 kHz, band-pass (high-pass 250–350 Hz,
+           low-pass 3200–3600 Hz, ``HighPassFilter``/``LowPassFilter``), 8-bit
+           μ-law (G.711-like) and back up to the input rate
+eq         ``SevenBandParametricEQ``, each band ±8 dB (microphone / room colour)
+codec      :class:`Mp3Codec`: ``Mp3Compression`` (fast-mp3-augment, i.e. LAME) at
+           16–64 kbps; rates MP3 lacks and clips under 100 ms are handled
+reverb     :class:`SyntheticReverb`: convolution with a synthetic room response
+           (direct path + exponentially decaying noise, RT60 0.2–0.8 s, wet
+           0.2–0.6), peak-matched to the input
+snr        ``AddGaussianSNR``, white noise at 5–30 dB SNR (set e.g.
+           ``params={"snr": {"min_snr_db": 10, "max_snr_db": 10}}``)
+resample   :class:`ResampleChain`: through one or two of 8000, 11025, 12000 Hz
+           (those below the input rate) and back, with soxr
+channel    :class:`ChannelMix`: one or two of reverb, eq, snr, codec, telephone,
+           resample per call (``SomeOf``), applied in that signal-chain order
 ========== ======================================================================
 
 Combinations are written ``"noise+shift"`` or as a list ``["pitch", "noise"]``.
-Every transform keeps the sample rate, and all but ``stretch`` keep the length.
+Every transform keeps the sample rate, and all but ``stretch`` keep the length
+(channel transforms that resample or encode pad or crop back to the input length).
 (Sequence extractors crop or pad to a fixed number of frames, so stretched audio
 still gives features of the usual shape.)
 
@@ -27,14 +43,17 @@ from the unmodified audio.
 Reproducibility: audiomentations draws from Python's ``random`` and NumPy's global
 generator. An :class:`Augmenter` keeps its own states of both and swaps them in only
 while it runs, so its output depends only on its seed and the global generators are
-left as they were. Each augmented copy in :func:`augment_table` is seeded from
-``(seed, path, copy)``, so a file's copies are the same whatever else is in the list.
+left as they were. The channel transforms defined here draw from the same two
+generators (the reverb's noise from a seed it draws from ``random``). Each augmented
+copy in :func:`augment_table` is seeded from ``(seed, path, copy)``, so a file's copies
+are the same whatever else is in the list.
 (The swap is not thread-safe: use one augmenter per thread or process.)
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import math
 import random
 import warnings
@@ -43,22 +62,374 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from audiomentations import AddGaussianNoise, Compose, Gain, PitchShift, Shift, TimeStretch
+import soxr
+from audiomentations import (
+    AddGaussianNoise,
+    AddGaussianSNR,
+    Compose,
+    Gain,
+    HighPassFilter,
+    LowPassFilter,
+    Mp3Compression,
+    PitchShift,
+    SevenBandParametricEQ,
+    Shift,
+    SomeOf,
+    TimeStretch,
+)
+from audiomentations.core.transforms_interface import BaseWaveformTransform
+from numpy.typing import NDArray
+from scipy.signal import fftconvolve
 
 from emovox.audio import DEFAULT_SAMPLE_RATE, load_audio
 from emovox.errors import AudioError, ConfigError
 from emovox.features import FeatureExtractor, get_extractor
 
 __all__ = [
+    "CHANNEL_RECIPES",
     "RECIPES",
     "AugmentedFeatures",
     "Augmenter",
+    "ChannelMix",
+    "Mp3Codec",
+    "ResampleChain",
+    "SyntheticReverb",
+    "TelephoneChannel",
     "augment_table",
     "augmented_training_features",
     "available_recipes",
     "make_augmenter",
     "parse_recipe",
 ]
+
+
+def _fit_length(samples: NDArray[np.floating], length: int) -> NDArray[np.float32]:
+    """Crop or zero-pad to exactly ``length`` samples (resamplers may be off by one)."""
+    out = np.zeros(length, dtype=np.float32)
+    keep = min(length, samples.shape[-1])
+    out[:keep] = samples[:keep]
+    return out
+
+
+def _resample(samples: NDArray[np.float32], from_rate: int, to_rate: int,
+              quality: str = "HQ") -> NDArray[np.float32]:
+    if from_rate == to_rate or samples.size == 0:
+        return samples
+    # soxr.resample compensates its filter delay, so the chain keeps the timing.
+    return np.asarray(soxr.resample(samples, from_rate, to_rate, quality=quality),
+                      dtype=np.float32)
+
+
+def _mu_law_8bit(samples: NDArray[np.float32], mu: float = 255.0) -> NDArray[np.float32]:
+    """Compand, quantise to 8 bits (255 levels, zero exact) and expand, as G.711 μ-law."""
+    # A telephone does not normalise: quiet speech gets coarser steps. Only scale
+    # down peaks above full scale, so the codec never clips (peaks are restored).
+    scale = max(float(np.max(np.abs(samples))) if samples.size else 0.0, 1.0)
+    x = samples.astype(np.float64) / scale
+    companded = np.sign(x) * np.log1p(mu * np.abs(x)) / np.log1p(mu)
+    quantised = np.round(companded * 127.0) / 127.0
+    expanded = np.sign(quantised) * np.expm1(np.abs(quantised) * np.log1p(mu)) / mu
+    return (expanded * scale).astype(np.float32)
+
+
+def _check_range(name: str, low: float, high: float, minimum: float = 0.0) -> None:
+    if not minimum <= low <= high:
+        raise ValueError(f"need {minimum:g} <= min_{name} <= max_{name}, got {low}, {high}")
+
+
+class TelephoneChannel(BaseWaveformTransform):
+    """A narrowband telephone line: 8 kHz, about 300–3400 Hz, 8-bit μ-law.
+
+    The signal is resampled to ``telephone_rate`` (soxr, whose anti-aliasing filter
+    removes everything above half that rate), band-limited by audiomentations'
+    ``HighPassFilter`` and ``LowPassFilter`` with cutoffs drawn per call, optionally
+    μ-law companded to 8 bits, and resampled back. Input at or below
+    ``telephone_rate`` is filtered at its own rate. The output has the input's rate
+    and exact length.
+
+    Parameters
+    ----------
+    min_low_cutoff, max_low_cutoff : float
+        Range of the high-pass cutoff, Hz.
+    min_high_cutoff, max_high_cutoff : float
+        Range of the low-pass cutoff, Hz (below ``telephone_rate / 2``).
+    min_rolloff, max_rolloff : int
+        Filter slopes, dB/octave (multiples of 6).
+    telephone_rate : int
+        Rate of the line, Hz.
+    mu_law : bool
+        Quantise to 8-bit μ-law (G.711) on the line.
+    p : float
+        Probability of applying the transform.
+    """
+
+    supports_multichannel = False
+
+    def __init__(self, min_low_cutoff: float = 250.0, max_low_cutoff: float = 350.0,
+                 min_high_cutoff: float = 3200.0, max_high_cutoff: float = 3600.0,
+                 min_rolloff: int = 12, max_rolloff: int = 24, telephone_rate: int = 8000,
+                 mu_law: bool = True, p: float = 0.5) -> None:
+        super().__init__(p)
+        _check_range("low_cutoff", min_low_cutoff, max_low_cutoff, minimum=1e-3)
+        _check_range("high_cutoff", min_high_cutoff, max_high_cutoff)
+        if not (max_low_cutoff < min_high_cutoff and max_high_cutoff < telephone_rate / 2):
+            raise ValueError(f"need max_low_cutoff < min_high_cutoff and max_high_cutoff < "
+                             f"telephone_rate / 2 = {telephone_rate / 2:g}")
+        self.min_low_cutoff, self.max_low_cutoff = min_low_cutoff, max_low_cutoff
+        self.min_high_cutoff, self.max_high_cutoff = min_high_cutoff, max_high_cutoff
+        self.min_rolloff, self.max_rolloff = min_rolloff, max_rolloff
+        self.telephone_rate = int(telephone_rate)
+        self.mu_law = bool(mu_law)
+        # Sub-transforms as in SevenBandParametricEQ: frozen, randomised by this one.
+        self.high_pass = HighPassFilter(min_cutoff_freq=min_low_cutoff,
+                                        max_cutoff_freq=max_low_cutoff, min_rolloff=min_rolloff,
+                                        max_rolloff=max_rolloff, p=1.0)
+        self.low_pass = LowPassFilter(min_cutoff_freq=min_high_cutoff,
+                                      max_cutoff_freq=max_high_cutoff, min_rolloff=min_rolloff,
+                                      max_rolloff=max_rolloff, p=1.0)
+        self.high_pass.freeze_parameters()
+        self.low_pass.freeze_parameters()
+
+    def randomize_parameters(self, samples: NDArray[np.float32], sample_rate: int) -> None:
+        """Draw the filters' cutoffs and slopes (from ``random`` and ``np.random``)."""
+        super().randomize_parameters(samples, sample_rate)
+        if self.parameters["should_apply"]:
+            line_rate = min(self.telephone_rate, sample_rate)
+            self.high_pass.randomize_parameters(samples, line_rate)
+            self.low_pass.randomize_parameters(samples, line_rate)
+            self.parameters["low_cutoff"] = self.high_pass.parameters["cutoff_freq"]
+            self.parameters["high_cutoff"] = self.low_pass.parameters["cutoff_freq"]
+
+    def apply(self, samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+        """Send ``samples`` down the line and back; same rate and length."""
+        line_rate = min(self.telephone_rate, sample_rate)
+        line = _resample(samples, sample_rate, line_rate)
+        line = self.low_pass(self.high_pass(line, line_rate), line_rate)
+        if self.mu_law:
+            line = _mu_law_8bit(line)
+        return _fit_length(_resample(line, line_rate, sample_rate), samples.shape[-1])
+
+
+class Mp3Codec(Mp3Compression):
+    """MP3 encode–decode round trip (LAME via fast-mp3-augment) keeping rate and length.
+
+    audiomentations' ``Mp3Compression`` with the fast-mp3-augment backend (output
+    aligned with the input), made safe for any input: a rate MP3 does not support is
+    resampled to the next MP3 rate and back, a clip shorter than the 100 ms the
+    encoder needs is zero-padded and cropped back, and peaks above 1 are scaled down
+    for the encoder and restored.
+
+    Parameters
+    ----------
+    min_bitrate, max_bitrate : int
+        Range of bitrates, kbps (one of ``Mp3Compression.SUPPORTED_BITRATES`` is
+        drawn per call).
+    quality : int
+        LAME quality, 0 (best) to 9 (fastest).
+    p : float
+        Probability of applying the transform.
+    """
+
+    MP3_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+    MIN_SECONDS = 0.1  # fast-mp3-augment raises TooShortAudio below this
+
+    def __init__(self, min_bitrate: int = 16, max_bitrate: int = 64, quality: int = 7,
+                 p: float = 0.5) -> None:
+        if importlib.util.find_spec("fast_mp3_augment") is None:
+            raise ImportError("the codec augmentation needs fast-mp3-augment "
+                              "(pip install 'fast-mp3-augment>=0.2,<0.3')")
+        super().__init__(min_bitrate=min_bitrate, max_bitrate=max_bitrate,
+                         backend="fast-mp3-augment", preserve_delay=False, quality=quality,
+                         p=p)
+
+    def apply(self, samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+        """Encode and decode ``samples``; same rate and length."""
+        codec_rate = sample_rate if sample_rate in self.MP3_RATES else next(
+            (rate for rate in self.MP3_RATES if rate >= sample_rate), self.MP3_RATES[-1])
+        coded = _resample(samples, sample_rate, codec_rate)
+        used = coded.size
+        coded = _fit_length(coded, max(used, math.ceil(1.05 * self.MIN_SECONDS * codec_rate)))
+        peak = float(np.max(np.abs(coded))) if coded.size else 0.0
+        scale = peak if peak > 1.0 else 1.0
+        decoded = super().apply(coded / np.float32(scale), codec_rate)
+        decoded = np.asarray(decoded, dtype=np.float32)[:used] * np.float32(scale)
+        return _fit_length(_resample(decoded, codec_rate, sample_rate), samples.shape[-1])
+
+
+class SyntheticReverb(BaseWaveformTransform):
+    """Reverberation by convolution with a synthetic room impulse response.
+
+    The response is a direct-path impulse plus a tail of Gaussian noise whose
+    amplitude decays by 60 dB in RT60 seconds (the tail has unit energy); the dry
+    and wet parts are mixed as ``(1 - wet) * direct + wet * tail``. The output is cut
+    to the input's length (the tail after the end is dropped) and scaled to the
+    input's peak, so reverberation does not change the level.
+
+    The RT60, the wet share and a seed for the tail's noise are drawn per call from
+    ``random``, so the transform is as reproducible as the audiomentations ones and
+    a frozen transform reuses the same room.
+
+    Parameters
+    ----------
+    min_rt60, max_rt60 : float
+        Range of the reverberation time, seconds.
+    min_wet, max_wet : float
+        Range of the reverberant share of the response, in [0, 1].
+    p : float
+        Probability of applying the transform.
+    """
+
+    supports_multichannel = False
+
+    def __init__(self, min_rt60: float = 0.2, max_rt60: float = 0.8, min_wet: float = 0.2,
+                 max_wet: float = 0.6, p: float = 0.5) -> None:
+        super().__init__(p)
+        _check_range("rt60", min_rt60, max_rt60, minimum=1e-3)
+        _check_range("wet", min_wet, max_wet)
+        if max_wet > 1.0:
+            raise ValueError(f"max_wet must be <= 1, got {max_wet}")
+        self.min_rt60, self.max_rt60 = min_rt60, max_rt60
+        self.min_wet, self.max_wet = min_wet, max_wet
+
+    def randomize_parameters(self, samples: NDArray[np.float32], sample_rate: int) -> None:
+        """Draw RT60, wet share and the tail's seed (from ``random``)."""
+        super().randomize_parameters(samples, sample_rate)
+        if self.parameters["should_apply"]:
+            self.parameters["rt60"] = random.uniform(self.min_rt60, self.max_rt60)
+            self.parameters["wet"] = random.uniform(self.min_wet, self.max_wet)
+            self.parameters["noise_seed"] = random.getrandbits(63)
+
+    def impulse_response(self, sample_rate: int) -> NDArray[np.float64]:
+        """The room response of the current parameters at ``sample_rate``.
+
+        Parameters
+        ----------
+        sample_rate : int
+
+        Returns
+        -------
+        np.ndarray, shape (round(rt60 * sample_rate),), float64
+        """
+        rt60, wet = self.parameters["rt60"], self.parameters["wet"]
+        length = max(2, round(rt60 * sample_rate))
+        t = np.arange(length) / sample_rate
+        rng = np.random.default_rng(self.parameters["noise_seed"])
+        tail = rng.standard_normal(length) * np.exp(-math.log(1000.0) * t / rt60)
+        tail[0] = 0.0  # the direct path is the first sample alone
+        tail /= np.sqrt(np.sum(tail**2))
+        response = wet * tail
+        response[0] = 1.0 - wet
+        return response
+
+    def apply(self, samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+        """Reverberate ``samples``; same rate and length, same peak."""
+        dry = samples.astype(np.float64)
+        wet = fftconvolve(dry, self.impulse_response(sample_rate))[: dry.size]
+        peak_in, peak_out = np.max(np.abs(dry)), np.max(np.abs(wet))
+        if peak_out > 0:
+            wet *= peak_in / peak_out
+        return wet.astype(np.float32)
+
+
+class ResampleChain(BaseWaveformTransform):
+    """Resample through one or more lower rates and back (soxr), as transcoding does.
+
+    Per call, ``min_steps`` to ``max_steps`` distinct rates are drawn from those of
+    ``rates`` below the input rate and visited in the drawn order, then the signal
+    is resampled back to the input rate and cropped or padded to its length. The
+    lowest rate visited limits the bandwidth to half of it. When no rate is below
+    the input rate, the signal is returned unchanged.
+
+    Parameters
+    ----------
+    rates : sequence of int
+        Intermediate rates, Hz.
+    min_steps, max_steps : int
+        Number of intermediate rates per call.
+    quality : str
+        soxr quality (``"HQ"``, ``"VHQ"``, ``"MQ"``, ``"LQ"``).
+    p : float
+        Probability of applying the transform.
+    """
+
+    supports_multichannel = False
+
+    def __init__(self, rates: Sequence[int] = (8000, 11025, 12000), min_steps: int = 1,
+                 max_steps: int = 2, quality: str = "HQ", p: float = 0.5) -> None:
+        super().__init__(p)
+        self.rates = tuple(int(rate) for rate in rates)
+        if not self.rates or min(self.rates) <= 0:
+            raise ValueError(f"rates must be positive sample rates, got {rates!r}")
+        if not 1 <= min_steps <= max_steps:
+            raise ValueError(f"need 1 <= min_steps <= max_steps, got {min_steps}, {max_steps}")
+        self.min_steps, self.max_steps = int(min_steps), int(max_steps)
+        self.quality = quality
+
+    def randomize_parameters(self, samples: NDArray[np.float32], sample_rate: int) -> None:
+        """Draw the chain of rates (from ``random``)."""
+        super().randomize_parameters(samples, sample_rate)
+        if self.parameters["should_apply"]:
+            lower = sorted({rate for rate in self.rates if rate < sample_rate})
+            steps = random.randint(min(self.min_steps, len(lower)),
+                                   min(self.max_steps, len(lower)))
+            self.parameters["chain"] = random.sample(lower, steps)
+
+    def apply(self, samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+        """Resample along the chain and back; same rate and length."""
+        current, out = sample_rate, samples
+        for rate in self.parameters["chain"]:
+            out, current = _resample(out, current, rate, self.quality), rate
+        return _fit_length(_resample(out, current, sample_rate, self.quality),
+                           samples.shape[-1])
+
+
+#: Recipes :class:`ChannelMix` picks from by default, in the order it applies them
+#: (room, microphone, noise, then the transmission).
+CHANNEL_RECIPES: tuple[str, ...] = ("reverb", "eq", "snr", "codec", "telephone", "resample")
+
+
+class ChannelMix(SomeOf):
+    """A random channel per call: ``min_transforms`` to ``max_transforms`` channel recipes.
+
+    audiomentations' ``SomeOf`` over the named recipes (with their default parameters
+    unless overridden); the chosen ones are applied in the order of ``recipes``.
+
+    Parameters
+    ----------
+    recipes : sequence of str
+        Names from :data:`RECIPES` (not ``channel``), in the order of application.
+    min_transforms, max_transforms : int
+        How many of them are applied per call.
+    params : mapping, optional
+        ``{name: {parameter: value}}`` overriding a recipe's defaults.
+    p : float
+        Probability of applying the mix.
+    """
+
+    def __init__(self, recipes: Sequence[str] = CHANNEL_RECIPES, min_transforms: int = 1,
+                 max_transforms: int = 2,
+                 params: Mapping[str, Mapping[str, Any]] | None = None, p: float = 1.0) -> None:
+        names = tuple(recipes)
+        unknown = [name for name in names if name not in RECIPES or name == "channel"]
+        if unknown or not names or len(set(names)) != len(names):
+            raise ValueError(f"recipes must be distinct names from {available_recipes()} "
+                             f"other than 'channel', got {list(names)}")
+        if not 1 <= min_transforms <= max_transforms <= len(names):
+            raise ValueError(f"need 1 <= min_transforms <= max_transforms <= {len(names)}, "
+                             f"got {min_transforms}, {max_transforms}")
+        params = dict(params or {})
+        stray = sorted(set(params) - set(names))
+        if stray:
+            raise ValueError(f"parameters for {stray}, which are not in {list(names)}")
+        children = []
+        for name in names:
+            cls, defaults = RECIPES[name]
+            children.append(cls(**{**defaults, **params.get(name, {})}, p=1.0))
+        super().__init__((int(min_transforms), int(max_transforms)), children, p=p)
+        self.recipes = names
+        self.min_transforms, self.max_transforms = int(min_transforms), int(max_transforms)
+        self.params = params
+
 
 #: Transform class and default parameters of each named recipe.
 RECIPES: dict[str, tuple[type, dict[str, Any]]] = {
@@ -69,6 +440,13 @@ RECIPES: dict[str, tuple[type, dict[str, Any]]] = {
     "gain": (Gain, {"min_gain_db": 20 * math.log10(1.5), "max_gain_db": 20 * math.log10(3.0)}),
     "stretch": (TimeStretch, {"min_rate": 0.8, "max_rate": 1.25,
                               "leave_length_unchanged": False}),
+    "telephone": (TelephoneChannel, {}),
+    "eq": (SevenBandParametricEQ, {"min_gain_db": -8.0, "max_gain_db": 8.0}),
+    "codec": (Mp3Codec, {"min_bitrate": 16, "max_bitrate": 64}),
+    "reverb": (SyntheticReverb, {"min_rt60": 0.2, "max_rt60": 0.8}),
+    "snr": (AddGaussianSNR, {"min_snr_db": 5.0, "max_snr_db": 30.0}),
+    "resample": (ResampleChain, {"rates": (8000, 11025, 12000)}),
+    "channel": (ChannelMix, {}),
 }
 
 Recipe = str | Sequence[str]
