@@ -120,3 +120,22 @@ def test_calibration_needs_a_normalised_bundle(synthetic_corpus, tmp_path):
     recognizer = Recognizer(bundle, n_jobs=1)
     with pytest.raises(ConfigError, match="without speaker normalisation"):
         recognizer.calibrate([tmp_path / "x.wav"])
+
+
+def test_a_calibrated_bundle_round_trips_and_can_say_uncertain(synthetic_corpus, tmp_path):
+    config = load_config(data={
+        "name": "calibrated",
+        "corpora": [{"path": str(synthetic_corpus), "kind": "manifest"}],
+        "labels": {"name": "three", "classes": ["angry", "happy", "sad"]},
+        "features": {"name": "mfcc_stats"},
+        "model": {"name": "logreg", "calibrate": True, "uncertain_below": 0.99},
+        "normalization": "speaker", "cache_dir": None, "n_jobs": 1})
+    bundle, _ = train_bundle(config, evaluate=False, progress=False)
+    assert type(bundle.model).__name__ == "CalibratedClassifier"
+    assert bundle.model.temperature_ > 0
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "calibrated"))
+    assert loaded.model.temperature_ == pytest.approx(bundle.model.temperature_)
+    frame = Recognizer(loaded, n_jobs=1).predict_signal(
+        synth_voice(1.2, f0=150, f0_range=0.2, loudness=0.3, seed=7, vowels="oie"), 16000)
+    confidence = float(frame["confidence"].iloc[0])
+    assert (frame["emotion"].iloc[0] == "uncertain") == (confidence < 0.99)

@@ -37,7 +37,8 @@ from emovox.normalization import FeatureStats
 FORMAT = "emovox-bundle"
 FORMAT_VERSION = 1
 #: Module prefixes whose types a bundle's model may contain.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.")
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.",
+                    "emovox.calibration.CalibratedClassifier")
 
 
 @dataclass

@@ -98,6 +98,12 @@ def predict(
     resume: Annotated[bool, typer.Option(
         help="Skip files already complete in --output (an interrupted run goes on)")
     ] = False,
+    adapt: Annotated[str, typer.Option(
+        help="Speaker adaptation of speaker-normalised models: auto (the files predicted "
+             "together, or running statistics of a timeline), batch, stream or none")
+    ] = "auto",
+    calibrate: Annotated[list[Path] | None, typer.Option(
+        help="A short recording (or several files) of the speaker to adapt to")] = None,
 ) -> None:
     """Predict the emotion of audio files (or every audio file in folders).
 
@@ -125,7 +131,13 @@ def predict(
         _fail("--plot draws a timeline: add --timeline")
     if resume and (output is None or output_format == "table"):
         _fail("--resume needs --output with --format csv or json")
-    recognizer = Recognizer(bundle, n_jobs=jobs)
+    if adapt not in ("auto", "none", "batch", "stream"):
+        _fail(f"--adapt must be auto, none, batch or stream, not {adapt!r}")
+    recognizer = Recognizer(bundle, n_jobs=jobs, adapt=adapt)
+    if calibrate:
+        used = recognizer.calibrate(calibrate)
+        errors.print(f"adapted to the speaker of {len(calibrate)} calibration file(s) "
+                     f"({used} usable)", highlight=False)
     options = {"window": window, "hop": hop, "vad": None if no_vad else vad}
     columns = ["file", "start", "end", "emotion", "confidence", *recognizer.classes]
     columns += ["speech", "speech_ratio"] if timeline else []

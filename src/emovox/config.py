@@ -40,6 +40,11 @@ class ModelSpec(NamedSpec):
     search: dict[str, list[Any]] | None = None
     #: Weight training rows so each corpus / class / corpus x class counts equally.
     balance: Literal["none", "corpus", "class", "corpus_class"] = "none"
+    #: Temperature-scale the probabilities, fitted on out-of-fold predictions over
+    #: the training speakers (scikit-learn models).
+    calibrate: bool = False
+    #: Answer "uncertain" when the top (calibrated) probability is below this.
+    uncertain_below: float | None = Field(None, gt=0, lt=1)
 
 
 class AugmentSpec(BaseModel):
@@ -102,7 +107,7 @@ class ExperimentConfig(BaseModel):
             return {"name": value}
         if isinstance(value, dict) and "name" in value and "params" not in value:
             # Allow {name: compare, n_mfcc: 40} as well as {name: ..., params: {...}}.
-            reserved = {"name", "search", "balance"}
+            reserved = {"name", "search", "balance", "calibrate", "uncertain_below"}
             return {**{k: v for k, v in value.items() if k in reserved},
                     "params": {k: v for k, v in value.items() if k not in reserved}}
         return value

@@ -170,7 +170,8 @@ def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Stochastic Optimizer.*")
         if not search:
-            return model.fit(features, labels, **fit_params)
+            return _calibrated(config, model.fit(features, labels, **fit_params),
+                               features, labels, speakers)
         if speakers is None or len(set(speakers)) < 2:
             raise ConfigError("model.search needs at least 2 training speakers")
         from sklearn.model_selection import GridSearchCV, GroupKFold
@@ -184,7 +185,31 @@ def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray
             refit=True,
         )
         grid.fit(features, labels, groups=speakers, **fit_params)
-        return grid.best_estimator_
+        return _calibrated(config, grid.best_estimator_, features, labels, speakers)
+
+
+def _calibrated(config: ExperimentConfig, model, features: np.ndarray, labels: np.ndarray,
+                speakers: np.ndarray | None):
+    """``model`` with temperature-scaled probabilities when ``model.calibrate`` is set.
+
+    The temperature is fitted on out-of-fold predictions over the training speakers
+    (each from a model that never heard that speaker), so it reflects unseen voices.
+    """
+    if not config.model.calibrate:
+        return model
+    from sklearn.base import clone
+
+    from emovox.calibration import (
+        CalibratedClassifier,
+        fit_temperature,
+        out_of_fold_log_probabilities,
+    )
+
+    if speakers is None or len(set(speakers)) < 2:
+        raise ConfigError("model.calibrate needs at least 2 training speakers")
+    log_probs, _ = out_of_fold_log_probabilities(clone(model), features, labels, speakers)
+    temperature = fit_temperature(log_probs, labels, np.unique(labels))
+    return CalibratedClassifier.from_fitted(model, temperature, config.model.uncertain_below)
 
 
 def balance_weights(labels: np.ndarray, speakers: np.ndarray, balance: str) -> np.ndarray:

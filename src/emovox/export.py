@@ -221,6 +221,11 @@ def export_onnx(
     order = [list(model.classes_).index(c) for c in bundle.classes]
     network = type(model).__name__ == "NeuralClassifier"
 
+    calibrated = type(model).__name__ == "CalibratedClassifier"
+    if (bundle.reference is not None or calibrated) and (
+            extractor.name != "whisper_encoder" or network):
+        raise BundleError("only Whisper + logistic-regression bundles can be exported "
+                          "with speaker normalisation or calibration")
     if extractor.name == "whisper_encoder" and not network:
         proto, contains = _whisper_graph(bundle, order, opset, dynamo)
         kind = "whisper_log_mel"
@@ -302,7 +307,9 @@ def _reference_check(bundle: Bundle, folder: Path, strict: bool) -> dict[str, An
     from emovox.synth import synth_voice
 
     signal = synth_voice(2.0, seed=0)
-    native = Recognizer(bundle, n_jobs=1).predict_signal(signal, _SR)[bundle.classes]
+    # The graph does not adapt to the speaker; compare with the unadapted native model.
+    native = Recognizer(bundle, n_jobs=1, adapt="none").predict_signal(
+        signal, _SR)[bundle.classes]
     exported = OnnxRecognizer(folder).predict_signal(signal, _SR)[bundle.classes]
     native_p = native.to_numpy(dtype=np.float64)[0]
     diff = float(np.max(np.abs(native_p - exported.to_numpy(dtype=np.float64)[0])))
@@ -323,6 +330,10 @@ def _fold_linear(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
+    temperature = 1.0
+    if type(model).__name__ == "CalibratedClassifier":
+        # softmax(log p / T) of a softmax model = softmax of its logits divided by T.
+        temperature, model = model.temperature_, model.base_
     steps = [s for _, s in model.steps if s not in (None, "passthrough")] \
         if isinstance(model, Pipeline) else [model]
     if not steps or not isinstance(steps[-1], LogisticRegression):
@@ -341,7 +352,7 @@ def _fold_linear(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
         step_scale = step.scale_ if step.scale_ is not None else np.ones(dim)
         # (((x - m) / s - m2) / s2) = (x - (m + m2 s)) / (s s2)
         mean, scale = mean + step_mean * scale, scale * step_scale
-    return mean, scale, classifier.coef_, classifier.intercept_
+    return mean, scale, classifier.coef_ / temperature, classifier.intercept_ / temperature
 
 
 def _whisper_graph(bundle: Bundle, order: list[int], opset: int,
@@ -358,7 +369,17 @@ def _whisper_graph(bundle: Bundle, order: list[int], opset: int,
     folded = _fold_linear(model)
     if folded is not None:
         _check_folded(model, folded, order, math.prod(extractor.output_shape))
+        if bundle.reference is not None:
+            # The graph predicts without adaptation: features are standardised by the
+            # average training speaker, folded in front of the scaler:
+            # ((x - r) / q - m) / s = (x - (r + m q)) / (q s).
+            mean, scale, coef, intercept = folded
+            ref_scale = np.sqrt(bundle.reference.var + 1e-6)
+            folded = (bundle.reference.mean + mean * ref_scale, ref_scale * scale,
+                      coef, intercept)
         head: torch.nn.Module | None = _torch_classes().LinearHead(*folded, order)
+    elif bundle.reference is not None:
+        raise BundleError("a speaker-normalised bundle exports only with a linear head")
     else:
         head = None
     module = _torch_classes().WhisperModule(load_whisper_encoder(extractor.model), layers, pooling,

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from emovox.adaptation import ADAPT_MODES, FeatureAdapter
-from emovox.audio import check_durations, check_signal, resample
+from emovox.audio import check_durations, check_signal, load_audio, resample
 from emovox.bundle import Bundle, load_bundle
+from emovox.calibration import UNCERTAIN
 from emovox.errors import ConfigError
 from emovox.features import extract_many
 from emovox.normalization import DEFAULT_PRIOR_WEIGHT, RunningStats
@@ -67,9 +68,9 @@ class Recognizer(FileVerbs):
         Parameters
         ----------
         sources : list of paths, or np.ndarray
-            Files of the speaker, or one recording's samples (then give
-            ``sample_rate``); a single recording is cut into ``window``-second windows
-            every ``hop`` seconds.
+            Files of the speaker, or one recording (a single path, or samples with
+            ``sample_rate``), which is cut into ``window``-second windows every
+            ``hop`` seconds.
 
         Returns
         -------
@@ -84,6 +85,11 @@ class Recognizer(FileVerbs):
         if self.adapter is None:
             raise ConfigError("this model was trained without speaker normalisation; "
                               "calibration has nothing to adapt")
+        if not isinstance(sources, np.ndarray):
+            sources = list(sources)
+            if len(sources) == 1:  # one recording: its windows, as for samples
+                sample_rate = self.extractor.sample_rate
+                sources = load_audio(sources[0], sample_rate)
         if isinstance(sources, np.ndarray):
             if sample_rate is None:
                 raise ConfigError("give the sample_rate of the calibration samples")
@@ -117,7 +123,11 @@ class Recognizer(FileVerbs):
         proba = proba[:, order]
         frame = pd.DataFrame(proba, index=index, columns=self.classes)
         frame.insert(0, "confidence", proba.max(axis=1))
-        frame.insert(0, "emotion", np.asarray(self.classes)[proba.argmax(axis=1)])
+        labels = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
+        threshold = getattr(self.bundle.model, "uncertain_below", None)
+        if threshold is not None:  # a calibrated model may decline to answer
+            labels[proba.max(axis=1) < threshold] = UNCERTAIN
+        frame.insert(0, "emotion", labels)
         return frame
 
     def predict_signal(self, signal: np.ndarray, sample_rate: int,
