@@ -94,6 +94,11 @@ LOCO_SYSTEMS = {
     "Whisper-tiny + LR, per-speaker norm": {
         "features": WHISPER_TINY, "model": {**LR_FIXED, "balance": "corpus"},
         "normalization": "speaker"},
+    # One augmented copy of every training file through a random channel (telephone,
+    # codec, reverberation, EQ, noise, resampling); test files are never augmented.
+    "Whisper-tiny + LR, per-speaker norm + channel augmentation": {
+        "features": WHISPER_TINY, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
     "ComParE + LR, raw": {"features": "compare", "model": LR_FIXED},
     "ComParE + LR, per-speaker norm": {
         "features": "compare", "model": {**LR_FIXED, "balance": "corpus"},

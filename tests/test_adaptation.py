@@ -38,8 +38,15 @@ def test_stream_statistics_accumulate_chunk_by_chunk_and_reset():
     out = np.concatenate([adapter.transform(X[i:i + 10]) for i in range(0, 30, 10)])
     assert adapter.running.count == 30
     whole = FeatureStats.of(X).with_prior(_reference(), 8.0)
-    np.testing.assert_allclose(out[20:], whole.standardise(X[20:]), rtol=1e-5)
-    assert not np.allclose(out[:10], whole.standardise(X[:10]))  # early chunks saw less
+    np.testing.assert_allclose(out[-1], whole.standardise(X[-1]), rtol=1e-5)
+    assert not np.allclose(out[0], whole.standardise(X[0]))  # the first row saw itself only
+    # Row i is standardised with the statistics of rows 0..i, however it is chunked.
+    other = FeatureAdapter(_reference(), 8.0, "stream")
+    again = np.concatenate([other.transform(X[i:i + 7]) for i in range(0, 30, 7)])
+    np.testing.assert_allclose(again, out, rtol=1e-6)
+    np.testing.assert_allclose(
+        out[12], FeatureStats.of(X[:13]).with_prior(_reference(), 8.0).standardise(X[12]),
+        rtol=1e-5)
     adapter.reset()
     assert adapter.running.count == 0
 

@@ -11,7 +11,8 @@ mode       statistics used to standardise
 ``batch``  the features being predicted together (a folder, a list of files), as
            one group, shrunk towards the reference
 ``stream`` running statistics of everything seen so far (a timeline, a live
-           stream), updated before each chunk is standardised
+           stream): each vector is standardised with the statistics of itself and
+           all before it, so results do not depend on how the stream is chunked
 ========== ==========================================================================
 
 :meth:`FeatureAdapter.calibrate` fixes the statistics from a calibration recording of
@@ -67,6 +68,10 @@ class FeatureAdapter:
         self.calibration = FeatureStats.of(np.asarray(features).reshape(len(features), -1))
         return self.calibration
 
+    def restart_stream(self) -> None:
+        """Forget the running statistics only (a new stream; calibration is kept)."""
+        self.running = RunningStats(len(self.reference.mean))
+
     def reset(self) -> None:
         """Forget the calibration and the running statistics (a new speaker)."""
         self.calibration = None
@@ -88,7 +93,13 @@ class FeatureAdapter:
         return observed.with_prior(self.reference, self.prior_weight)
 
     def transform(self, features: np.ndarray) -> np.ndarray:
-        """Standardised copies of ``features`` (shape (n, dim)); in ``stream`` mode the
-        rows first update the running statistics."""
+        """Standardised copies of ``features`` (shape (n, dim)).
+
+        In ``stream`` mode (without calibration) the rows update the running
+        statistics one at a time, each standardised right after its own update.
+        """
         X = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+        if self.mode == "stream" and self.calibration is None:
+            return np.concatenate([self.current_stats(row[None]).standardise(row[None])
+                                   for row in X]) if len(X) else X.astype(np.float32)
         return self.current_stats(X).standardise(X)

@@ -91,6 +91,11 @@ class LiveRecognizer:
         self.samples_seen = 0
         self._next = self.window_samples  # sample count at which the next row is due
         self._buffer = np.zeros(0, dtype=np.float32)
+        adapter = getattr(recognizer, "adapter", None)
+        if adapter is not None and getattr(recognizer, "adapt", None) == "auto":
+            # A live stream adapts to its speaker with running statistics.
+            adapter.restart_stream()
+            adapter.mode = "stream"
 
     @property
     def classes(self) -> list[str]:

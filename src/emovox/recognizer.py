@@ -16,7 +16,7 @@ from emovox.bundle import Bundle, load_bundle
 from emovox.calibration import UNCERTAIN
 from emovox.errors import ConfigError
 from emovox.features import extract_many
-from emovox.normalization import DEFAULT_PRIOR_WEIGHT, RunningStats
+from emovox.normalization import DEFAULT_PRIOR_WEIGHT
 from emovox.verbs import FileVerbs
 
 if TYPE_CHECKING:
@@ -249,7 +249,7 @@ class Recognizer(FileVerbs):
             yield
             return
         mode = self.adapter.mode
-        self.adapter.running = RunningStats(len(self.adapter.reference.mean))
+        self.adapter.restart_stream()
         if self.adapt == "auto":
             self.adapter.mode = "stream"
         try:
