@@ -489,7 +489,8 @@ def train_bundle(config: ExperimentConfig, evaluate: bool = True, progress: bool
         "evaluation": evaluation,
     }
     card = render_card(config.name, config.description, dataset.label_set.classes,
-                       features_spec, config.model.model_dump(), dataset.table, evaluation)
+                       features_spec, config.model.model_dump(), dataset.table, evaluation,
+                       normalization=config.normalization, calibrated=config.model.calibrate)
     bundle = Bundle(model=model, features=features_spec, labels=dataset.label_set,
                     classes=[c for c in dataset.label_set.classes if c in set(model.classes_)],
                     preprocessing={"sample_rate": 16000, "channels": "mono (averaged)",

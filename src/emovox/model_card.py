@@ -21,7 +21,8 @@ CORPUS_LICENSES = {
 
 def render_card(name: str, description: str, classes: list[str], features: Mapping[str, Any],
                 model: Mapping[str, Any], table: pd.DataFrame,
-                evaluation: Mapping[str, Any] | None) -> str:
+                evaluation: Mapping[str, Any] | None, normalization: str = "none",
+                calibrated: bool = False) -> str:
     """Markdown model card: data and licenses, labels, protocol and scores, limits."""
     counts = table.groupby("corpus").agg(utterances=("path", "size"),
                                          speakers=("speaker", "nunique"))
@@ -46,6 +47,22 @@ def render_card(name: str, description: str, classes: list[str], features: Mappi
                          f"{evaluation['std'][score]:.3f} |")
     else:
         lines.append("Not evaluated when this bundle was built.")
+    if normalization == "speaker":
+        lines += ["", "## Adaptation to the speaker", "",
+                  "Features are standardised per speaker (statistics shrunk towards the "
+                  "average training speaker). At inference the statistics come from the "
+                  "files predicted together (`--adapt batch`, the default for files and "
+                  "folders), the running statistics of a timeline or live stream "
+                  "(`--adapt stream`), or a calibration recording (`--calibrate FILE`); "
+                  "`--adapt none` uses the average training speaker. Files predicted "
+                  "together are treated as one speaker and channel: mix speakers in a "
+                  "batch and the adaptation becomes per-batch."]
+    if calibrated:
+        lines += ["", "## Confidence", "",
+                  "Probabilities are temperature-scaled on out-of-fold predictions over "
+                  "the training speakers, so a confidence of 0.7 means about 70 % right "
+                  "on voices the model never heard. Set `model.uncertain_below` in the "
+                  "recipe to answer \"uncertain\" below a threshold."]
     lines += [
         "", "## Known limits", "",
         "- Trained on acted emotional speech; spontaneous speech is subtler and will score "
