@@ -64,6 +64,10 @@ SYSTEMS = {
         "features": {"name": "whisper_encoder", "layers": "all", "pooling": "mean"},
         "model": {"name": "logreg", "search": {"C": [0.001, 0.01, 0.1]}},
         "normalization": "speaker"},
+    "Whisper-tiny all layers, mean + LR, per-speaker norm, test unadapted": {
+        "features": {"name": "whisper_encoder", "layers": "all", "pooling": "mean"},
+        "model": {"name": "logreg", "search": {"C": [0.001, 0.01, 0.1]}},
+        "normalization": "speaker", "adapt_test": False},
     "Whisper-base all layers, mean + LR": {
         "features": {"name": "whisper_encoder", "model": "base", "layers": "all"},
         "model": {"name": "logreg", "search": {"C": [0.001, 0.01, 0.1]}}},
@@ -94,6 +98,11 @@ LOCO_SYSTEMS = {
     "Whisper-tiny + LR, per-speaker norm": {
         "features": WHISPER_TINY, "model": {**LR_FIXED, "balance": "corpus"},
         "normalization": "speaker"},
+    # Trained per-speaker normalised, tested on each file alone: test features are
+    # standardised by the average training speaker (what --adapt none does).
+    "Whisper-tiny + LR, per-speaker norm, test unadapted": {
+        "features": WHISPER_TINY, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker", "adapt_test": False},
     # One augmented copy of every training file through a random channel (telephone,
     # codec, reverberation, EQ, noise, resampling); test files are never augmented.
     "Whisper-tiny + LR, per-speaker norm + channel augmentation": {

@@ -88,7 +88,7 @@ def test_a_speaker_normalised_bundle_keeps_its_reference_statistics(normalised_b
         (normalised_bundle / "moved.npz").rename(normalised_bundle / "reference_stats.npz")
 
 
-def test_recognizer_adapts_to_a_new_channel(normalised_bundle, tmp_path):
+def test_recognizer_adapts_to_a_new_channel(normalised_bundle, tmp_path, monkeypatch):
     """A new speaker heard through a quieter, duller channel: adaptation corrects it."""
     from scipy.signal import butter, sosfilt
 
@@ -102,6 +102,10 @@ def test_recognizer_adapts_to_a_new_channel(normalised_bundle, tmp_path):
         sf.write(path, signal.astype(np.float32), 16000)
         paths.append(path)
         truth.append(emotion)
+    import emovox.recognizer
+
+    # Six files are fewer than the unadapted fallback's threshold; adapt anyway here.
+    monkeypatch.setattr(emovox.recognizer, "MIN_ADAPT_VECTORS", 2)
     adapted = Recognizer(normalised_bundle, n_jobs=1, adapt="batch")
     unadapted = Recognizer(normalised_bundle, n_jobs=1, adapt="none")
     batch = adapted.predict_files(paths, progress=False)
@@ -146,3 +150,22 @@ def test_a_calibrated_bundle_round_trips_and_can_say_uncertain(synthetic_corpus,
         synth_voice(1.2, f0=150, f0_range=0.2, loudness=0.3, seed=7, vowels="oie"), 16000)
     confidence = float(frame["confidence"].iloc[0])
     assert (frame["emotion"].iloc[0] == "uncertain") == (confidence < 0.99)
+
+
+def test_too_little_speech_to_adapt_to_falls_back_to_the_unadapted_model(
+        normalised_bundle, tmp_path):
+    bundle = load_bundle(normalised_bundle)
+    assert bundle.unadapted_model is not None
+    recognizer = Recognizer(bundle, n_jobs=1, adapt="batch")
+    signal = synth_voice(1.2, f0=200, f0_range=0.4, loudness=0.5, seed=3, vowels="oie")
+    frame = recognizer.predict_signal(signal, 16000)  # a batch of one: below the minimum
+    features = recognizer.extractor.extract_signal(signal, 16000)[None]
+    expected = bundle.unadapted_model.predict_proba(features)
+    order = [list(bundle.unadapted_model.classes_).index(c) for c in recognizer.classes]
+    np.testing.assert_allclose(frame[recognizer.classes].to_numpy(), expected[:, order],
+                               atol=1e-6)
+    # In a stream the first windows use the unadapted model, later ones adapt.
+    stream = FeatureAdapter(bundle.reference, 8.0, "stream")
+    assert list(stream.evidence(3)) == [1.0, 2.0, 3.0]
+    stream.transform(np.zeros((3, len(bundle.reference.mean))))
+    assert stream.evidence(1)[0] == 4.0

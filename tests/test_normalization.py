@@ -135,3 +135,19 @@ def test_leave_one_domain_out_keeps_test_actors_out_of_training():
         assert not test_speakers & set(table.speaker.iloc[split.train])
     song = next(s for s in splits if s.name.endswith("test=ravdess-song"))
     assert set(table.corpus.iloc[song.train]) == {"emodb"}  # speech shares the actors
+
+
+def test_unadapted_test_rows_use_the_average_training_speaker():
+    config = load_config(data={"name": "t", "corpora": ["/x"], "features": "egemaps",
+                               "model": "logreg", "normalization": "speaker",
+                               "adapt_test": False})
+    dataset = _dataset(["angry", "happy", "sad", "neutral"] * 10)
+    train = np.arange(20)
+    out = normalised_features(config, dataset, train)
+    prior = FeatureStats.average(list(group_stats(
+        dataset.features[train], dataset.table.speaker.to_numpy()[train]).values()))
+    np.testing.assert_allclose(out[20:], prior.standardise(dataset.features[20:]), rtol=1e-5)
+    adapted = normalised_features(config.model_copy(update={"adapt_test": True}), dataset,
+                                  train)
+    np.testing.assert_array_equal(out[:20], adapted[:20])
+    assert not np.allclose(out[20:], adapted[20:])

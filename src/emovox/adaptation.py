@@ -92,6 +92,19 @@ class FeatureAdapter:
             return self.reference
         return observed.with_prior(self.reference, self.prior_weight)
 
+    def evidence(self, n_rows: int) -> np.ndarray:
+        """How many vectors the statistics of each of the next ``n_rows`` rest on.
+
+        Call before :meth:`transform`; 0 means "the reference only".
+        """
+        if self.calibration is not None:
+            return np.full(n_rows, self.calibration.count)
+        if self.mode == "batch":
+            return np.full(n_rows, float(n_rows))
+        if self.mode == "stream":
+            return self.running.count + np.arange(1, n_rows + 1, dtype=float)
+        return np.zeros(n_rows)
+
     def transform(self, features: np.ndarray) -> np.ndarray:
         """Standardised copies of ``features`` (shape (n, dim)).
 

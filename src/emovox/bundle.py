@@ -11,6 +11,10 @@ Layout::
       reference_stats.npz
                       only for speaker-normalised models: mean and variance of the
                       average training speaker (numpy arrays, no pickle)
+      model_unadapted.skops
+                      optional, with a speaker-normalised model: the same classifier
+                      trained on unnormalised features, used while there is too little
+                      of a speaker to adapt to
       MODEL_CARD.md   for people: data, licenses, protocol, scores, limits
 """
 
@@ -55,6 +59,8 @@ class Bundle:
     path: Path | None = None
     #: Average training speaker's feature statistics, for speaker-normalised models.
     reference: FeatureStats | None = None
+    #: Classifier on unnormalised features, for predictions without adaptation data.
+    unadapted_model: Any = None
 
     @property
     def normalization(self) -> str:
@@ -94,6 +100,8 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
             bundle.model.save(work / "network")
         else:
             sio.dump(bundle.model, work / "model.skops")
+        if bundle.unadapted_model is not None:
+            sio.dump(bundle.unadapted_model, work / "model_unadapted.skops")
         if bundle.reference is not None:
             np.savez(work / "reference_stats.npz", count=bundle.reference.count,
                      mean=bundle.reference.mean, var=bundle.reference.var)
@@ -144,6 +152,9 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
             reference = FeatureStats(float(stats["count"]), stats["mean"], stats["var"])
     elif meta.get("preprocessing", {}).get("normalization", "none") != "none":
         raise BundleError(f"{path}: a speaker-normalised bundle needs reference_stats.npz")
+    unadapted = None
+    if (path / "model_unadapted.skops").is_file():
+        unadapted = _load_skops(path / "model_unadapted.skops")
     card_file = path / "MODEL_CARD.md"
     return Bundle(
         model=model,
@@ -155,6 +166,7 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
         card=card_file.read_text() if card_file.is_file() else "",
         path=path,
         reference=reference,
+        unadapted_model=unadapted,
     )
 
 

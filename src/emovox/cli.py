@@ -178,6 +178,10 @@ def predict(
             frames = [recognizer.predict_files(todo, progress=sys.stderr.isatty())]
             failures = frames[0].attrs.get("failures", [])
         else:  # in batches, each written as soon as it is done
+            if recognizer.adapter is not None and adapt in ("auto", "batch") and not calibrate:
+                # Statistics of the whole input (done files too), so batches and a
+                # resumed run adapt exactly as one call over every file would.
+                recognizer.adapt_to_files(paths, progress=sys.stderr.isatty())
             for start in range(0, len(todo), 32):
                 batch = todo[start:start + 32]
                 try:

@@ -86,6 +86,9 @@ class ExperimentConfig(BaseModel):
     model: ModelSpec
     normalization: Literal["none", "speaker", "session", "corpus"] = "none"
     normalization_prior: float = Field(DEFAULT_PRIOR_WEIGHT, ge=0)
+    #: False: test rows are standardised by the average training speaker instead of
+    #: their own statistics (a normalised model used without adaptation).
+    adapt_test: bool = True
     augment: AugmentSpec | None = None
     protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
     seed: int = 0

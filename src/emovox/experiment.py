@@ -118,8 +118,11 @@ def normalised_features(config: ExperimentConfig, dataset: Dataset,
     rows = np.arange(len(groups)) if train_rows is None else np.asarray(train_rows)
     prior = FeatureStats.average(list(group_stats(dataset.features[rows],
                                                   groups[rows]).values()))
-    return standardise_by_group(dataset.features, groups, prior,
-                                config.normalization_prior)
+    out = standardise_by_group(dataset.features, groups, prior, config.normalization_prior)
+    if not config.adapt_test and train_rows is not None:
+        others = np.setdiff1d(np.arange(len(groups)), rows)
+        out[others] = prior.standardise(dataset.features[others])
+    return out
 
 
 def is_network(name: str) -> bool:
@@ -383,6 +386,8 @@ def protocol_description(result: RunResult) -> str:
         text += f"; {VALIDATE_ON_TEST_MESSAGE}"
     if config.normalization != "none":
         text += f"; {describe_scope(config.normalization)}"
+        if not config.adapt_test:
+            text += ", test speakers NOT adapted (average training speaker's statistics)"
     return text
 
 
@@ -465,10 +470,15 @@ def train_bundle(config: ExperimentConfig, evaluate: bool = True, progress: bool
     everything = np.arange(len(dataset.table))
     X, y, speakers, augmented = training_rows(
         config, dataset, normalised_features(config, dataset, everything), everything)
-    reference = None
+    reference = unadapted = None
     if config.normalization == "speaker":
         groups = dataset.table["speaker"].astype(str).to_numpy()
         reference = FeatureStats.average(list(group_stats(dataset.features, groups).values()))
+        # A normalised model needs some of the speaker to adapt to; for a lone file
+        # the same classifier on unnormalised features does better.
+        raw = config.model_copy(update={"normalization": "none"})
+        unadapted = fit_model(raw, *training_rows(raw, dataset, dataset.features, everything),
+                              progress=progress)
     model = fit_model(config, X, y, speakers, augmented, progress=progress)
     evaluation = None
     if result is not None:
@@ -496,5 +506,6 @@ def train_bundle(config: ExperimentConfig, evaluate: bool = True, progress: bool
                     preprocessing={"sample_rate": 16000, "channels": "mono (averaged)",
                                    "normalization": config.normalization,
                                    "prior_weight": config.normalization_prior},
-                    training=training, card=card, reference=reference)
+                    training=training, card=card, reference=reference,
+                    unadapted_model=unadapted)
     return bundle, result

@@ -34,6 +34,7 @@ DataFrame results of :class:`emovox.recognizer.Recognizer`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -216,6 +217,10 @@ def export_onnx(
     from emovox.bundle import Bundle, load_bundle
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    if bundle.unadapted_model is not None:
+        # The graph sees one recording at a time: export the model for no adaptation.
+        bundle = dataclasses.replace(bundle, model=bundle.unadapted_model, reference=None,
+                                     unadapted_model=None)
     extractor = bundle.extractor()
     model = bundle.model
     order = [list(model.classes_).index(c) for c in bundle.classes]

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 
 #: Whole-file predictions refuse longer files (a timeline suits them better).
 MAX_FILE_SECONDS = 600.0
+#: Fewest feature vectors (files, windows) of a speaker worth adapting to; with less
+#: a bundle's unadapted model answers. A heuristic: the MAP prior then weighs at most
+#: half (its weight is 8 vectors).
+MIN_ADAPT_VECTORS = 8
 
 
 class Recognizer(FileVerbs):
@@ -100,17 +104,46 @@ class Recognizer(FileVerbs):
             features = np.stack([self.extractor.extract_signal(
                 signal[i:i + size], self.extractor.sample_rate) for i in starts])
         else:
-            result = extract_many(list(sources), self.extractor, cache_dir=None,
-                                  n_jobs=self.n_jobs, progress=False)
-            if not result.ok.any():
-                raise ConfigError("no usable calibration file: " + "; ".join(
-                    f"{p}: {r}" for p, r in result.failures))
-            features = result.features
+            return self.adapt_to_files(sources)
         return int(self.adapter.calibrate(features.reshape(len(features), -1)).count)
 
-    def _features_for_model(self, features: np.ndarray) -> np.ndarray:
+    def adapt_to_files(self, paths: Iterable[str | Path], progress: bool = False) -> int:
+        """Fix the adaptation statistics to those of these files (one vector each).
+
+        What ``batch`` adaptation would use for them predicted together; fixing it
+        lets a long run predict them in parts (and resume) with the same statistics.
+        Unusable files are skipped. Returns the number of files used.
+        """
+        if self.adapter is None:
+            raise ConfigError("this model was trained without speaker normalisation; "
+                              "there is nothing to adapt")
+        result = extract_many(list(paths), self.extractor, cache_dir=None,
+                              n_jobs=self.n_jobs, progress=progress)
+        if not result.ok.any():
+            raise ConfigError("no usable file to adapt to: " + "; ".join(
+                f"{p}: {r}" for p, r in result.failures))
+        features = result.features
+        return int(self.adapter.calibrate(features.reshape(len(features), -1)).count)
+
+    def _probabilities(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities (columns: the model's ``classes_``) of feature rows.
+
+        A speaker-normalised bundle standardises the rows with the adapter; rows whose
+        statistics rest on fewer than :data:`MIN_ADAPT_VECTORS` vectors go to the
+        bundle's unadapted model instead, when it has one.
+        """
         X = features.reshape(len(features), -1)
-        return X if self.adapter is None else self.adapter.transform(X)
+        model = self.bundle.model
+        if self.adapter is None:
+            return model.predict_proba(X)
+        evidence = self.adapter.evidence(len(X))
+        proba = model.predict_proba(self.adapter.transform(X))
+        unadapted = self.bundle.unadapted_model
+        few = evidence < MIN_ADAPT_VECTORS
+        if unadapted is not None and few.any():
+            order = [list(unadapted.classes_).index(c) for c in model.classes_]
+            proba[few] = unadapted.predict_proba(X[few])[:, order]
+        return proba
 
     @property
     def classes(self) -> list[str]:
@@ -118,7 +151,7 @@ class Recognizer(FileVerbs):
         return list(self.bundle.classes)
 
     def _frame(self, features: np.ndarray, index: pd.MultiIndex) -> pd.DataFrame:
-        proba = self.bundle.model.predict_proba(self._features_for_model(features))
+        proba = self._probabilities(features)
         order = [list(self.bundle.model.classes_).index(c) for c in self.classes]
         proba = proba[:, order]
         frame = pd.DataFrame(proba, index=index, columns=self.classes)
