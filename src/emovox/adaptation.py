@@ -77,13 +77,15 @@ class FeatureAdapter:
         self.calibration = None
         self.running = RunningStats(len(self.reference.mean))
 
-    def current_stats(self, features: np.ndarray) -> FeatureStats:
-        """The statistics that :meth:`transform` would use for ``features`` now."""
+    def current_stats(self, features: np.ndarray, mode: str | None = None) -> FeatureStats:
+        """The statistics that :meth:`transform` would use for ``features`` now
+        (``mode`` overrides :attr:`mode` for this call)."""
+        mode = mode or self.mode
         if self.calibration is not None:
             observed: FeatureStats | None = self.calibration
-        elif self.mode == "batch":
+        elif mode == "batch":
             observed = FeatureStats.of(features)
-        elif self.mode == "stream":
+        elif mode == "stream":
             self.running.update(features)
             observed = self.running.stats()
         else:
@@ -92,27 +94,30 @@ class FeatureAdapter:
             return self.reference
         return observed.with_prior(self.reference, self.prior_weight)
 
-    def evidence(self, n_rows: int) -> np.ndarray:
+    def evidence(self, n_rows: int, mode: str | None = None) -> np.ndarray:
         """How many vectors the statistics of each of the next ``n_rows`` rest on.
 
         Call before :meth:`transform`; 0 means "the reference only".
         """
+        mode = mode or self.mode
         if self.calibration is not None:
             return np.full(n_rows, self.calibration.count)
-        if self.mode == "batch":
+        if mode == "batch":
             return np.full(n_rows, float(n_rows))
-        if self.mode == "stream":
+        if mode == "stream":
             return self.running.count + np.arange(1, n_rows + 1, dtype=float)
         return np.zeros(n_rows)
 
-    def transform(self, features: np.ndarray) -> np.ndarray:
+    def transform(self, features: np.ndarray, mode: str | None = None) -> np.ndarray:
         """Standardised copies of ``features`` (shape (n, dim)).
 
         In ``stream`` mode (without calibration) the rows update the running
         statistics one at a time, each standardised right after its own update.
+        ``mode`` overrides :attr:`mode` for this call.
         """
+        mode = mode or self.mode
         X = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
-        if self.mode == "stream" and self.calibration is None:
-            return np.concatenate([self.current_stats(row[None]).standardise(row[None])
+        if mode == "stream" and self.calibration is None:
+            return np.concatenate([self.current_stats(row[None], mode).standardise(row[None])
                                    for row in X]) if len(X) else X.astype(np.float32)
-        return self.current_stats(X).standardise(X)
+        return self.current_stats(X, mode).standardise(X)

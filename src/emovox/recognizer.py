@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,9 @@ class Recognizer(FileVerbs):
         self.n_jobs = n_jobs
         self.adapt = adapt
         self.adapter: FeatureAdapter | None = None
+        # One stream at a time owns the running statistics (e.g. server threads).
+        self._stream_lock = threading.Lock()
+        self._local = threading.local()
         if self.bundle.normalization == "speaker" and self.bundle.reference is not None:
             mode = "batch" if adapt == "auto" else adapt
             self.adapter = FeatureAdapter(self.bundle.reference,
@@ -136,8 +140,9 @@ class Recognizer(FileVerbs):
         model = self.bundle.model
         if self.adapter is None:
             return model.predict_proba(X)
-        evidence = self.adapter.evidence(len(X))
-        proba = model.predict_proba(self.adapter.transform(X))
+        mode = getattr(self._local, "mode", None)
+        evidence = self.adapter.evidence(len(X), mode)
+        proba = model.predict_proba(self.adapter.transform(X, mode))
         unadapted = self.bundle.unadapted_model
         few = evidence < MIN_ADAPT_VECTORS
         if unadapted is not None and few.any():
@@ -281,11 +286,11 @@ class Recognizer(FileVerbs):
         if self.adapter is None:
             yield
             return
-        mode = self.adapter.mode
-        self.adapter.restart_stream()
-        if self.adapt == "auto":
-            self.adapter.mode = "stream"
-        try:
-            yield
-        finally:
-            self.adapter.mode = mode
+        with self._stream_lock:
+            self.adapter.restart_stream()
+            # Only this thread's predictions stream; others keep the configured mode.
+            self._local.mode = "stream" if self.adapt == "auto" else None
+            try:
+                yield
+            finally:
+                self._local.mode = None
