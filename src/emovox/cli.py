@@ -131,9 +131,7 @@ def predict(
         _fail("--plot draws a timeline: add --timeline")
     if resume and (output is None or output_format == "table"):
         _fail("--resume needs --output with --format csv or json")
-    if adapt not in ("auto", "none", "batch", "stream"):
-        _fail(f"--adapt must be auto, none, batch or stream, not {adapt!r}")
-    recognizer = Recognizer(bundle, n_jobs=jobs, adapt=adapt)
+    recognizer = Recognizer(bundle, n_jobs=jobs, adapt=adapt)  # checks --adapt
     if calibrate:
         used = recognizer.calibrate(calibrate)
         errors.print(f"adapted to the speaker of {len(calibrate)} calibration file(s) "

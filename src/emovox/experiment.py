@@ -31,12 +31,7 @@ from emovox.evaluation import (
 from emovox.features import extract_many, get_extractor
 from emovox.labels import LabelSet, get_label_set
 from emovox.models import make_classifier
-from emovox.normalization import (
-    FeatureStats,
-    describe_scope,
-    group_stats,
-    standardise_by_group,
-)
+from emovox.normalization import describe_scope, reference_stats, standardise_by_group
 from emovox.protocols import (
     LEAKAGE_MESSAGE,
     VALIDATE_ON_TEST_MESSAGE,
@@ -116,8 +111,7 @@ def normalised_features(config: ExperimentConfig, dataset: Dataset,
                           "utterance table (e.g. from a manifest)")
     groups = dataset.table[scope].astype(str).to_numpy()
     rows = np.arange(len(groups)) if train_rows is None else np.asarray(train_rows)
-    prior = FeatureStats.average(list(group_stats(dataset.features[rows],
-                                                  groups[rows]).values()))
+    prior = reference_stats(dataset.features[rows], groups[rows])
     out = standardise_by_group(dataset.features, groups, prior, config.normalization_prior)
     if not config.adapt_test and train_rows is not None:
         others = np.setdiff1d(np.arange(len(groups)), rows)
@@ -266,8 +260,7 @@ def training_rows(config: ExperimentConfig, dataset: Dataset, features: np.ndarr
         # Augmented audio is another channel: its copies form groups of their own
         # (source group + recipe), standardised like every other group.
         groups = dataset.table[config.normalization].astype(str).to_numpy()[rows]
-        prior = FeatureStats.average(list(group_stats(dataset.features[rows],
-                                                      groups).values()))
+        prior = reference_stats(dataset.features[rows], groups)
         extra_features = standardise_by_group(
             extra_features, np.char.add(groups[extra.source], "#augmented"), prior,
             config.normalization_prior)
@@ -473,7 +466,7 @@ def train_bundle(config: ExperimentConfig, evaluate: bool = True, progress: bool
     reference = unadapted = None
     if config.normalization == "speaker":
         groups = dataset.table["speaker"].astype(str).to_numpy()
-        reference = FeatureStats.average(list(group_stats(dataset.features, groups).values()))
+        reference = reference_stats(dataset.features, groups)
         # A normalised model needs some of the speaker to adapt to; for a lone file
         # the same classifier on unnormalised features does better.
         raw = config.model_copy(update={"normalization": "none"})

@@ -131,6 +131,12 @@ def group_stats(features: np.ndarray, groups: np.ndarray) -> dict[str, FeatureSt
     return {g: FeatureStats.of(features[groups == g]) for g in np.unique(groups)}
 
 
+def reference_stats(features: np.ndarray, groups: np.ndarray) -> FeatureStats:
+    """The average group's statistics (e.g. the average training speaker): the prior
+    small groups are shrunk towards, and what an unadapted recording is standardised by."""
+    return FeatureStats.average(list(group_stats(features, groups).values()))
+
+
 def standardise_by_group(features: np.ndarray, groups: np.ndarray,
                          prior: FeatureStats | None = None,
                          prior_weight: float = DEFAULT_PRIOR_WEIGHT) -> np.ndarray:

