@@ -82,6 +82,8 @@ LEAKY = ("RAVDESS speech 8-class, 6 actor folds", "MFCC/chroma/mel 180 + MLP",
 
 WHISPER_TINY = {"name": "whisper_encoder", "layers": "all", "pooling": "mean"}
 WHISPER_BASE = {**WHISPER_TINY, "model": "base"}
+LOUDNESS = {"name": "preprocessed", "features": WHISPER_TINY, "loudness_lufs": -23.0}
+TRIMMED = {"name": "preprocessed", "features": WHISPER_TINY, "trim_top_db": 30.0}
 # C fixed a priori (no search: a nested search per fold costs ~30 min per row on 2
 # cores); it is never tuned on any test corpus.
 LR_FIXED = {"name": "logreg", "params": {"C": 0.01}}
@@ -108,6 +110,25 @@ LOCO_SYSTEMS = {
     "Whisper-tiny + LR, per-speaker norm + channel augmentation": {
         "features": WHISPER_TINY, "model": {**LR_FIXED, "balance": "corpus"},
         "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
+    # Preprocessing before the encoder: ITU-R BS.1770 loudness to -23 LUFS, and/or
+    # leading/trailing audio quieter than 30 dB below the peak cut off.
+    "Whisper-tiny + LR, loudness -23 LUFS, raw": {
+        "features": LOUDNESS, "model": LR_FIXED},
+    "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm": {
+        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker"},
+    "Whisper-tiny + LR, silence trimmed, raw": {"features": TRIMMED, "model": LR_FIXED},
+    "Whisper-tiny + LR, silence trimmed, per-speaker norm": {
+        "features": TRIMMED, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker"},
+    # Encoder layer choice: the last hidden state alone instead of all five.
+    "Whisper-tiny last layer + LR, per-speaker norm": {
+        "features": {**WHISPER_TINY, "layers": "last"}, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker"},
+    # Early fusion of hand-crafted ComParE (6373) with the encoder features (1920).
+    "ComParE + Whisper-tiny fused + LR, per-speaker norm": {
+        "features": {"name": "fused", "parts": ["compare", WHISPER_TINY]},
+        "model": {**LR_FIXED, "balance": "corpus"}, "normalization": "speaker"},
     "ComParE + LR, raw": {"features": "compare", "model": LR_FIXED},
     "ComParE + LR, per-speaker norm": {
         "features": "compare", "model": {**LR_FIXED, "balance": "corpus"},

@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import math
 import random
 import warnings
@@ -80,10 +81,12 @@ from audiomentations import (
 from audiomentations.core.transforms_interface import BaseWaveformTransform
 from numpy.typing import NDArray
 from scipy.signal import fftconvolve
+from tqdm.auto import tqdm
 
 from emovox.audio import DEFAULT_SAMPLE_RATE, load_audio
 from emovox.errors import AudioError, ConfigError
 from emovox.features import FeatureExtractor, get_extractor
+from emovox.features.cache import FeatureCache, file_key, resolve_cache_dir
 
 __all__ = [
     "CHANNEL_RECIPES",
@@ -493,6 +496,16 @@ def _seed_int(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
+def _augmented_keys(path: str, identity: str, copies: int) -> list[str] | None:
+    """Cache keys of a file's augmented copies: its identity, the augmentation's, the copy."""
+    try:
+        base = file_key(path)
+    except OSError:
+        return None  # load_audio names the missing file
+    return [hashlib.sha256(f"{base}\0{identity}\0{copy}".encode()).hexdigest()[:32]
+            for copy in range(copies)]
+
+
 class Augmenter:
     """A seeded chain of audiomentations transforms: ``augmenter(signal, rate)``.
 
@@ -710,15 +723,21 @@ def augmented_training_features(
     seed: int = 0,
     p: float = 1.0,
     params: Mapping[str, Mapping[str, Any]] | None = None,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> AugmentedFeatures:
     """Features of augmented copies of a fold's **training** files, to add to its training set.
 
     Each training file (of the chosen classes) is read with
     :func:`emovox.audio.load_audio` at the extractor's rate, augmented ``copies``
     times, and its features computed with ``extractor.extract_signal`` (which applies
-    the extractor's offset/duration window). Augmented features are not cached.
-    Copies whose audio the extractor refuses (e.g. a stretch leaving too little
-    audio after the offset) are skipped, with one warning giving the count.
+    the extractor's offset/duration window). Copies whose audio the extractor refuses
+    (e.g. a stretch leaving too little audio after the offset) are skipped, with one
+    warning giving the count.
+
+    A copy is a pure function of (file, recipe, params, p, seed, copy number), so with
+    ``cache_dir`` its features are cached like a file's: folds that share training
+    files, and later runs, do not augment and extract them again.
 
     Parameters
     ----------
@@ -728,6 +747,11 @@ def augmented_training_features(
         The training files of the fold and their labels. Never pass test files.
     recipe, copies, only_classes, seed, p, params
         As in :func:`augment_table`.
+    cache_dir : None, "default", str or Path
+        Feature cache (see :func:`~emovox.features.cache.resolve_cache_dir`);
+        ``None``: no cache.
+    progress : bool
+        Show a tqdm bar over the training files.
 
     Returns
     -------
@@ -743,24 +767,52 @@ def augmented_training_features(
     ...           augmented=np.r_[np.zeros(len(train), bool), np.ones(len(y_aug), bool)])
     """
     extractor = get_extractor(extractor)
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
+        raise ConfigError(f"copies must be an int >= 0, got {copies!r}")
+    paths, label_list = [str(path) for path in train_paths], list(train_labels)
+    if len(paths) != len(label_list):
+        raise ValueError(f"{len(paths)} paths but {len(label_list)} labels")
+    wanted = None if only_classes is None else set(only_classes)
+    augmenter = make_augmenter(recipe, p=p, seed=seed, params=params)
+    recipe_name = "+".join(augmenter.names)
+    identity = json.dumps({"recipe": recipe_name, "p": p, "seed": seed,
+                           "params": params or {}}, sort_keys=True, default=str)
+    root = resolve_cache_dir(cache_dir)
+    cache = FeatureCache(root) if root is not None else None
+
     rows, labels, sources, failed = [], [], [], 0
-    for position, _, label, signal in _augmented_items(
-            train_paths, train_labels, recipe, copies, only_classes, seed,
-            extractor.sample_rate, p, params):
-        try:
-            rows.append(extractor.extract_signal(signal, extractor.sample_rate))
-        except AudioError:
-            failed += 1
+    for position, (path, label) in enumerate(tqdm(
+            list(zip(paths, label_list, strict=True)), desc=f"augment {recipe_name}",
+            unit="file", leave=False, disable=not progress)):
+        if copies == 0 or (wanted is not None and label not in wanted):
             continue
-        labels.append(label)
-        sources.append(position)
+        keys = _augmented_keys(path, identity, copies) if cache is not None else None
+        cached = ([cache.load(path, extractor, key) for key in keys]
+                  if cache is not None and keys is not None else [None] * copies)
+        signal = None if all(c is not None for c in cached) else load_audio(path,
+                                                                           extractor.sample_rate)
+        for copy in range(copies):
+            features = cached[copy]
+            if features is None:
+                augmenter.reseed(_seed_int(seed, recipe_name, path, copy))
+                try:
+                    features = extractor.extract_signal(
+                        augmenter(signal, extractor.sample_rate), extractor.sample_rate)
+                except AudioError:
+                    failed += 1
+                    continue
+                if cache is not None and keys is not None:
+                    cache.save(path, extractor, features, keys[copy])
+            rows.append(features)
+            labels.append(label)
+            sources.append(position)
     if failed:
         warnings.warn(f"{failed} augmented signal(s) could not be featurised and were skipped",
                       UserWarning, stacklevel=2)
     shape = tuple(extractor.output_shape)
     features = (np.stack(rows).astype(np.float32, copy=False) if rows
                 else np.zeros((0, *shape), dtype=np.float32))
-    label_array = np.asarray(list(train_labels))
+    label_array = np.asarray(label_list)
     label_values = (np.asarray(labels, dtype=label_array.dtype) if labels
                     else label_array[:0])
     return AugmentedFeatures(features, label_values, np.asarray(sources, dtype=int))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -252,7 +253,8 @@ def training_rows(config: ExperimentConfig, dataset: Dataset, features: np.ndarr
         {"name": config.features.name, **config.features.params},
         dataset.table["path"].to_numpy()[rows], y, config.augment.recipe,
         copies=config.augment.copies, only_classes=config.augment.only_classes,
-        seed=config.seed, p=config.augment.p)
+        seed=config.seed, p=config.augment.p, cache_dir=config.cache_dir,
+        progress=sys.stderr.isatty())
     if len(extra.labels) == 0:
         return X, y, speakers, augmented
     extra_features = extra.features.reshape(len(extra.labels), -1)

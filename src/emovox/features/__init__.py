@@ -6,9 +6,12 @@
 (79, 40)
 
 Registered extractors: ``mfcc_chroma_mel`` (180), ``mfcc_stats``, ``mfcc_sequence``,
-``logmel_sequence``, ``egemaps`` (88), ``compare`` (6373).
+``logmel_sequence``, ``egemaps`` (88), ``compare`` (6373), ``whisper_encoder``,
+``whisper_frames``, ``hf_encoder``; built from others: ``preprocessed`` (loudness
+normalisation / silence trimming first) and ``fused`` (concatenated parts).
 """
 
+from emovox.features import compose as _compose  # noqa: F401
 from emovox.features import hf as _hf  # noqa: F401  (transformers loads on first use)
 from emovox.features import smile as _smile  # noqa: F401  (registers the extractors)
 from emovox.features import spectral as _spectral  # noqa: F401

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from emovox.errors import AudioError, ConfigError
 from emovox.features.base import FeatureExtractor, get_extractor
 from emovox.features.cache import FeatureCache, file_key, resolve_cache_dir
+from emovox.features.compose import Fused
 
 # Extractors rebuilt from specs in this process, by key (cheap, but keeps one object).
 _EXTRACTORS: dict[str, FeatureExtractor] = {}
@@ -161,6 +162,8 @@ def extract_many(
         raise ConfigError(f"n_jobs must be a non-zero integer (-1: all cores), got {n_jobs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(ext, Fused):
+        return _extract_fused(ext, path_list, cache_dir, n_jobs, progress, batch_size, start)
     root = resolve_cache_dir(cache_dir)
     cache = FeatureCache(root) if root is not None else None
 
@@ -227,6 +230,28 @@ def extract_many(
         seconds=time.perf_counter() - start,
         n_cached=n_cached,
         paths=path_list,
+    )
+
+
+def _extract_fused(ext: Fused, paths: list[str], cache_dir: str | Path | None, n_jobs: int,
+                   progress: bool, batch_size: int, start: float) -> ExtractionResult:
+    """Each part through the cache on its own, then concatenated on the files all parts have."""
+    parts = [extract_many(paths, part, cache_dir, n_jobs, progress, batch_size)
+             for part in ext.extractors]
+    ok = np.logical_and.reduce([part.ok for part in parts])
+    # A part's rows are its ok files; keep those every part has, in input order.
+    columns = [part.features[ok[part.ok]] for part in parts]
+    reasons: dict[str, str] = {}
+    for part in parts:
+        for path, reason in part.failures:
+            reasons.setdefault(path, reason)
+    return ExtractionResult(
+        features=np.concatenate(columns, axis=1).astype(np.float32, copy=False),
+        ok=ok,
+        failures=[(p, reasons[p]) for p in paths if p in reasons],
+        seconds=time.perf_counter() - start,
+        n_cached=min(part.n_cached for part in parts),
+        paths=paths,
     )
 
 

@@ -1,0 +1,162 @@
+"""Extractors built from other extractors: preprocessing in front, fusion side by side.
+
+``preprocessed``
+    Loudness normalisation and/or silence trimming (:mod:`emovox.preprocess`) of the
+    whole recording, then any extractor::
+
+        {"name": "preprocessed", "features": {"name": "whisper_encoder"},
+         "loudness_lufs": -23, "trim_top_db": 30}
+
+``fused``
+    The outputs of several functional extractors concatenated (early fusion), e.g.
+    hand-crafted ComParE with encoder embeddings::
+
+        {"name": "fused", "parts": ["compare", {"name": "whisper_encoder"}]}
+
+    :func:`emovox.features.extract_many` extracts (and caches) each part on its own,
+    so a part cached for another experiment is not computed again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from emovox.audio import check_signal, load_audio, resample
+from emovox.errors import AudioError, ConfigError
+from emovox.features.base import FeatureExtractor, get_extractor, register_extractor
+from emovox.preprocess import check_preprocessing, preprocess
+
+Spec = str | Mapping[str, Any]
+
+
+@register_extractor
+class Preprocessed(FeatureExtractor):
+    """Another extractor's features of the loudness-normalised and/or trimmed recording.
+
+    Parameters
+    ----------
+    features : str or dict
+        Spec of the inner extractor (its window, ``offset``/``duration``, applies to
+        the preprocessed recording).
+    trim_top_db : float or None
+        Trim leading/trailing audio quieter than this many dB below the peak.
+    loudness_lufs : float or None
+        Scale every recording to this integrated loudness (ITU-R BS.1770), e.g. -23.
+
+    Examples
+    --------
+    >>> Preprocessed(features="egemaps", loudness_lufs=-23).output_shape
+    (88,)
+    """
+
+    name: ClassVar[str] = "preprocessed"
+
+    def __init__(self, *, features: Spec, trim_top_db: float | None = None,
+                 loudness_lufs: float | None = None) -> None:
+        self.inner = get_extractor(features)
+        if isinstance(self.inner, Preprocessed):
+            raise ConfigError("preprocessed: the inner features are already preprocessed")
+        self.features = self.inner.spec()
+        check_preprocessing(trim_top_db, loudness_lufs)
+        if trim_top_db is None and loudness_lufs is None:
+            raise ConfigError("preprocessed: set trim_top_db and/or loudness_lufs "
+                              "(otherwise use the inner features directly)")
+        self.trim_top_db = trim_top_db
+        self.loudness_lufs = loudness_lufs
+        # The analysis rate is the inner extractor's; the window is applied by it.
+        self.sample_rate = self.inner.sample_rate
+        self.offset = 0.0
+        self.duration = None
+
+    @property
+    def kind(self) -> Literal["functional", "sequence"]:  # type: ignore[override]
+        """The inner extractor's kind."""
+        return self.inner.kind
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.inner.output_shape
+
+    def extract_signal(self, signal: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Preprocess the whole recording, then extract the inner features of it."""
+        x = resample(check_signal(signal, sample_rate, "<signal>"), int(sample_rate),
+                     self.sample_rate)
+        return self._finish(self._compute(x), "<signal>")
+
+    def extract_file(self, path: str | Path) -> np.ndarray:
+        """Read the whole of ``path``, preprocess it, then extract the inner features."""
+        return self._finish(self._compute(load_audio(path, self.sample_rate), path), path)
+
+    def warm_up(self) -> None:
+        """Warm up the inner extractor (see :meth:`FeatureExtractor.warm_up`)."""
+        self.inner.warm_up()
+
+    def _compute(self, signal: np.ndarray, source: str | Path = "<signal>") -> np.ndarray:
+        x = preprocess(signal, self.sample_rate, trim_top_db=self.trim_top_db,
+                       loudness_lufs=self.loudness_lufs)
+        try:
+            return self.inner.extract_signal(x, self.sample_rate)
+        except AudioError as error:  # name the file, not "<signal>"
+            raise AudioError(source, error.problem) from None
+
+
+@register_extractor
+class Fused(FeatureExtractor):
+    """Concatenated outputs of several functional extractors (early fusion).
+
+    Parameters
+    ----------
+    parts : list of str or dict
+        Specs of two or more functional extractors with the same ``sample_rate``.
+
+    Examples
+    --------
+    >>> Fused(parts=["egemaps", "mfcc_chroma_mel"]).output_shape
+    (268,)
+    """
+
+    name: ClassVar[str] = "fused"
+
+    def __init__(self, *, parts: Sequence[Spec]) -> None:
+        if isinstance(parts, str | Mapping) or len(parts) < 2:
+            raise ConfigError(f"fused: parts must be a list of two or more feature specs, "
+                              f"got {parts!r}")
+        self.extractors = [get_extractor(part) for part in parts]
+        for part in self.extractors:
+            if part.kind != "functional":
+                raise ConfigError(f"fused: {part.name} is a {part.kind} extractor; only "
+                                  "functionals (one vector per file) can be concatenated")
+        rates = {part.sample_rate for part in self.extractors}
+        if len(rates) > 1:
+            raise ConfigError(f"fused: the parts analyse different sample rates {sorted(rates)}")
+        self.parts = [part.spec() for part in self.extractors]
+        self.sample_rate = rates.pop()
+        self.offset = 0.0
+        self.duration = None
+
+    @property
+    def output_shape(self) -> tuple[int]:
+        return (sum(part.output_shape[0] for part in self.extractors),)
+
+    def extract_signal(self, signal: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Every part's features of the recording, concatenated in order."""
+        return self._finish(np.concatenate([part.extract_signal(signal, sample_rate)
+                                            for part in self.extractors]), "<signal>")
+
+    def extract_file(self, path: str | Path) -> np.ndarray:
+        """Every part's features of ``path``, concatenated in order."""
+        return self._finish(np.concatenate([part.extract_file(path)
+                                            for part in self.extractors]), path)
+
+    def warm_up(self) -> None:
+        """Warm up every part."""
+        for part in self.extractors:
+            part.warm_up()
+
+    def _compute(self, signal: np.ndarray) -> np.ndarray:
+        return np.concatenate([part.extract_signal(signal, self.sample_rate)
+                               for part in self.extractors])
