@@ -117,6 +117,9 @@ LOCO_SYSTEMS = {
     "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm": {
         "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
         "normalization": "speaker"},
+    "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm + channel augmentation": {
+        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
     "Whisper-tiny + LR, silence trimmed, raw": {"features": TRIMMED, "model": LR_FIXED},
     "Whisper-tiny + LR, silence trimmed, per-speaker norm": {
         "features": TRIMMED, "model": {**LR_FIXED, "balance": "corpus"},

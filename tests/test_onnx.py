@@ -221,6 +221,34 @@ def test_whisper_with_another_classifier_is_one_graph(tmp_path: Path) -> None:
         _assert_agree(native, exported, signal)
 
 
+def test_loudness_normalised_whisper_exports_its_signal_steps(tmp_path: Path) -> None:
+    pytest.importorskip("torch", reason="whisper_encoder features need torch")
+    features = {"name": "preprocessed", "features": WHISPER, "loudness_lufs": -23.0,
+                "trim_top_db": 30.0}
+    bundle = make_bundle(tmp_path, features, {"name": "logreg", "params": {"C": 0.1}})
+    folder = export_onnx(bundle, tmp_path / "onnx")
+    spec = json.loads((folder / SPEC_FILE).read_text())
+    assert spec["graph"]["kind"] == "whisper_log_mel"
+    assert spec["preprocessing"]["signal"]["loudness_lufs"] == -23.0
+    assert spec["preprocessing"]["signal"]["trim_top_db"] == 30.0
+    native, exported = Recognizer(bundle, n_jobs=1), OnnxRecognizer(folder)
+    for _, signal in _signals():
+        _assert_agree(native, exported, signal)
+        # The level of the recording does not change the answer of either.
+        _assert_agree(native, exported, 0.1 * signal)
+        np.testing.assert_allclose(
+            _probabilities(exported.predict_signal(0.1 * signal, 16000), native.classes),
+            _probabilities(exported.predict_signal(signal, 16000), native.classes), atol=2e-3)
+    padded = np.concatenate([np.zeros(16000, np.float32), synth_voice(2.0, seed=3),
+                             np.zeros(8000, np.float32)])
+    path = tmp_path / "padded.wav"
+    sf.write(path, padded, 16000, subtype="FLOAT")
+    a = native.predict_files([path], progress=False)
+    b = exported.predict_files([path], progress=False)
+    assert np.max(np.abs(_probabilities(a, native.classes) -
+                         _probabilities(b, native.classes))) < TOLERANCE
+
+
 def test_classifier_only_export_for_other_features(mfcc_bundle: Path, tmp_path: Path) -> None:
     pytest.importorskip("skl2onnx", reason="needs skl2onnx")
     folder = export_onnx(mfcc_bundle, tmp_path / "onnx")

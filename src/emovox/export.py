@@ -54,6 +54,7 @@ from emovox.audio import check_durations, check_signal, load_audio, resample
 from emovox.errors import AudioError, BundleError
 from emovox.fileio import replace_folder
 from emovox.labels import LabelSet
+from emovox.preprocess import preprocess
 from emovox.verbs import FileVerbs
 
 if TYPE_CHECKING:  # the bundle module loads skops and scikit-learn: not needed to predict
@@ -222,6 +223,13 @@ def export_onnx(
         bundle = dataclasses.replace(bundle, model=bundle.unadapted_model, reference=None,
                                      unadapted_model=None)
     extractor = bundle.extractor()
+    # Loudness normalisation / trimming run in NumPy before the graph (as the window
+    # does); the graph is built for the extractor they feed.
+    signal_steps = None
+    if extractor.name == "preprocessed":
+        signal_steps = {"trim_top_db": extractor.trim_top_db,
+                        "loudness_lufs": extractor.loudness_lufs}
+        extractor = extractor.inner
     model = bundle.model
     order = [list(model.classes_).index(c) for c in bundle.classes]
     network = type(model).__name__ == "NeuralClassifier"
@@ -232,7 +240,7 @@ def export_onnx(
         raise BundleError("only Whisper + logistic-regression bundles can be exported "
                           "with speaker normalisation or calibration")
     if extractor.name == "whisper_encoder" and not network:
-        proto, contains = _whisper_graph(bundle, order, opset, dynamo)
+        proto, contains = _whisper_graph(bundle, extractor, order, opset, dynamo)
         kind = "whisper_log_mel"
         graph_input = {"name": "mel", "dtype": "float32", "shape": [1, _N_MELS, "frames"],
                        "description": "Whisper log-mel of the analysed window "
@@ -260,6 +268,15 @@ def export_onnx(
              "offset": extractor.offset, "duration": extractor.duration,
              "min_seconds": 0.1, "max_file_seconds": MAX_FILE_SECONDS}
     preprocessing: dict[str, Any] = {"audio": audio}
+    if signal_steps is not None:
+        preprocessing["signal"] = {
+            **signal_steps,
+            "description": "applied to the whole resampled recording, before the window: "
+                           "leading/trailing audio quieter than trim_top_db below the peak "
+                           "removed (librosa.effects.trim), then scaled to loudness_lufs "
+                           "integrated loudness (ITU-R BS.1770, pyloudnorm); null: skipped",
+            "python": "emovox.preprocess.preprocess(signal, sample_rate, trim_top_db=..., "
+                      "loudness_lufs=...)"}
     if kind == "whisper_log_mel":
         audio["max_seconds"] = float(getattr(extractor, "max_seconds", 30.0))
         audio["window"] = ("skip offset seconds, keep duration seconds (all when null), "
@@ -360,14 +377,13 @@ def _fold_linear(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return mean, scale, classifier.coef_ / temperature, classifier.intercept_ / temperature
 
 
-def _whisper_graph(bundle: Bundle, order: list[int], opset: int,
+def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
                    dynamo: bool) -> tuple[Any, str]:
     """One graph from log-mel to probabilities for a whisper_encoder bundle."""
     import torch
 
     from emovox.features.encoders import load_whisper_encoder
 
-    extractor = bundle.extractor()
     layers = list(extractor.layer_indices)
     pooling = extractor.pooling
     model = bundle.model
@@ -708,6 +724,12 @@ class OnnxRecognizer(FileVerbs):
         self.offset = float(audio.get("offset") or 0.0)
         self.duration = audio.get("duration")
         self.max_seconds = float(audio.get("max_seconds") or math.inf)
+        #: Loudness normalisation / trimming of the whole recording (None: none).
+        self.signal_steps: dict[str, Any] | None = None
+        if "signal" in spec["preprocessing"]:
+            steps = spec["preprocessing"]["signal"]
+            self.signal_steps = {"trim_top_db": steps.get("trim_top_db"),
+                                 "loudness_lufs": steps.get("loudness_lufs")}
         self.extractor = None
         if self.kind == "features":
             from emovox.features import get_extractor
@@ -740,6 +762,12 @@ class OnnxRecognizer(FileVerbs):
                                                                  self.sample_rate)
         window = check_signal(signal[start:stop], self.sample_rate, source)
         return window[: round(self.max_seconds * self.sample_rate)]
+
+    def _prepared(self, signal: np.ndarray, source: str) -> np.ndarray:
+        """The analysed window of a whole 16 kHz mono recording, after its signal steps."""
+        if self.signal_steps is not None:
+            signal = preprocess(signal, self.sample_rate, **self.signal_steps)
+        return self._window(signal, source)
 
     def _run_mel(self, window: np.ndarray) -> np.ndarray:
         mel = whisper_log_mel_numpy(window)[None]
@@ -783,7 +811,7 @@ class OnnxRecognizer(FileVerbs):
         if self.extractor is not None:
             features = self.extractor.extract_signal(signal, self.sample_rate)
             return self._frame(self._run_features(features[None]), index)
-        return self._frame(self._run_mel(self._window(signal, name)), index)
+        return self._frame(self._run_mel(self._prepared(signal, name)), index)
 
     def predict_files(self, paths: Iterable[str | Path], progress: bool = True) -> pd.DataFrame:
         """Emotion of many files; unusable files are listed in ``result.attrs["failures"]``.
@@ -820,9 +848,14 @@ class OnnxRecognizer(FileVerbs):
         else:
             for path in tqdm(candidates, desc="onnx", unit="file", disable=not progress):
                 try:
-                    signal = load_audio(path, self.sample_rate, offset=self.offset,
-                                        duration=self.duration)
-                    rows.append(self._run_mel(self._window(signal, path, offset_done=True)))
+                    if self.signal_steps is not None:  # the steps see the whole file
+                        window = self._prepared(load_audio(path, self.sample_rate), path)
+                    else:
+                        window = self._window(load_audio(path, self.sample_rate,
+                                                         offset=self.offset,
+                                                         duration=self.duration),
+                                              path, offset_done=True)
+                    rows.append(self._run_mel(window))
                 except AudioError as error:
                     failures.append((path, str(error)))
                     continue
