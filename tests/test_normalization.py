@@ -103,6 +103,24 @@ def test_normalised_features_never_use_labels_and_train_statistics_ignore_test_r
     np.testing.assert_array_equal(a[:20], c[:20])
 
 
+def test_test_speaker_statistics_come_from_their_test_rows_only():
+    """Recordings of a test speaker that the fold leaves out never shape their statistics."""
+    config = load_config(data={"name": "t", "corpora": ["/x"], "features": "egemaps",
+                               "model": "logreg", "normalization": "speaker"})
+    dataset = _dataset(["angry", "happy", "sad", "neutral"] * 10)
+    train, test = np.arange(20), np.arange(20, 25)  # half of speaker g2 is tested
+    out = normalised_features(config, dataset, train, test)
+    changed = _dataset(["angry", "happy", "sad", "neutral"] * 10)
+    changed.features[25:] += 50.0  # g2's other half and g3: outside the fold
+    again = normalised_features(config, changed, train, test)
+    np.testing.assert_array_equal(out[:25], again[:25])
+    prior = FeatureStats.average(list(group_stats(
+        dataset.features[train], dataset.table.speaker.to_numpy()[train]).values()))
+    expected = FeatureStats.of(dataset.features[test]).with_prior(prior, 8.0)
+    np.testing.assert_allclose(out[test], expected.standardise(dataset.features[test]),
+                               rtol=1e-5, atol=1e-5)
+
+
 def test_balance_weights_give_each_corpus_equal_total_weight():
     speakers = np.array(["a:1"] * 30 + ["b:1"] * 10)
     labels = np.array(["x", "y"] * 20)

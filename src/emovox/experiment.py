@@ -97,12 +97,18 @@ def prepare_dataset(config: ExperimentConfig, progress: bool = True) -> Dataset:
 
 
 def normalised_features(config: ExperimentConfig, dataset: Dataset,
-                        train_rows: np.ndarray | None = None) -> np.ndarray:
+                        train_rows: np.ndarray | None = None,
+                        test_rows: np.ndarray | None = None) -> np.ndarray:
     """Features after the configured per-group standardisation (none by default).
 
     Each group (speaker, session or corpus) is standardised with its own statistics,
     shrunk towards the average *training* group's (``train_rows``; all rows when not
     given) by ``normalization_prior`` utterances. Labels are never used.
+
+    With ``train_rows``, a group's statistics come from its rows on the same side of
+    the split only: a test speaker is adapted to with their test recordings, never
+    with recordings the fold leaves out (e.g. the RAVDESS speech of the actors whose
+    songs are tested).
     """
     if config.normalization == "none":
         return dataset.features
@@ -113,6 +119,12 @@ def normalised_features(config: ExperimentConfig, dataset: Dataset,
     groups = dataset.table[scope].astype(str).to_numpy()
     rows = np.arange(len(groups)) if train_rows is None else np.asarray(train_rows)
     prior = reference_stats(dataset.features[rows], groups[rows])
+    if train_rows is not None:
+        side = np.full(len(groups), "other")
+        side[rows] = "train"
+        if test_rows is not None:
+            side[np.asarray(test_rows)] = "test"
+        groups = np.char.add(np.char.add(groups, "|"), side)
     out = standardise_by_group(dataset.features, groups, prior, config.normalization_prior)
     if not config.adapt_test and train_rows is not None:
         others = np.setdiff1d(np.arange(len(groups)), rows)
@@ -321,7 +333,7 @@ def run_experiment(
     y = dataset.y
     for split in splits:
         # Reference statistics of normalisation come from this fold's training rows.
-        features = normalised_features(config, dataset, split.train)
+        features = normalised_features(config, dataset, split.train, split.test)
         model = fit_fold(config, dataset, features, split)
         if getattr(model, "history_", None) is not None:
             histories[split.name] = model.history_
