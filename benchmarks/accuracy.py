@@ -117,6 +117,11 @@ LOCO_SYSTEMS = {
     "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm": {
         "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
         "normalization": "speaker"},
+    # The default bundle's two models: this one answers a lone file (no adaptation),
+    # the next one a speaker with 8+ recordings.
+    "Whisper-tiny + LR, loudness -23 LUFS, corpus-balanced + channel augmentation": {
+        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
+        "augment": {"recipe": "channel", "copies": 1}},
     "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm + channel augmentation": {
         "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
         "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
