@@ -249,6 +249,19 @@ def test_loudness_normalised_whisper_exports_its_signal_steps(tmp_path: Path) ->
                          _probabilities(b, native.classes))) < TOLERANCE
 
 
+def test_other_preprocessed_features_export_the_classifier_only(tmp_path: Path) -> None:
+    pytest.importorskip("skl2onnx", reason="needs skl2onnx")
+    features = {"name": "preprocessed", "features": "mfcc_stats", "loudness_lufs": -23.0}
+    bundle = make_bundle(tmp_path, features)
+    folder = export_onnx(bundle, tmp_path / "onnx")
+    spec = json.loads((folder / SPEC_FILE).read_text())
+    assert spec["graph"]["kind"] == "features" and "signal" not in spec["preprocessing"]
+    assert spec["preprocessing"]["extractor"]["spec"]["name"] == "preprocessed"
+    native, exported = Recognizer(bundle, n_jobs=1), OnnxRecognizer(folder)
+    for _, signal in _signals():
+        _assert_agree(native, exported, signal)
+
+
 def test_classifier_only_export_for_other_features(mfcc_bundle: Path, tmp_path: Path) -> None:
     pytest.importorskip("skl2onnx", reason="needs skl2onnx")
     folder = export_onnx(mfcc_bundle, tmp_path / "onnx")

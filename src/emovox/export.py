@@ -223,16 +223,18 @@ def export_onnx(
         bundle = dataclasses.replace(bundle, model=bundle.unadapted_model, reference=None,
                                      unadapted_model=None)
     extractor = bundle.extractor()
-    # Loudness normalisation / trimming run in NumPy before the graph (as the window
-    # does); the graph is built for the extractor they feed.
-    signal_steps = None
-    if extractor.name == "preprocessed":
-        signal_steps = {"trim_top_db": extractor.trim_top_db,
-                        "loudness_lufs": extractor.loudness_lufs}
-        extractor = extractor.inner
     model = bundle.model
     order = [list(model.classes_).index(c) for c in bundle.classes]
     network = type(model).__name__ == "NeuralClassifier"
+    # Loudness normalisation / trimming of a Whisper bundle run in NumPy before the
+    # graph (as the window does); the graph is built for the encoder they feed. Other
+    # preprocessed features are computed whole by the extractor named in the spec.
+    signal_steps = None
+    if (extractor.name == "preprocessed" and extractor.inner.name == "whisper_encoder"
+            and not network):
+        signal_steps = {"trim_top_db": extractor.trim_top_db,
+                        "loudness_lufs": extractor.loudness_lufs}
+        extractor = extractor.inner
 
     calibrated = type(model).__name__ == "CalibratedClassifier"
     if (bundle.reference is not None or calibrated) and (
