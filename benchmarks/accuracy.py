@@ -145,6 +145,9 @@ LOCO_SYSTEMS = {
     "Whisper-base + LR, per-speaker norm": {
         "features": WHISPER_BASE, "model": {**LR_FIXED, "balance": "corpus"},
         "normalization": "speaker"},
+    "Whisper-base + LR, loudness -23 LUFS, per-speaker norm": {
+        "features": {**LOUDNESS, "features": WHISPER_BASE},
+        "model": {**LR_FIXED, "balance": "corpus"}, "normalization": "speaker"},
 }
 
 
