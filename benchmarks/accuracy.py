@@ -12,8 +12,11 @@ actors in train and test), to show how much that inflates the score.
 
 ``--loco`` prints the cross-corpus table instead: leave-one-corpus-out over every
 domain found (EmoDB, RAVDESS speech, RAVDESS song, CREMA-D; TESS and SAVEE when
-present) on the 6 shared classes, raw and with each adaptation. When RAVDESS song is
-tested, RAVDESS speech (the same actors) is left out of training, and vice versa.
+present) on the 6 shared classes: raw, with each adaptation (per-corpus / per-speaker
+statistics, loudness normalisation, silence trimming), with each training choice
+(corpus balance, channel augmentation, encoder layers, fusion with ComParE) and
+with Whisper base. When RAVDESS song is tested, RAVDESS speech (the same actors) is
+left out of training, and vice versa.
 
 Usage::
 
