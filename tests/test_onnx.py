@@ -206,6 +206,53 @@ def test_onnx_matches_native_on_real_speech(whisper_bundle: Path, whisper_onnx: 
         assert list(a["emotion"]) == list(b["emotion"])
 
 
+def test_default_export_adapts_a_batch_as_the_native_model_does(tmp_path: Path) -> None:
+    """The packaged (speaker-normalised) model: batch adaptation and calibration agree."""
+    pytest.importorskip("torch", reason="the native model needs torch")
+    from scipy.signal import butter, sosfilt
+
+    from emovox.bundle import load_bundle
+
+    default = load_bundle()
+    folder = export_onnx(default, tmp_path / "onnx")
+    spec = json.loads((folder / SPEC_FILE).read_text())
+    assert spec["adaptation"]["file"] == "adaptation.npz"
+    assert (folder / "adaptation.npz").is_file()
+    # One synthetic speaker heard through a dull channel, ten recordings.
+    dull = butter(4, 1500, fs=16000, output="sos")
+    files = []
+    for n in range(10):
+        signal = 0.5 * sosfilt(dull, synth_voice(1.5 + 0.1 * n, f0=110 + 12 * n,
+                                                 f0_range=0.05 + 0.05 * n, seed=40 + n))
+        files.append(tmp_path / f"take{n}.wav")
+        sf.write(files[-1], signal.astype(np.float32), 16000, subtype="FLOAT")
+
+    def probabilities(recognizer: Any, paths: list[Path]) -> np.ndarray:
+        return _probabilities(recognizer.predict_files(paths, progress=False),
+                              default.classes)
+
+    adapted = probabilities(OnnxRecognizer(folder), files)
+    np.testing.assert_allclose(adapted, probabilities(Recognizer(default, n_jobs=1), files),
+                               atol=TOLERANCE)
+    unadapted = probabilities(OnnxRecognizer(folder, adapt="none"), files)
+    np.testing.assert_allclose(
+        unadapted, probabilities(Recognizer(default, n_jobs=1, adapt="none"), files),
+        atol=TOLERANCE)
+    assert np.abs(adapted - unadapted).max() > 0.05  # adaptation changed the answers
+    # Fewer than 8 files: not enough of the speaker, the unadapted model answers.
+    np.testing.assert_allclose(probabilities(OnnxRecognizer(folder), files[:3]),
+                               unadapted[:3], atol=1e-6)
+    # A calibration recording set adapts single predictions, natively and in ONNX.
+    exported, native = OnnxRecognizer(folder), Recognizer(default, n_jobs=1)
+    assert exported.calibrate(files) == native.calibrate(files) == 10
+    one = sf.read(files[0])[0]
+    np.testing.assert_allclose(
+        _probabilities(exported.predict_signal(one, 16000), default.classes),
+        _probabilities(native.predict_signal(one, 16000), default.classes), atol=TOLERANCE)
+    with pytest.raises(Exception, match="adapt must be"):
+        OnnxRecognizer(folder, adapt="stream")
+
+
 # ---------------------------------------------------------------------- other models
 @pytest.mark.filterwarnings("ignore:.*probability:FutureWarning")  # SVC's, in sklearn 1.9
 def test_whisper_with_another_classifier_is_one_graph(tmp_path: Path) -> None:

@@ -30,6 +30,12 @@ import numpy as np
 from emovox.errors import ConfigError
 from emovox.normalization import FeatureStats, RunningStats
 
+#: Fewest feature vectors (files, windows) of a speaker worth adapting to; with less
+#: a bundle's unadapted model answers. The MAP prior then weighs at most half (its
+#: weight is 8 vectors); benchmarks/adaptation.py measures where adaptation starts to
+#: win: from 1 vector on an unseen corpus, from 5-8 within the training corpora.
+MIN_ADAPT_VECTORS = 8
+
 AdaptMode = Literal["none", "batch", "stream"]
 ADAPT_MODES: tuple[str, ...] = ("none", "batch", "stream")
 

@@ -51,9 +51,11 @@ import pandas as pd
 
 from emovox import __version__
 from emovox.audio import check_durations, check_signal, load_audio, resample
-from emovox.errors import AudioError, BundleError
+from emovox.errors import AudioError, BundleError, ConfigError
+from emovox.export_adaptation import AdaptedHead, linear_head_probabilities, write_adaptation
 from emovox.fileio import replace_folder
 from emovox.labels import LabelSet
+from emovox.normalization import DEFAULT_PRIOR_WEIGHT
 from emovox.preprocess import preprocess
 from emovox.verbs import FileVerbs
 
@@ -218,8 +220,11 @@ def export_onnx(
     from emovox.bundle import Bundle, load_bundle
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    adapted = None
     if bundle.unadapted_model is not None:
-        # The graph sees one recording at a time: export the model for no adaptation.
+        # The graph sees one recording at a time: it holds the model for no adaptation,
+        # and outputs its pooled features so a batch can be adapted (export_adaptation).
+        adapted = bundle
         bundle = dataclasses.replace(bundle, model=bundle.unadapted_model, reference=None,
                                      unadapted_model=None)
     extractor = bundle.extractor()
@@ -241,8 +246,15 @@ def export_onnx(
             extractor.name != "whisper_encoder" or network):
         raise BundleError("only Whisper + logistic-regression bundles can be exported "
                           "with speaker normalisation or calibration")
+    adapted_head = None
+    if adapted is not None and extractor.name == "whisper_encoder" and not network:
+        adapted_head = _fold_linear(adapted.model)
+        if adapted_head is not None:
+            _check_folded(adapted.model, adapted_head, list(range(len(adapted.model.classes_))),
+                          math.prod(extractor.output_shape))
     if extractor.name == "whisper_encoder" and not network:
-        proto, contains = _whisper_graph(bundle, extractor, order, opset, dynamo)
+        proto, contains = _whisper_graph(bundle, extractor, order, opset, dynamo,
+                                         emit_features=adapted_head is not None)
         kind = "whisper_log_mel"
         graph_input = {"name": "mel", "dtype": "float32", "shape": [1, _N_MELS, "frames"],
                        "description": "Whisper log-mel of the analysed window "
@@ -307,6 +319,11 @@ def export_onnx(
         "preprocessing": preprocessing,
         "training": bundle.training,
     }
+    if adapted_head is not None:
+        spec["graph"]["features_output"] = {
+            "name": "features", "dtype": "float32",
+            "shape": [1, math.prod(extractor.output_shape)],
+            "description": "the pooled encoder features (input of the adaptation)"}
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -314,6 +331,13 @@ def export_onnx(
     try:
         onnx.save_model(proto, str(work / MODEL_FILE), save_as_external_data=False)
         spec["sha256"] = hashlib.sha256((work / MODEL_FILE).read_bytes()).hexdigest()
+        if adapted is not None and adapted_head is not None:
+            assert adapted.reference is not None
+            spec["adaptation"] = write_adaptation(
+                work, adapted_head,
+                [list(adapted.model.classes_).index(c) for c in bundle.classes],
+                adapted.reference, float(adapted.preprocessing.get(
+                    "prior_weight", DEFAULT_PRIOR_WEIGHT)))
         (work / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         (work / CARD_FILE).write_text(bundle.card or "# Model card\n\n(none given)\n")
         spec["check"] = _reference_check(bundle, work, check)
@@ -380,8 +404,12 @@ def _fold_linear(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 
 def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
-                   dynamo: bool) -> tuple[Any, str]:
-    """One graph from log-mel to probabilities for a whisper_encoder bundle."""
+                   dynamo: bool, emit_features: bool = False) -> tuple[Any, str]:
+    """One graph from log-mel to probabilities for a whisper_encoder bundle.
+
+    ``emit_features``: a second output, ``features``, holds the pooled encoder states
+    (the input of the linear head), for adaptation outside the graph.
+    """
     import torch
 
     from emovox.features.encoders import load_whisper_encoder
@@ -406,11 +434,12 @@ def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
     else:
         head = None
     module = _torch_classes().WhisperModule(load_whisper_encoder(extractor.model), layers, pooling,
-                                            head).eval()
+                                            head, emit_features and head is not None).eval()
     mel = torch.from_numpy(whisper_log_mel_numpy(_warm_signal(3.0)))[None]
     pooled = f"{pooling} pooling of hidden states {layers}"
     if head is not None:
-        proto = _torch_to_onnx(module, mel, "mel", "probabilities", {2: "frames"}, opset,
+        outputs = ["probabilities", "features"] if module.emit_features else "probabilities"
+        proto = _torch_to_onnx(module, mel, "mel", outputs, {2: "frames"}, opset,
                                dynamo, dynamic_batch=False)
         names = " + ".join(type(s).__name__ for _, s in getattr(model, "steps", [])) \
             or type(model).__name__
@@ -430,13 +459,7 @@ def _check_folded(model: Any, folded: tuple[np.ndarray, ...], order: list[int],
     mean, scale, coef, intercept = folded
     x = np.random.default_rng(0).standard_normal((8, dim)) * scale + mean
     expected = model.predict_proba(x)[:, order]
-    z = ((x - mean) / scale) @ coef.T + intercept
-    if coef.shape[0] == 1:
-        p1 = 1.0 / (1.0 + np.exp(-z))
-        proba = np.hstack([1.0 - p1, p1])
-    else:
-        z = z - z.max(axis=1, keepdims=True)
-        proba = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    proba = linear_head_probabilities(x, mean, scale, coef, intercept)
     if not np.allclose(proba[:, order], expected, atol=1e-6):
         raise BundleError("cannot fold this logistic regression into the graph: its "
                           "probabilities are not a softmax of its decision function")
@@ -548,16 +571,20 @@ def _join(first: Any, second: Any) -> Any:
     return compose.merge_models(first, second, io_map=[("features", "features")])
 
 
-def _torch_to_onnx(module: Any, example: Any, input_name: str, output_name: str,
+def _torch_to_onnx(module: Any, example: Any, input_name: str, output_name: str | list[str],
                    dynamic: dict[int, str], opset: int, dynamo: bool,
                    dynamic_batch: bool) -> Any:
-    """Export a torch module to an in-memory ModelProto with weights inside."""
+    """Export a torch module to an in-memory ModelProto with weights inside.
+
+    ``output_name``: one name, or a list for a module returning a tuple.
+    """
     import onnx
     import torch
 
     axes = dict(dynamic)
     if dynamic_batch:
         axes[0] = "batch"
+    output_names = [output_name] if isinstance(output_name, str) else list(output_name)
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         path = Path(tmp) / "graph.onnx"
@@ -571,14 +598,15 @@ def _torch_to_onnx(module: Any, example: Any, input_name: str, output_name: str,
                 if name == "frames" else torch.export.Dim(name, min=1, max=4096)
                 for axis, name in axes.items()}}
             torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset,
-                              input_names=[input_name], output_names=[output_name],
+                              input_names=[input_name], output_names=output_names,
                               dynamic_shapes=shapes, external_data=False, verbose=False)
         else:
             torch.onnx.export(module, (example,), str(path), dynamo=False,
                               opset_version=opset, input_names=[input_name],
-                              output_names=[output_name],
-                              dynamic_axes={input_name: axes, output_name: {0: "batch"}
-                                            if dynamic_batch else {}})
+                              output_names=output_names,
+                              dynamic_axes={input_name: axes, **{
+                                  name: {0: "batch"} if dynamic_batch else {}
+                                  for name in output_names}})
         return onnx.load_model(str(path), load_external_data=True)
 
 
@@ -623,14 +651,15 @@ def _torch_classes() -> Any:
         """Encoder -> selected hidden states -> pooling over frames -> optional head."""
 
         def __init__(self, encoder: nn.Module, layers: Sequence[int], pooling: str,
-                     head: nn.Module | None) -> None:
+                     head: nn.Module | None, emit_features: bool = False) -> None:
             super().__init__()
             self.encoder = encoder
             self.layers = list(layers)
             self.pooling = pooling
             self.head = head
+            self.emit_features = emit_features  # (probabilities, features)
 
-        def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        def forward(self, mel: torch.Tensor) -> Any:
             states = self.encoder(mel)  # (n_states, batch, frames, d)
             if self.layers != list(range(states.shape[0])):
                 states = torch.stack([states[i] for i in self.layers])
@@ -638,7 +667,10 @@ def _torch_classes() -> Any:
             if self.pooling == "mean_std":
                 pooled = torch.cat([pooled, states.std(dim=2, unbiased=False)], dim=2)
             features = pooled.permute(1, 0, 2).reshape(mel.shape[0], -1)
-            return features if self.head is None else self.head(features)
+            if self.head is None:
+                return features
+            return (self.head(features), features) if self.emit_features else \
+                self.head(features)
 
     class NetworkModule(nn.Module):
         """A NeuralClassifier's network with its standardisation and softmax."""
@@ -680,6 +712,11 @@ class OnnxRecognizer(FileVerbs):
     threads : int, optional
         ONNX Runtime intra-op threads; 1 by default, like the native extractors (the
         server runs one prediction per core); ``None``: ONNX Runtime's default.
+    adapt : {"auto", "none"}
+        For exports of speaker-normalised bundles (``adaptation.npz``): ``"auto"``
+        adapts the files predicted together, and every prediction after
+        :meth:`calibrate`, as the native Recognizer's batch mode does (below 8 files,
+        the graph's unadapted probabilities); ``"none"`` never adapts.
 
     Raises
     ------
@@ -689,7 +726,8 @@ class OnnxRecognizer(FileVerbs):
 
     engine = "onnx"
 
-    def __init__(self, path: str | Path, n_jobs: int = 1, threads: int | None = 1) -> None:
+    def __init__(self, path: str | Path, n_jobs: int = 1, threads: int | None = 1,
+                 adapt: str = "auto") -> None:
         try:
             import onnxruntime as ort
         except ImportError as error:
@@ -732,6 +770,13 @@ class OnnxRecognizer(FileVerbs):
             steps = spec["preprocessing"]["signal"]
             self.signal_steps = {"trim_top_db": steps.get("trim_top_db"),
                                  "loudness_lufs": steps.get("loudness_lufs")}
+        if adapt not in ("auto", "none"):
+            raise ConfigError(f"adapt must be 'auto' or 'none' for an ONNX export, got "
+                              f"{adapt!r}")
+        #: Batch adaptation of a speaker-normalised export (None: not adapted).
+        self.adapted: AdaptedHead | None = None
+        if adapt == "auto" and "adaptation" in spec:
+            self.adapted = AdaptedHead.load(self.path)
         self.extractor = None
         if self.kind == "features":
             from emovox.features import get_extractor
@@ -765,15 +810,61 @@ class OnnxRecognizer(FileVerbs):
         window = check_signal(signal[start:stop], self.sample_rate, source)
         return window[: round(self.max_seconds * self.sample_rate)]
 
+    def _file_window(self, path: str | Path) -> np.ndarray:
+        """The analysed window of an audio file (read whole when signal steps apply)."""
+        if self.signal_steps is not None:  # the steps see the whole file
+            return self._prepared(load_audio(path, self.sample_rate), str(path))
+        return self._window(load_audio(path, self.sample_rate, offset=self.offset,
+                                       duration=self.duration), str(path), offset_done=True)
+
     def _prepared(self, signal: np.ndarray, source: str) -> np.ndarray:
         """The analysed window of a whole 16 kHz mono recording, after its signal steps."""
         if self.signal_steps is not None:
             signal = preprocess(signal, self.sample_rate, **self.signal_steps)
         return self._window(signal, source)
 
-    def _run_mel(self, window: np.ndarray) -> np.ndarray:
+    def _run_mel(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities of one window, and its pooled features when the graph has them."""
         mel = whisper_log_mel_numpy(window)[None]
-        return self.session.run(None, {self._input: mel})[0][0]
+        outputs = self.session.run(None, {self._input: mel})
+        return outputs[0][0], (outputs[1][0] if len(outputs) > 1 else None)
+
+    def _adapt(self, proba: np.ndarray, features: list[np.ndarray | None]) -> np.ndarray:
+        """The batch's adapted probabilities (unchanged without adaptation data)."""
+        if self.adapted is None or not len(proba) or any(f is None for f in features):
+            return proba
+        return self.adapted.probabilities(np.stack(features), proba)  # type: ignore[arg-type]
+
+    def calibrate(self, paths: Iterable[str | Path]) -> int:
+        """Adapt every later prediction to the speaker of these recordings.
+
+        Parameters
+        ----------
+        paths : iterable of str or Path
+            A few recordings of the speaker (8 or more for the adaptation to apply).
+
+        Returns
+        -------
+        int
+            How many recordings the statistics rest on.
+
+        Raises
+        ------
+        ConfigError
+            The export has no adaptation data, or no file could be used.
+        """
+        if self.adapted is None or self.kind != "whisper_log_mel":
+            raise ConfigError(f"{self.path}: this export has no adaptation data "
+                              "(re-export a speaker-normalised bundle)")
+        rows, failures = [], []
+        for path in paths:
+            try:
+                rows.append(self._run_mel(self._file_window(path))[1])
+            except AudioError as error:
+                failures.append(str(error))
+        if not rows:
+            raise ConfigError("no usable file to adapt to: " + "; ".join(failures))
+        return int(self.adapted.adapter.calibrate(np.stack(rows)).count)
 
     def _run_features(self, features: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(features.reshape(len(features), -1), dtype=np.float32)
@@ -813,7 +904,8 @@ class OnnxRecognizer(FileVerbs):
         if self.extractor is not None:
             features = self.extractor.extract_signal(signal, self.sample_rate)
             return self._frame(self._run_features(features[None]), index)
-        return self._frame(self._run_mel(self._prepared(signal, name)), index)
+        proba, pooled = self._run_mel(self._prepared(signal, name))
+        return self._frame(self._adapt(proba[None], [pooled]), index)
 
     def predict_files(self, paths: Iterable[str | Path], progress: bool = True) -> pd.DataFrame:
         """Emotion of many files; unusable files are listed in ``result.attrs["failures"]``.
@@ -848,20 +940,18 @@ class OnnxRecognizer(FileVerbs):
             tuples = [(p, 0.0, round(durations[p], 3))
                       for p, ok in zip(candidates, result.ok, strict=True) if ok]
         else:
+            pooled: list[np.ndarray | None] = []
             for path in tqdm(candidates, desc="onnx", unit="file", disable=not progress):
                 try:
-                    if self.signal_steps is not None:  # the steps see the whole file
-                        window = self._prepared(load_audio(path, self.sample_rate), path)
-                    else:
-                        window = self._window(load_audio(path, self.sample_rate,
-                                                         offset=self.offset,
-                                                         duration=self.duration),
-                                              path, offset_done=True)
-                    rows.append(self._run_mel(window))
+                    proba, features = self._run_mel(self._file_window(path))
                 except AudioError as error:
                     failures.append((path, str(error)))
                     continue
+                rows.append(proba)
+                pooled.append(features)
                 tuples.append((path, 0.0, round(durations[path], 3)))
+            if rows:  # the files predicted together are one speaker's batch
+                rows = list(self._adapt(np.stack(rows), pooled))
         index = pd.MultiIndex.from_tuples(tuples, names=["file", "start", "end"])
         if tuples:
             frame = self._frame(np.stack(rows), index)

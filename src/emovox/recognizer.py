@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from emovox.adaptation import ADAPT_MODES, FeatureAdapter
+from emovox.adaptation import ADAPT_MODES, MIN_ADAPT_VECTORS, FeatureAdapter
 from emovox.audio import check_durations, check_signal, load_audio, resample
 from emovox.bundle import Bundle, load_bundle
 from emovox.calibration import UNCERTAIN
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 
 #: Whole-file predictions refuse longer files (a timeline suits them better).
 MAX_FILE_SECONDS = 600.0
-#: Fewest feature vectors (files, windows) of a speaker worth adapting to; with less
-#: a bundle's unadapted model answers. A heuristic: the MAP prior then weighs at most
-#: half (its weight is 8 vectors).
-MIN_ADAPT_VECTORS = 8
 
 
 class Recognizer(FileVerbs):

@@ -1,0 +1,122 @@
+"""Speaker adaptation for ONNX exports of speaker-normalised bundles.
+
+The exported graph answers one recording with the bundle's unadapted model, and also
+outputs the pooled encoder features it computed. ``adaptation.npz`` beside it holds
+what the native :class:`~emovox.recognizer.Recognizer` uses to adapt: the average
+training speaker's statistics, their prior weight, and the normalised model's linear
+head (scaler, coefficients and temperature folded together). With these,
+:class:`~emovox.export.OnnxRecognizer` standardises a batch of files by the batch's
+own statistics and applies the head in NumPy, exactly as the native model does, and
+falls back to the graph's unadapted probabilities below the same evidence threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emovox.adaptation import MIN_ADAPT_VECTORS, FeatureAdapter
+from emovox.normalization import FeatureStats
+
+ADAPTATION_FILE = "adaptation.npz"
+
+
+def write_adaptation(folder: Path, folded: tuple[np.ndarray, ...], order: list[int],
+                     reference: FeatureStats, prior_weight: float) -> dict[str, Any]:
+    """Write ``adaptation.npz`` and return its description for ``preprocessing.json``.
+
+    Parameters
+    ----------
+    folder : Path
+        The export folder being written.
+    folded : tuple of np.ndarray
+        ``(mean, scale, coef, intercept)`` of the normalised model's linear head,
+        temperature included (``export._fold_linear``).
+    order : list of int
+        Column of each exported class in the head's output.
+    reference : FeatureStats
+        The average training speaker's statistics.
+    prior_weight : float
+        Their weight, in recordings, in a speaker's statistics.
+    """
+    mean, scale, coef, intercept = folded
+    np.savez(folder / ADAPTATION_FILE, reference_count=reference.count,
+             reference_mean=reference.mean, reference_var=reference.var,
+             prior_weight=float(prior_weight), head_mean=mean, head_scale=scale,
+             head_coef=coef, head_intercept=intercept, order=np.asarray(order))
+    return {"file": ADAPTATION_FILE, "min_vectors": MIN_ADAPT_VECTORS,
+            "description": "batch adaptation: the graph's 'features' output of the files "
+                           "predicted together is standardised with their statistics, "
+                           "shrunk towards reference_mean/var by prior_weight recordings, "
+                           "then softmax(((x - head_mean) / head_scale) @ head_coef.T + "
+                           "head_intercept)[:, order]; fewer than min_vectors files keep "
+                           "the graph's probabilities"}
+
+
+def linear_head_probabilities(X: np.ndarray, mean: np.ndarray, scale: np.ndarray,
+                              coef: np.ndarray, intercept: np.ndarray) -> np.ndarray:
+    """Probabilities of a standard scaler + logistic regression, in the model's class order.
+
+    Parameters
+    ----------
+    X : np.ndarray, shape (n, dim)
+    mean, scale : np.ndarray, shape (dim,)
+        The scaler.
+    coef : np.ndarray, shape (n_classes, dim), or (1, dim) for two classes
+    intercept : np.ndarray, shape (n_classes,) or (1,)
+
+    Returns
+    -------
+    np.ndarray, shape (n, n_classes)
+        Softmax of the logits (sigmoid for two classes).
+    """
+    logits = ((np.asarray(X, dtype=np.float64) - mean) / scale) @ coef.T + intercept
+    if logits.shape[1] == 1:  # binary logistic regression
+        p1 = 1.0 / (1.0 + np.exp(-logits[:, 0]))
+        return np.stack([1.0 - p1, p1], axis=1)
+    logits -= logits.max(axis=1, keepdims=True)
+    proba = np.exp(logits)
+    return proba / proba.sum(axis=1, keepdims=True)
+
+
+@dataclass
+class AdaptedHead:
+    """The normalised model of an export, applied in NumPy to standardised features."""
+
+    adapter: FeatureAdapter
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    order: np.ndarray
+
+    @classmethod
+    def load(cls, folder: Path) -> AdaptedHead:
+        """Read ``adaptation.npz`` of an export folder."""
+        with np.load(folder / ADAPTATION_FILE, allow_pickle=False) as data:
+            reference = FeatureStats(float(data["reference_count"]), data["reference_mean"],
+                                     data["reference_var"])
+            return cls(FeatureAdapter(reference, float(data["prior_weight"]), "batch"),
+                       data["head_mean"], data["head_scale"], data["head_coef"],
+                       data["head_intercept"], data["order"])
+
+    def probabilities(self, features: np.ndarray, unadapted: np.ndarray) -> np.ndarray:
+        """Adapted probabilities of a batch; rows with too little evidence keep theirs.
+
+        Parameters
+        ----------
+        features : np.ndarray, shape (n, dim)
+            The graph's pooled features of the files predicted together.
+        unadapted : np.ndarray, shape (n, n_classes)
+            The graph's probabilities of the same files (exported class order).
+        """
+        X = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+        evidence = self.adapter.evidence(len(X))
+        proba = linear_head_probabilities(self.adapter.transform(X), self.mean, self.scale,
+                                          self.coef, self.intercept)[:, self.order]
+        few = evidence < MIN_ADAPT_VECTORS
+        proba[few] = np.asarray(unadapted, dtype=np.float64)[few]
+        return proba
