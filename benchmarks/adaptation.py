@@ -45,12 +45,12 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "default_bundle.yaml"
 KS = (1, 2, 4, 8, 16)
 
 
-def recipe_config(root: Path, in_corpus: bool):
+def recipe_config(root: Path, in_corpus: bool, calibrate: bool = False):
     """The default bundle's recipe, leave-one-domain-out over every developer corpus
     or (``in_corpus``) under its own 5 speaker-disjoint folds.
 
-    Calibration is off: temperature scaling never changes the top class, so UAR is
-    the same and each fold fits once instead of four times.
+    Calibration is off unless asked: temperature scaling never changes the top class,
+    so UAR is the same and each fold fits once instead of four times.
     """
     import yaml
 
@@ -60,7 +60,7 @@ def recipe_config(root: Path, in_corpus: bool):
                                                      "crema-d/AudioWAV")
                              if (root / c).exists()],
                     protocol={"kind": "loco", "by": "domain"})
-    spec["model"] = {**spec["model"], "calibrate": False}
+    spec["model"] = {**spec["model"], "calibrate": calibrate}
     return load_config(data=spec)
 
 
