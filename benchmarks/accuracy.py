@@ -29,11 +29,12 @@ Features are cached (``$EMOVOX_CACHE`` or ~/.cache/emovox), so a rerun takes sec
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
+
+from common import add_corpora_argument, corpora_root, print_table
 
 from emovox.config import load_config
 from emovox.evaluation import SCORES, mean_std
@@ -252,27 +253,18 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpora", type=Path,
-                        default=Path(os.environ.get("EMOVOX_CORPORA", "../shared/corpora")))
+    add_corpora_argument(parser)
     parser.add_argument("--only", help="run only benchmark/system pairs whose names contain "
                         "this text (e.g. Whisper, EmoDB)")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--loco", action="store_true",
                         help="the leave-one-corpus-out table (raw and each adaptation)")
     args = parser.parse_args()
-    if not args.corpora.is_dir():
-        sys.exit(f"corpora not found at {args.corpora}: pass --corpora or set EMOVOX_CORPORA")
-    if args.loco:
-        rows = run_loco(args.corpora.resolve(), args.only)
-    else:
-        rows = run(args.corpora.resolve(), args.only)
+    root = corpora_root(args)
+    rows = run_loco(root, args.only) if args.loco else run(root, args.only)
     if not rows:
         sys.exit(f"no benchmark or system matches {args.only!r}")
-    table = loco_markdown(rows) if args.loco else markdown(rows)
-    print()
-    print(table)
-    if args.markdown:
-        args.markdown.write_text(table + "\n")
+    print_table(loco_markdown(rows) if args.loco else markdown(rows), args.markdown)
 
 
 if __name__ == "__main__":

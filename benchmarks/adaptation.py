@@ -27,13 +27,13 @@ Features (and augmented copies) are cached; the first run extracts them.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from common import add_corpora_argument, corpora_root, print_table
 from sklearn.metrics import balanced_accuracy_score
 
 from emovox.config import load_config
@@ -132,8 +132,7 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     """Print the adaptation curve; ``--markdown`` also writes it to a file."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpora", type=Path,
-                        default=Path(os.environ.get("EMOVOX_CORPORA", "../shared/corpora")))
+    add_corpora_argument(parser)
     parser.add_argument("--draws", type=int, default=5,
                         help="random calibration/evaluation splits per speaker")
     parser.add_argument("--in-corpus", action="store_true",
@@ -141,14 +140,7 @@ def main() -> None:
                              "leave-one-corpus-out")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
-    if not args.corpora.is_dir():
-        sys.exit(f"corpora folder {args.corpora} not found: pass --corpora or set "
-                 "EMOVOX_CORPORA")
-    os.environ.setdefault("EMOVOX_CORPORA", str(args.corpora.resolve()))
-    table = markdown(curve(args.corpora, args.draws, args.in_corpus))
-    print("\n" + table)
-    if args.markdown:
-        args.markdown.write_text(table + "\n")
+    print_table(markdown(curve(corpora_root(args), args.draws, args.in_corpus)), args.markdown)
 
 
 if __name__ == "__main__":

@@ -19,20 +19,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from adaptation import recipe_config  # sibling scripts: this folder is on sys.path
+from common import add_corpora_argument, corpora_root, print_table
 
 from emovox.calibration import expected_calibration_error
 from emovox.experiment import fit_fold, normalised_features, prepare_dataset
 from emovox.protocols import make_splits
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adaptation import recipe_config  # a sibling benchmark script
 
 CONFIDENT = 0.7
 
@@ -104,20 +102,12 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     """Print the table; ``--markdown`` also writes it to a file."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpora", type=Path,
-                        default=Path(os.environ.get("EMOVOX_CORPORA", "../shared/corpora")))
+    add_corpora_argument(parser)
     parser.add_argument("--in-corpus", action="store_true",
                         help="the recipe's own 5 speaker-disjoint folds")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
-    if not args.corpora.is_dir():
-        sys.exit(f"corpora folder {args.corpora} not found: pass --corpora or set "
-                 "EMOVOX_CORPORA")
-    os.environ.setdefault("EMOVOX_CORPORA", str(args.corpora.resolve()))
-    table = markdown(fold_rows(args.corpora, args.in_corpus))
-    print("\n" + table)
-    if args.markdown:
-        args.markdown.write_text(table + "\n")
+    print_table(markdown(fold_rows(corpora_root(args), args.in_corpus)), args.markdown)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
 from pathlib import Path
+
+from common import add_corpora_argument, corpora_root
 
 from emovox.config import load_config
 from emovox.evaluation import SCORES, mean_std
@@ -50,15 +51,13 @@ NETWORKS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpora", type=Path,
-                        default=Path(os.environ.get("EMOVOX_CORPORA", "../shared/corpora")))
+    add_corpora_argument(parser)
     parser.add_argument("--only", help="comma-separated network names")
     parser.add_argument("--benchmarks", default="ravdess,emodb,cremad")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--markdown", type=Path)
     args = parser.parse_args()
-    if not args.corpora.is_dir():
-        sys.exit(f"corpora not found at {args.corpora}: pass --corpora or set EMOVOX_CORPORA")
+    root = corpora_root(args)
     names = args.only.split(",") if args.only else list(NETWORKS)
     lines = ["| benchmark | network | UAR | WA | macro-F1 | protocol | features s | train s |",
              "|---|---|---|---|---|---|---|---|"]
@@ -66,7 +65,7 @@ def main() -> None:
         title, folder, labels, protocol = BENCHMARKS[key]
         for name in names:
             config = load_config(data={
-                "name": f"{key}-{name}", "corpora": [str(args.corpora.resolve() / folder)],
+                "name": f"{key}-{name}", "corpora": [str(root / folder)],
                 "labels": labels, "features": NETWORKS[name], "protocol": protocol,
                 "model": {"name": name, "params": {
                     "epochs": args.epochs, "early_stopping_patience": 15, "lr": 1e-3,

@@ -618,6 +618,27 @@ def make_augmenter(names: Recipe, p: float = 1.0, seed: int = 0,
     return Augmenter(parse_recipe(names), p=p, seed=seed, params=params)
 
 
+def _selected_files(paths: Sequence[str | Path], labels: Sequence[Any], copies: int,
+                    only_classes: Iterable[Any] | None) -> Iterator[tuple[int, str, Any]]:
+    """``(position, path, label)`` of the files to augment (of the chosen classes)."""
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
+        raise ConfigError(f"copies must be an int >= 0, got {copies!r}")
+    paths, labels = list(paths), list(labels)
+    if len(paths) != len(labels):
+        raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
+    wanted = None if only_classes is None else set(only_classes)
+    for position, (path, label) in enumerate(zip(paths, labels, strict=True)):
+        if copies and (wanted is None or label in wanted):
+            yield position, str(path), label
+
+
+def _augmented_copy(augmenter: Augmenter, seed: int, path: str, copy: int,
+                    signal: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Copy number ``copy`` of a file's signal: a pure function of these arguments."""
+    augmenter.reseed(_seed_int(seed, "+".join(augmenter.names), path, copy))
+    return augmenter(signal, sample_rate)
+
+
 def _augmented_items(
     paths: Sequence[str | Path],
     labels: Sequence[Any],
@@ -629,21 +650,13 @@ def _augmented_items(
     p: float,
     params: Mapping[str, Mapping[str, Any]] | None,
 ) -> Iterator[tuple[int, str, Any, np.ndarray]]:
-    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
-        raise ConfigError(f"copies must be an int >= 0, got {copies!r}")
-    paths, labels = list(paths), list(labels)
-    if len(paths) != len(labels):
-        raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
-    wanted = None if only_classes is None else set(only_classes)
+    selected = _selected_files(paths, labels, copies, only_classes)
     augmenter = make_augmenter(recipe, p=p, seed=seed, params=params)
-    recipe_name = "+".join(augmenter.names)
-    for position, (path, label) in enumerate(zip(paths, labels, strict=True)):
-        if copies == 0 or (wanted is not None and label not in wanted):
-            continue
+    for position, path, label in selected:
         signal = load_audio(path, sample_rate)
         for copy in range(copies):
-            augmenter.reseed(_seed_int(seed, recipe_name, str(path), copy))
-            yield position, str(path), label, augmenter(signal, sample_rate)
+            yield position, path, label, _augmented_copy(augmenter, seed, path, copy, signal,
+                                                         sample_rate)
 
 
 def augment_table(
@@ -767,12 +780,7 @@ def augmented_training_features(
     ...           augmented=np.r_[np.zeros(len(train), bool), np.ones(len(y_aug), bool)])
     """
     extractor = get_extractor(extractor)
-    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 0:
-        raise ConfigError(f"copies must be an int >= 0, got {copies!r}")
-    paths, label_list = [str(path) for path in train_paths], list(train_labels)
-    if len(paths) != len(label_list):
-        raise ValueError(f"{len(paths)} paths but {len(label_list)} labels")
-    wanted = None if only_classes is None else set(only_classes)
+    selected = list(_selected_files(train_paths, train_labels, copies, only_classes))
     augmenter = make_augmenter(recipe, p=p, seed=seed, params=params)
     recipe_name = "+".join(augmenter.names)
     identity = json.dumps({"recipe": recipe_name, "p": p, "seed": seed,
@@ -781,11 +789,8 @@ def augmented_training_features(
     cache = FeatureCache(root) if root is not None else None
 
     rows, labels, sources, failed = [], [], [], 0
-    for position, (path, label) in enumerate(tqdm(
-            list(zip(paths, label_list, strict=True)), desc=f"augment {recipe_name}",
-            unit="file", leave=False, disable=not progress)):
-        if copies == 0 or (wanted is not None and label not in wanted):
-            continue
+    for position, path, label in tqdm(selected, desc=f"augment {recipe_name}", unit="file",
+                                      leave=False, disable=not progress):
         keys = _augmented_keys(path, identity, copies) if cache is not None else None
         cached = ([cache.load(path, extractor, key) for key in keys]
                   if cache is not None and keys is not None else [None] * copies)
@@ -794,10 +799,10 @@ def augmented_training_features(
         for copy in range(copies):
             features = cached[copy]
             if features is None:
-                augmenter.reseed(_seed_int(seed, recipe_name, path, copy))
                 try:
                     features = extractor.extract_signal(
-                        augmenter(signal, extractor.sample_rate), extractor.sample_rate)
+                        _augmented_copy(augmenter, seed, path, copy, signal,
+                                        extractor.sample_rate), extractor.sample_rate)
                 except AudioError:
                     failed += 1
                     continue
@@ -812,7 +817,7 @@ def augmented_training_features(
     shape = tuple(extractor.output_shape)
     features = (np.stack(rows).astype(np.float32, copy=False) if rows
                 else np.zeros((0, *shape), dtype=np.float32))
-    label_array = np.asarray(label_list)
+    label_array = np.asarray(list(train_labels))
     label_values = (np.asarray(labels, dtype=label_array.dtype) if labels
                     else label_array[:0])
     return AugmentedFeatures(features, label_values, np.asarray(sources, dtype=int))

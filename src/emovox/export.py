@@ -331,8 +331,8 @@ def export_onnx(
     try:
         onnx.save_model(proto, str(work / MODEL_FILE), save_as_external_data=False)
         spec["sha256"] = hashlib.sha256((work / MODEL_FILE).read_bytes()).hexdigest()
-        if adapted is not None and adapted_head is not None:
-            assert adapted.reference is not None
+        if adapted_head is not None:  # only set for a speaker-normalised bundle
+            assert adapted is not None and adapted.reference is not None
             spec["adaptation"] = write_adaptation(
                 work, adapted_head,
                 [list(adapted.model.classes_).index(c) for c in bundle.classes],

@@ -19,13 +19,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from emovox.audio import check_signal, load_audio, resample
+from emovox.audio import load_audio
 from emovox.errors import AudioError, ConfigError
 from emovox.features.base import FeatureExtractor, get_extractor, register_extractor
 from emovox.preprocess import check_preprocessing, preprocess
@@ -81,27 +81,19 @@ class Preprocessed(FeatureExtractor):
     def output_shape(self) -> tuple[int, ...]:
         return self.inner.output_shape
 
-    def extract_signal(self, signal: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Preprocess the whole recording, then extract the inner features of it."""
-        x = resample(check_signal(signal, sample_rate, "<signal>"), int(sample_rate),
-                     self.sample_rate)
-        return self._finish(self._compute(x), "<signal>")
-
     def extract_file(self, path: str | Path) -> np.ndarray:
         """Read the whole of ``path``, preprocess it, then extract the inner features."""
-        return self._finish(self._compute(load_audio(path, self.sample_rate), path), path)
+        return self._finish(_naming(path, self._compute, load_audio(path, self.sample_rate)),
+                            path)
 
     def warm_up(self) -> None:
         """Warm up the inner extractor (see :meth:`FeatureExtractor.warm_up`)."""
         self.inner.warm_up()
 
-    def _compute(self, signal: np.ndarray, source: str | Path = "<signal>") -> np.ndarray:
+    def _compute(self, signal: np.ndarray) -> np.ndarray:
         x = preprocess(signal, self.sample_rate, trim_top_db=self.trim_top_db,
                        loudness_lufs=self.loudness_lufs)
-        try:
-            return self.inner.extract_signal(x, self.sample_rate)
-        except AudioError as error:  # name the file, not "<signal>"
-            raise AudioError(source, error.problem) from None
+        return self.inner.extract_signal(x, self.sample_rate)
 
 
 @register_extractor
@@ -142,15 +134,10 @@ class Fused(FeatureExtractor):
     def output_shape(self) -> tuple[int]:
         return (sum(part.output_shape[0] for part in self.extractors),)
 
-    def extract_signal(self, signal: np.ndarray, sample_rate: int) -> np.ndarray:
-        """Every part's features of the recording, concatenated in order."""
-        return self._finish(np.concatenate([part.extract_signal(signal, sample_rate)
-                                            for part in self.extractors]), "<signal>")
-
     def extract_file(self, path: str | Path) -> np.ndarray:
-        """Every part's features of ``path``, concatenated in order."""
-        return self._finish(np.concatenate([part.extract_file(path)
-                                            for part in self.extractors]), path)
+        """Every part's features of ``path`` (read once), concatenated in order."""
+        return self._finish(_naming(path, self._compute, load_audio(path, self.sample_rate)),
+                            path)
 
     def warm_up(self) -> None:
         """Warm up every part."""
@@ -160,3 +147,12 @@ class Fused(FeatureExtractor):
     def _compute(self, signal: np.ndarray) -> np.ndarray:
         return np.concatenate([part.extract_signal(signal, self.sample_rate)
                                for part in self.extractors])
+
+
+def _naming(path: str | Path, compute: Callable[[np.ndarray], np.ndarray],
+            signal: np.ndarray) -> np.ndarray:
+    """``compute(signal)``, its audio errors naming ``path`` instead of ``<signal>``."""
+    try:
+        return compute(signal)
+    except AudioError as error:
+        raise AudioError(path, error.problem) from None
