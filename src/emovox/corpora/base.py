@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import stat as stat_module
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,11 +55,96 @@ def make_table(rows: list[dict], corpus: str) -> pd.DataFrame:
     return table.sort_values("path", kind="stable").reset_index(drop=True)
 
 
+@dataclass
+class AudioListing:
+    """The audio files found under a folder, and what was left out and why.
+
+    Attributes
+    ----------
+    files : list of Path
+        Files taken, sorted: an audio extension, or content soundfile decodes.
+    skipped : list of (Path, str)
+        Everything else met on the way, with a short reason (``"not audio"``,
+        ``"symlink loop"``, ``"broken symlink"``, ``"unreadable folder"``).
+    """
+
+    files: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def _is_audio(path: Path) -> bool:
+    """Taken into a folder listing: an audio extension, or a header soundfile reads.
+
+    A file named like audio is kept even when broken, so the batch reports why it
+    failed; other files are probed, so a misnamed recording (an MP3 saved as .m4a)
+    is predicted as it would be when given alone.
+    """
+    if path.suffix.lower() in AUDIO_EXTENSIONS:
+        return True
+    try:
+        info = sf.info(str(path))
+    except Exception:  # any decoder complaint means "not audio"
+        return False
+    return info.frames > 0
+
+
+def _link_problem(error: OSError, otherwise: str) -> str:
+    return "symlink loop" if error.errno == errno.ELOOP else otherwise
+
+
+def list_audio_files(root: Path) -> AudioListing:
+    """Every audio file under ``root`` (recursively, following symlinks), sorted.
+
+    The one place that decides which files of a folder are audio (see
+    :func:`_is_audio`); symlinks are followed, each real folder once, so a link
+    back up the tree is reported as a loop instead of recursing forever.
+
+    Parameters
+    ----------
+    root : Path
+        Folder to walk.
+
+    Returns
+    -------
+    AudioListing
+    """
+    listing = AudioListing()
+    seen: set[tuple[int, int]] = set()
+
+    def walk(folder: Path) -> None:
+        try:
+            stat = folder.stat()
+            entries = sorted(folder.iterdir())
+        except OSError as error:
+            listing.skipped.append((folder, _link_problem(error, "unreadable folder")))
+            return
+        if (stat.st_dev, stat.st_ino) in seen:
+            listing.skipped.append((folder, "symlink loop"))
+            return
+        seen.add((stat.st_dev, stat.st_ino))
+        for path in entries:
+            try:
+                mode = path.stat().st_mode
+            except OSError as error:  # a dangling link, or links pointing at each other
+                listing.skipped.append((path, _link_problem(error, "broken symlink")))
+                continue
+            if stat_module.S_ISDIR(mode):
+                walk(path)
+            elif not stat_module.S_ISREG(mode):
+                listing.skipped.append((path, "not a regular file"))
+            elif _is_audio(path):
+                listing.files.append(path)
+            else:
+                listing.skipped.append((path, "not audio"))
+
+    walk(Path(root))
+    listing.files.sort()
+    return listing
+
+
 def iter_audio_files(root: Path) -> Iterator[Path]:
-    """Every file under ``root`` whose extension soundfile can read, sorted."""
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS:
-            yield path
+    """Every audio file under ``root``, sorted (see :func:`list_audio_files`)."""
+    yield from list_audio_files(root).files
 
 
 def parse_files(root: Path, parse: Callable[[Path], dict], corpus: str) -> Corpus:
