@@ -203,16 +203,20 @@ def test_stereo_is_averaged_to_mono(tmp_path: Path) -> None:
     np.testing.assert_allclose(signal, (left + right) / 2, atol=1e-6)
 
 
+# Offsets ride on a faint tone: an offset alone is silence (see the silence tests).
+SOUND = tone(amp=0.01)
+
+
 def test_constant_stereo_value(tmp_path: Path) -> None:
-    data = np.column_stack([np.full(SR, 0.5), np.full(SR, -0.1)])
+    data = np.column_stack([0.5 + SOUND, -0.1 + SOUND])
     path = write(tmp_path / "dc.wav", data, subtype="FLOAT")
-    np.testing.assert_allclose(load_audio(path), 0.2, atol=1e-6)
+    np.testing.assert_allclose(load_audio(path), 0.2 + SOUND, atol=1e-6)
 
 
 def test_multichannel_is_averaged(tmp_path: Path) -> None:
-    data = np.column_stack([np.full(SR, v) for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)])
+    data = np.column_stack([v + SOUND for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)])
     path = write(tmp_path / "six.wav", data, subtype="FLOAT")
-    np.testing.assert_allclose(load_audio(path), 0.35, atol=1e-6)
+    np.testing.assert_allclose(load_audio(path), 0.35 + SOUND, atol=1e-6)
 
 
 @pytest.mark.parametrize("file_sr", [8_000, 11_025, 22_050, 44_100, 48_000, 96_000])
@@ -267,8 +271,8 @@ def test_bit_depths(tmp_path: Path, fmt: str, subtype: str, atol: float) -> None
 
 def test_unsigned_8_bit_is_centred(tmp_path: Path) -> None:
     """8-bit WAV is unsigned; its midpoint (128) must decode to 0, not 0.5."""
-    path = write(tmp_path / "dc_u8.wav", np.full(SR, 0.25), subtype="PCM_U8")
-    np.testing.assert_allclose(load_audio(path), 0.25, atol=1e-2)
+    path = write(tmp_path / "dc_u8.wav", 0.25 + 10 * SOUND, subtype="PCM_U8")
+    np.testing.assert_allclose(load_audio(path), 0.25 + 10 * SOUND, atol=1e-2)
 
 
 def test_ogg_vorbis(tmp_path: Path) -> None:
@@ -410,8 +414,11 @@ def test_check_signal_scales_int16() -> None:
 
 
 def test_check_signal_scales_int32() -> None:
-    out = check_signal(np.full(SR, 2**30, dtype=np.int32), SR)
-    np.testing.assert_allclose(out, 0.5)
+    data = np.full(SR, 2**30, dtype=np.int32)
+    data[::2] = -(2**29)
+    out = check_signal(data, SR)
+    np.testing.assert_allclose(out[1::2], 0.5)
+    np.testing.assert_allclose(out[::2], -0.25)
 
 
 def test_check_signal_centres_uint8() -> None:
@@ -423,8 +430,8 @@ def test_check_signal_centres_uint8() -> None:
 
 
 def test_check_signal_averages_channels_last() -> None:
-    data = np.column_stack([np.full(SR, 0.4), np.full(SR, 0.0)])
-    np.testing.assert_allclose(check_signal(data, SR), 0.2)
+    data = np.column_stack([0.4 + SOUND, np.zeros(SR)])
+    np.testing.assert_allclose(check_signal(data, SR), 0.2 + SOUND / 2, atol=1e-6)
 
 
 def test_check_signal_names_source() -> None:
@@ -446,6 +453,11 @@ def test_check_signal_names_source() -> None:
         (tone().astype(np.complex64), "unsupported sample type"),
         (np.zeros(SR), "silent"),
         (np.full(SR, 1e-5), "silent"),
+        (np.full(SR, 0.3), "silent"),  # a DC offset is no sound, however large
+        (np.full((SR, 2), -0.9), "silent"),
+        (np.full(SR, 200, dtype=np.uint8), "silent"),
+        (0.3 + tone(amp=1e-5), "silent"),  # -100 dBFS under the offset
+        (np.linspace(0.0, 1e-3, SR), "silent"),  # a slow drift, no sound
         (tone(seconds=0.05), "too short"),
         (np.r_[tone(), np.nan], "NaN"),
         (np.r_[tone(), -np.inf], "infinite"),
@@ -479,3 +491,40 @@ def test_check_signal_no_warnings() -> None:
             check_signal(np.zeros((2, 0)), SR)
         with pytest.raises(AudioError):
             check_signal(np.r_[tone(), 1e300], SR)
+
+
+# --------------------------------------------------------------------------- silence
+
+
+def test_quiet_sounds_are_not_silence() -> None:
+    """Energy without DC decides: a faint tone on an offset, a short burst in a long
+    silence, and 16-bit noise of a few LSB above the threshold all pass."""
+    check_signal(0.5 + tone(amp=1e-3), SR)
+    burst = np.zeros(60 * SR)
+    burst[SR:SR + SR // 5] = tone(seconds=0.2, amp=3e-3)  # -50 dBFS, 0.2 s in 60 s
+    check_signal(burst, SR)
+    noise = np.random.default_rng(0).integers(-8, 9, SR).astype(np.int16)
+    check_signal(noise, SR)
+
+
+def test_one_lsb_of_noise_is_silence() -> None:
+    noise = np.random.default_rng(0).integers(-1, 2, SR).astype(np.int16)
+    assert audio.is_silent(noise / 32768.0, SR)
+    with pytest.raises(AudioError, match="silent"):
+        check_signal(noise, SR)
+
+
+@pytest.mark.corpora
+@pytest.mark.parametrize("corpus", ["emodb/wav", "crema-d/AudioWAV",
+                                    "ravdess/Audio_Speech_Actors_01-24"])
+def test_real_speech_at_minus_50_dbfs_is_not_silence(corpus: str, tmp_path: Path) -> None:
+    """Corpus speech written as a 16-bit file peaking at -50 dBFS, with a DC offset, is
+    read as speech (the corpus files are read, never copied)."""
+    from conftest import real_corpus
+
+    files = sorted(p for p in real_corpus(corpus).rglob("*") if p.is_file())[:: 97][:4]
+    for source in files:
+        speech = load_audio(source)
+        quiet = speech / np.max(np.abs(speech)) * 10 ** (-50 / 20) + 0.01
+        path = write(tmp_path / f"quiet_{source.stem}.wav", quiet, subtype="PCM_16")
+        assert load_audio(path).size == speech.size
