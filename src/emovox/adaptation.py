@@ -74,6 +74,23 @@ class FeatureAdapter:
         self.calibration = FeatureStats.of(np.asarray(features).reshape(len(features), -1))
         return self.calibration
 
+    def fork(self, mode: AdaptMode | None = None) -> FeatureAdapter:
+        """A copy for one stream: the same reference and calibration, its own running
+        statistics (empty), so concurrent streams never share or lock state.
+
+        Parameters
+        ----------
+        mode : {"none", "batch", "stream"}, optional
+            Mode of the copy (default: :attr:`mode`).
+
+        Returns
+        -------
+        FeatureAdapter
+        """
+        copy = FeatureAdapter(self.reference, self.prior_weight, mode or self.mode)
+        copy.calibration = self.calibration  # replaced, never mutated: safe to share
+        return copy
+
     def restart_stream(self) -> None:
         """Forget the running statistics only (a new stream; calibration is kept)."""
         self.running = RunningStats(len(self.reference.mean))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,9 +51,6 @@ class Recognizer(FileVerbs):
         self.n_jobs = n_jobs
         self.adapt = adapt
         self.adapter: FeatureAdapter | None = None
-        # One stream at a time owns the running statistics (e.g. server threads).
-        self._stream_lock = threading.Lock()
-        self._local = threading.local()
         if adapt not in ("auto", *ADAPT_MODES):
             raise ConfigError(f"adapt must be 'auto' or one of {ADAPT_MODES}, got {adapt!r}")
         if self.bundle.normalization == "speaker" and self.bundle.reference is not None:
@@ -125,20 +120,22 @@ class Recognizer(FileVerbs):
         features = result.features
         return int(self.adapter.calibrate(features.reshape(len(features), -1)).count)
 
-    def _probabilities(self, features: np.ndarray) -> np.ndarray:
+    def _probabilities(self, features: np.ndarray,
+                       adapter: FeatureAdapter | None = None) -> np.ndarray:
         """Class probabilities (columns: the model's ``classes_``) of feature rows.
 
-        A speaker-normalised bundle standardises the rows with the adapter; rows whose
-        statistics rest on fewer than :data:`MIN_ADAPT_VECTORS` vectors go to the
+        A speaker-normalised bundle standardises the rows with the adapter (``adapter``,
+        e.g. a timeline's own from :meth:`_stream_adapter`, else :attr:`adapter`); rows
+        whose statistics rest on fewer than :data:`MIN_ADAPT_VECTORS` vectors go to the
         bundle's unadapted model instead, when it has one.
         """
         X = features.reshape(len(features), -1)
         model = self.bundle.model
         if self.adapter is None:
             return model.predict_proba(X)
-        mode = getattr(self._local, "mode", None)
-        evidence = self.adapter.evidence(len(X), mode)
-        proba = model.predict_proba(self.adapter.transform(X, mode))
+        adapter = adapter or self.adapter
+        evidence = adapter.evidence(len(X))
+        proba = model.predict_proba(adapter.transform(X))
         unadapted = self.bundle.unadapted_model
         few = evidence < MIN_ADAPT_VECTORS
         if unadapted is not None and few.any():
@@ -151,8 +148,9 @@ class Recognizer(FileVerbs):
         """Class names, in the order of the probability columns."""
         return list(self.bundle.classes)
 
-    def _frame(self, features: np.ndarray, index: pd.MultiIndex) -> pd.DataFrame:
-        proba = self._probabilities(features)
+    def _frame(self, features: np.ndarray, index: pd.MultiIndex,
+               adapter: FeatureAdapter | None = None) -> pd.DataFrame:
+        proba = self._probabilities(features, adapter)
         order = [list(self.bundle.model.classes_).index(c) for c in self.classes]
         proba = proba[:, order]
         frame = pd.DataFrame(proba, index=index, columns=self.classes)
@@ -250,11 +248,9 @@ class Recognizer(FileVerbs):
         """
         from emovox.timeline import timeline
 
-        with self._timeline_adaptation():
-            return timeline(self, source, sample_rate, window=window, hop=hop, vad=vad,
-                            chunk_seconds=chunk_seconds, min_speech=min_speech,
-                            keep_nonspeech=keep_nonspeech, name=name,
-                            vad_options=vad_options)
+        return timeline(self, source, sample_rate, window=window, hop=hop, vad=vad,
+                        chunk_seconds=chunk_seconds, min_speech=min_speech,
+                        keep_nonspeech=keep_nonspeech, name=name, vad_options=vad_options)
 
     def iter_timeline(
         self,
@@ -271,22 +267,16 @@ class Recognizer(FileVerbs):
         """
         from emovox.timeline import iter_timeline
 
-        with self._timeline_adaptation():
-            yield from iter_timeline(self, source, window=window, hop=hop, vad=vad,
-                                     chunk_seconds=chunk_seconds, **options)
+        yield from iter_timeline(self, source, window=window, hop=hop, vad=vad,
+                                 chunk_seconds=chunk_seconds, **options)
 
-    @contextmanager
-    def _timeline_adaptation(self) -> Iterator[None]:
-        """A timeline is one stream: fresh running statistics, ``stream`` mode under
-        ``adapt="auto"``."""
+    def _stream_adapter(self) -> FeatureAdapter | None:
+        """The adaptation state of one timeline (None without adaptation).
+
+        A timeline is one stream: a fork of :attr:`adapter` with its own, fresh running
+        statistics, in ``stream`` mode under ``adapt="auto"``. Each call gets its own,
+        so concurrent timelines (server threads) neither share nor lock state.
+        """
         if self.adapter is None:
-            yield
-            return
-        with self._stream_lock:
-            self.adapter.restart_stream()
-            # Only this thread's predictions stream; others keep the configured mode.
-            self._local.mode = "stream" if self.adapt == "auto" else None
-            try:
-                yield
-            finally:
-                self._local.mode = None
+            return None
+        return self.adapter.fork("stream" if self.adapt == "auto" else None)

@@ -39,6 +39,7 @@ from emovox.errors import AudioError
 from emovox.vad import VadOptions, VoiceActivityStream, resolve_vad
 
 if TYPE_CHECKING:
+    from emovox.adaptation import FeatureAdapter
     from emovox.recognizer import Recognizer
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "save_timeline",
     "timeline",
     "timeline_complete",
+    "window_count",
 ]
 
 #: Seconds per window.
@@ -93,6 +95,35 @@ def check_window(window: float, hop: float, min_speech: float = DEFAULT_MIN_SPEE
         raise ValueError(f"min_speech must be a share in [0, 1], got {min_speech!r}")
     if not (math.isfinite(chunk_seconds) and chunk_seconds > 0):
         raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
+
+
+def _window_samples(window: float, hop: float, sample_rate: int) -> tuple[int, int]:
+    """Window and hop in samples (at least one each)."""
+    return max(1, round(window * sample_rate)), max(1, round(hop * sample_rate))
+
+
+def window_count(samples: int, sample_rate: int, window: float = DEFAULT_WINDOW,
+                 hop: float = DEFAULT_HOP) -> int:
+    """How many windows a timeline of ``samples`` samples has (with or without speech).
+
+    Parameters
+    ----------
+    samples : int
+        Length of the recording in samples.
+    sample_rate : int
+        Its rate in Hz.
+    window, hop : float
+        Window length and step between window starts in seconds (valid per
+        :func:`check_window`).
+
+    Returns
+    -------
+    int
+        The number of rows of :func:`timeline` with ``keep_nonspeech=True``: the
+        first window starts at 0, the last one ends at the end of the audio.
+    """
+    win_n, hop_n = _window_samples(window, hop, sample_rate)
+    return max(0, math.ceil((samples - win_n) / hop_n)) + 1
 
 
 # ----------------------------------------------------------------------------- reading
@@ -218,9 +249,10 @@ def iter_timeline(
     check_window(window, hop, min_speech, chunk_seconds)
     method = resolve_vad(vad)
     label, sr, blocks = _open(source, sample_rate, chunk_seconds, name)
-    win_n = max(1, round(window * sr))
-    hop_n = max(1, round(hop * sr))
+    win_n, hop_n = _window_samples(window, hop, sr)
     detector = VoiceActivityStream(method, sr, vad_options) if method else None
+    # This timeline's own adaptation state: concurrent timelines share none of it.
+    adapter = recognizer._stream_adapter()
     columns = ["emotion", "confidence", *recognizer.classes, *SPEECH_COLUMNS]
 
     buffer = np.zeros(0, np.float32)
@@ -242,7 +274,7 @@ def iter_timeline(
             k += 1
         if ready:
             frame = _classify(recognizer, label, sr, buffer, buffer_start, ready, detector,
-                              min_speech, keep_nonspeech, columns)
+                              min_speech, keep_nonspeech, columns, adapter)
             drop = k * hop_n - buffer_start
             buffer, buffer_start = buffer[drop:], buffer_start + drop
             if len(frame):
@@ -252,10 +284,10 @@ def iter_timeline(
         raise AudioError(label, "no audio samples (empty or truncated file)")
     if detector is not None:
         detector.finish()
-    last = max(0, math.ceil((read - win_n) / hop_n))
-    ready = [(j * hop_n, min(j * hop_n + win_n, read)) for j in range(k, last + 1)]
+    count = window_count(read, sr, window, hop)
+    ready = [(j * hop_n, min(j * hop_n + win_n, read)) for j in range(k, count)]
     frame = _classify(recognizer, label, sr, buffer, buffer_start, ready, detector,
-                      min_speech, keep_nonspeech, columns)
+                      min_speech, keep_nonspeech, columns, adapter)
     frame.attrs.update({
         "duration": read / sr,
         "vad": method,
@@ -283,8 +315,10 @@ def timeline(recognizer: Recognizer, source: str | os.PathLike[str] | np.ndarray
 
 def _classify(recognizer: Recognizer, label: str, sr: int, buffer: np.ndarray, offset: int,
               windows: list[tuple[int, int]], detector: VoiceActivityStream | None,
-              min_speech: float, keep_nonspeech: bool, columns: list[str]) -> pd.DataFrame:
-    """Rows of ``windows`` (file sample ranges, inside ``buffer`` which starts at ``offset``)."""
+              min_speech: float, keep_nonspeech: bool, columns: list[str],
+              adapter: FeatureAdapter | None = None) -> pd.DataFrame:
+    """Rows of ``windows`` (file sample ranges, inside ``buffer`` which starts at ``offset``),
+    adapted with the timeline's own ``adapter``."""
     classes = recognizer.classes
     index_rows, ratios, speech, features, feature_rows = [], [], [], [], []
     for start, end in windows:
@@ -315,7 +349,8 @@ def _classify(recognizer: Recognizer, label: str, sr: int, buffer: np.ndarray, o
     if features:
         probabilities = recognizer._frame(np.stack(features),
                                           pd.MultiIndex.from_tuples(
-                                              [index_rows[i] for i in feature_rows]))
+                                              [index_rows[i] for i in feature_rows]),
+                                          adapter)
         frame.loc[feature_rows, "emotion"] = probabilities["emotion"].to_numpy()
         frame.loc[feature_rows, ["confidence", *classes]] = (
             probabilities[["confidence", *classes]].to_numpy(dtype=float))
