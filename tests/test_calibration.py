@@ -11,7 +11,7 @@ from conftest import real_corpus
 from scipy.special import softmax
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from emovox.bundle import TRUSTED_PREFIXES
+from emovox.bundle_checks import ALLOWED_TYPES, check_skops_file
 from emovox.calibration import (
     UNCERTAIN,
     CalibratedClassifier,
@@ -237,8 +237,8 @@ def test_a_calibrated_pipeline_round_trips_through_skops(tmp_path):
     # The wrapper is the one emovox type in it, and the bundle allowlist names it.
     assert [t for t in untrusted if t.startswith("emovox.")] == [
         "emovox.calibration.CalibratedClassifier"]
-    assert all(t.startswith(TRUSTED_PREFIXES) for t in untrusted)
-    loaded = sio.load(path, trusted=untrusted)
+    assert set(untrusted) <= ALLOWED_TYPES
+    loaded = sio.load(path, trusted=check_skops_file(path))
     assert np.allclose(loaded.predict_proba(X), model.predict_proba(X))
     assert np.array_equal(loaded.predict_or_uncertain(X), model.predict_or_uncertain(X))
 

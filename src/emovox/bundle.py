@@ -6,7 +6,8 @@ Layout::
       bundle.json     format version, feature spec, label set, classes, preprocessing,
                       training summary and scores
       model.skops     the fitted scikit-learn pipeline (skops: no pickle, loaded only
-                      if every type in it is on an allowlist), or
+                      if every type in it is on an exact allowlist, see
+                      :mod:`emovox.bundle_checks`), or
       network/        a PyTorch network: weights.safetensors + neural.json
       reference_stats.npz
                       only for speaker-normalised models: mean and variance of the
@@ -32,6 +33,12 @@ import numpy as np
 import skops.io as sio
 
 from emovox import __version__
+from emovox.bundle_checks import (
+    check_consistency,
+    load_skops,
+    read_metadata,
+    read_reference,
+)
 from emovox.errors import BundleError
 from emovox.features import FeatureExtractor, get_extractor
 from emovox.fileio import replace_folder
@@ -40,9 +47,6 @@ from emovox.normalization import FeatureStats
 
 FORMAT = "emovox-bundle"
 FORMAT_VERSION = 1
-#: Module prefixes whose types a bundle's model may contain.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "builtins.", "scipy.",
-                    "emovox.calibration.CalibratedClassifier")
 
 
 @dataclass
@@ -116,54 +120,64 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
 
 
 def load_bundle(path: str | Path | None = None) -> Bundle:
-    """Load a bundle folder, or the default bundle shipped in the package.
+    """Load and check a bundle folder, or the default bundle shipped in the package.
+
+    A bundle is untrusted data: every file is validated (see
+    :mod:`emovox.bundle_checks`) and the parts are held against each other before the
+    bundle is returned, so a damaged or hostile bundle fails here, with one line
+    naming the file, and never runs code.
 
     Raises
     ------
     BundleError
-        Missing files, unknown format, or a model containing types outside the
-        allowlist (which would mean the file could run arbitrary code).
+        Missing or damaged files, an unknown format, a model containing types outside
+        the allowlist, classes or sizes that disagree between the parts.
     """
     path = default_bundle_path() if path is None else Path(path)
     meta_file = path / "bundle.json"
     if not meta_file.is_file():
         raise BundleError(f"{path}: not a model bundle (missing bundle.json)")
+    meta = read_metadata(meta_file)
     try:
-        meta = json.loads(meta_file.read_text())
-    except json.JSONDecodeError as error:
-        raise BundleError(f"{meta_file}: invalid JSON ({error})") from None
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise BundleError(
-            f"{path}: unsupported bundle format {meta.get('format')!r} "
-            f"v{meta.get('format_version')} (this emovox reads {FORMAT} v{FORMAT_VERSION})"
-        )
-    if meta.get("model_format", "skops") == "network":
+        extractor = get_extractor(meta.features)
+        feature_size = int(np.prod(extractor.output_shape))
+    except Exception as error:  # an unknown extractor or a bad parameter of one
+        raise BundleError(f"{meta_file}: field 'features': {error}") from None
+    try:
+        labels = LabelSet.from_dict(meta.labels)
+    except Exception as error:
+        raise BundleError(f"{meta_file}: field 'labels': {error}") from None
+    if meta.model_format == "network":
         from emovox.models.neural import NeuralClassifier
 
         try:
             model = NeuralClassifier.load(path / "network")
-        except (FileNotFoundError, ValueError) as error:
-            raise BundleError(f"{path}: {error}") from None
+        except Exception as error:  # missing, damaged or mismatched weights
+            raise BundleError(f"{path / 'network'}: {error}") from None
     else:
-        model = _load_skops(path / "model.skops")
+        model = load_skops(path / "model.skops")
+    models = {"network" if meta.model_format == "network" else "model.skops": model}
     reference = None
-    if (path / "reference_stats.npz").is_file():
-        with np.load(path / "reference_stats.npz", allow_pickle=False) as stats:
-            reference = FeatureStats(float(stats["count"]), stats["mean"], stats["var"])
-    elif meta.get("preprocessing", {}).get("normalization", "none") != "none":
+    stats_file = path / "reference_stats.npz"
+    if stats_file.is_file():
+        reference = FeatureStats(*read_reference(stats_file))
+    elif meta.preprocessing.normalization != "none":
         raise BundleError(f"{path}: a speaker-normalised bundle needs reference_stats.npz")
     unadapted = None
     if (path / "model_unadapted.skops").is_file():
-        unadapted = _load_skops(path / "model_unadapted.skops")
+        unadapted = models["model_unadapted.skops"] = load_skops(
+            path / "model_unadapted.skops")
+    check_consistency(path, meta.classes, models, feature_size,
+                      None if reference is None else len(reference.mean))
     card_file = path / "MODEL_CARD.md"
     return Bundle(
         model=model,
-        features=meta["features"],
-        labels=LabelSet.from_dict(meta["labels"]),
-        classes=list(meta["classes"]),
-        preprocessing=meta.get("preprocessing", {}),
-        training=meta.get("training", {}),
-        card=card_file.read_text() if card_file.is_file() else "",
+        features=meta.features,
+        labels=labels,
+        classes=list(meta.classes),
+        preprocessing=meta.preprocessing.model_dump(exclude_unset=True),
+        training=meta.training,
+        card=card_file.read_text(errors="replace") if card_file.is_file() else "",
         path=path,
         reference=reference,
         unadapted_model=unadapted,
@@ -172,17 +186,6 @@ def load_bundle(path: str | Path | None = None) -> Bundle:
 
 def _is_network(model: Any) -> bool:
     return type(model).__name__ == "NeuralClassifier"
-
-
-def _load_skops(model_file: Path) -> Any:
-    """Load a skops file after checking every type in it against the allowlist."""
-    if not model_file.is_file():
-        raise BundleError(f"{model_file.parent}: not a model bundle (missing {model_file.name})")
-    untrusted = sio.get_untrusted_types(file=model_file)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-    if refused:
-        raise BundleError(f"{model_file}: refusing to load unexpected types {refused}")
-    return sio.load(model_file, trusted=untrusted)
 
 
 def default_bundle_path() -> Path:

@@ -38,7 +38,7 @@ Example::
 Persistence: a fitted :class:`CalibratedClassifier` around a scikit-learn pipeline
 is saved by skops like any pipeline; its own type,
 ``emovox.calibration.CalibratedClassifier``, must then be on the bundle allowlist
-(:data:`emovox.bundle.TRUSTED_PREFIXES`).
+(:data:`emovox.bundle_checks.ALLOWED_TYPES`).
 """
 
 from __future__ import annotations
