@@ -18,6 +18,14 @@ that is not audio gets 415 and other unusable audio 422, each with the one-line
 :class:`~emovox.errors.AudioError` message in ``detail``. Predictions run in worker
 threads (at most ``workers`` at a time), so the server keeps answering while it
 computes.
+
+What one request may cost is bounded before any work starts: every query parameter
+is checked (422 naming it in ``field``; unknown parameters too), a timeline's
+windows are counted from the recording's header (at most ``max_windows``, 413
+above), form fields other than the file are refused past :data:`MAX_FIELD_BYTES`
+as they stream in (413), and a body that takes longer than ``receive_seconds`` to
+arrive is answered 408. Each timeline keeps its own adaptation state, so none waits
+for another.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +52,8 @@ from fastapi.staticfiles import StaticFiles
 from emovox import __version__
 from emovox.audio import audio_info, load_audio
 from emovox.errors import AudioError, EmovoxError
+from emovox.timeline import DEFAULT_HOP, DEFAULT_WINDOW, check_window, window_count
+from emovox.vad import VAD_METHODS
 
 #: Default upload limit (the ``--max-upload-mb 20`` of ``emovox serve``).
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -53,6 +63,23 @@ DEFAULT_MAX_SECONDS = 600.0
 MAX_PREDICT_SECONDS = 600.0
 #: The page, its script and its style.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Shortest and longest timeline window accepted by the API, in seconds.
+MIN_WINDOW, MAX_WINDOW = 0.5, 30.0
+#: Shortest hop between timeline windows, in seconds.
+MIN_HOP = 0.25
+#: Most times a second of audio may be analysed (``window / hop``): bounds the work.
+MAX_OVERLAP = 8.0
+#: Default limit on the windows of one timeline (600 s at the smallest hop: 2400).
+DEFAULT_MAX_WINDOWS = 2400
+#: Default seconds allowed to receive one request body (slow clients get 408).
+DEFAULT_RECEIVE_SECONDS = 60.0
+#: Largest form field other than the audio file, in bytes.
+MAX_FIELD_BYTES = 4096
+#: Largest headers of one multipart part, and most parts in one form.
+MAX_PART_HEADER_BYTES = 8192
+MAX_PARTS = 16
+#: Values of ``vad`` that mean no voice activity detection.
+NO_VAD = ("none", "off", "")
 #: Room for the multipart boundaries and part headers around the file.
 _MULTIPART_OVERHEAD = 64 * 1024
 _CHUNK = 64 * 1024
@@ -69,10 +96,26 @@ _UPLOAD_BODY = {
     },
 }
 _ERRORS = {
-    413: {"description": "Upload larger than the limit, or recording longer than allowed"},
+    408: {"description": "The request body took longer than allowed to arrive"},
+    413: {"description": "Upload larger than the limit, recording longer than allowed, "
+                         "a form field past its limit, or a timeline with too many windows"},
     415: {"description": "Not a readable audio file"},
-    422: {"description": "Unusable audio (empty, too short, silent...)"},
+    422: {"description": "Unusable audio (empty, too short, silent...), or an invalid "
+                         "parameter (named in 'field')"},
 }
+_TIMELINE_PARAMETERS = [
+    {"name": "window", "in": "query", "required": False,
+     "description": f"Seconds per window, {MIN_WINDOW:g} to {MAX_WINDOW:g} "
+                    f"(default {DEFAULT_WINDOW:g})",
+     "schema": {"type": "number", "minimum": MIN_WINDOW, "maximum": MAX_WINDOW}},
+    {"name": "hop", "in": "query", "required": False,
+     "description": f"Seconds between window starts, at least {MIN_HOP:g} and window / "
+                    f"{MAX_OVERLAP:g}, at most the window (default {DEFAULT_HOP:g})",
+     "schema": {"type": "number", "minimum": MIN_HOP, "maximum": MAX_WINDOW}},
+    {"name": "vad", "in": "query", "required": False,
+     "description": "Voice activity detector, or 'none' to classify every window",
+     "schema": {"type": "string", "enum": [*VAD_METHODS, "none"]}},
+]
 
 
 class ApiError(Exception):
@@ -84,12 +127,15 @@ class ApiError(Exception):
         HTTP status code.
     message : str
         One line for the user.
+    field : str, optional
+        The request parameter or form field at fault (answered as ``field``).
     """
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.field = field
 
 
 @dataclass
@@ -122,8 +168,14 @@ def _too_large(limit: int) -> ApiError:
                          f"({limit} bytes); send a shorter or compressed recording")
 
 
-async def receive_upload(request: Request, limit: int, directory: str | None = None) -> Upload:
+async def receive_upload(request: Request, limit: int, directory: str | None = None,
+                         timeout: float | None = None) -> Upload:
     """Stream the request's audio to a temporary file, refusing it past ``limit`` bytes.
+
+    Everything is refused as it streams in, never after reading it all: a body past
+    ``limit`` plus room for the form, a form field other than the file past
+    :data:`MAX_FIELD_BYTES`, part headers past :data:`MAX_PART_HEADER_BYTES`, more
+    than :data:`MAX_PARTS` parts, a body still arriving after ``timeout`` seconds.
 
     Parameters
     ----------
@@ -135,6 +187,8 @@ async def receive_upload(request: Request, limit: int, directory: str | None = N
         Most bytes accepted for the file.
     directory : str, optional
         Folder of the temporary file.
+    timeout : float, optional
+        Seconds allowed for the whole body to arrive (None: no limit).
 
     Returns
     -------
@@ -143,9 +197,10 @@ async def receive_upload(request: Request, limit: int, directory: str | None = N
     Raises
     ------
     ApiError
-        413 past the limit, 415 for another content type, 422 without a file.
+        408 past ``timeout``, 413 past a size limit, 415 for another content type,
+        422 without a file or for a malformed form.
     """
-    from python_multipart.multipart import MultipartParser, parse_options_header
+    from python_multipart.multipart import parse_options_header
 
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit + \
@@ -158,7 +213,9 @@ async def receive_upload(request: Request, limit: int, directory: str | None = N
                             "or as a raw audio/* body, not "
                             f"{content_type.decode('latin-1') or 'an empty content type'}")
     state: dict[str, Any] = {"size": 0, "file": None, "name": None, "done": False,
-                             "headers": {}, "field": b"", "value": b"", "writing": False}
+                             "headers": {}, "field": b"", "value": b"", "writing": False,
+                             "body": 0, "parts": 0, "header_bytes": 0, "part": "",
+                             "part_size": 0}
 
     def open_file(filename: str) -> None:
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115  (closed below)
@@ -172,63 +229,110 @@ async def receive_upload(request: Request, limit: int, directory: str | None = N
             raise _too_large(limit)
         state["file"].write(data)
 
+    def header_bytes(count: int) -> None:
+        # Header names and values are kept in memory: bound them.
+        state["header_bytes"] += count
+        if state["header_bytes"] > MAX_PART_HEADER_BYTES:
+            raise ApiError(413, f"form part headers larger than {MAX_PART_HEADER_BYTES} "
+                                "bytes")
+
+    async def body() -> AsyncIterator[bytes]:
+        # The whole body, file and form, is bounded (not only the file's bytes).
+        async for chunk in request.stream():
+            state["body"] += len(chunk)
+            if state["body"] > limit + _MULTIPART_OVERHEAD:
+                raise _too_large(limit)
+            yield chunk
+
     try:
-        if raw:
-            open_file(request.headers.get("x-filename", "upload") or "upload")
-            async for chunk in request.stream():
-                write(chunk)
-        else:
-            boundary = options.get(b"boundary")
-            if not boundary:
-                raise ApiError(422, "multipart/form-data request without a boundary")
-
-            def on_header_field(data: bytes, start: int, end: int) -> None:
-                state["field"] += data[start:end]
-
-            def on_header_value(data: bytes, start: int, end: int) -> None:
-                state["value"] += data[start:end]
-
-            def on_header_end() -> None:
-                state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
-                state["field"], state["value"] = b"", b""
-
-            def on_headers_finished() -> None:
-                disposition = state["headers"].get("content-disposition", b"")
-                _, params = parse_options_header(disposition)
-                filename = params.get(b"filename")
-                field = params.get(b"name", b"")
-                if state["file"] is None and (filename is not None or field == b"file"):
-                    open_file((filename or b"upload").decode("utf-8", "replace") or "upload")
-
-            def on_part_data(data: bytes, start: int, end: int) -> None:
-                if state["writing"]:
-                    write(data[start:end])
-
-            def on_part_end() -> None:
-                if state["writing"]:
-                    state["writing"], state["done"] = False, True
-                state["headers"] = {}
-
-            parser = MultipartParser(boundary, {
-                "on_header_field": on_header_field, "on_header_value": on_header_value,
-                "on_header_end": on_header_end, "on_headers_finished": on_headers_finished,
-                "on_part_data": on_part_data, "on_part_end": on_part_end})
-            async for chunk in request.stream():
-                parser.write(chunk)
-            parser.finalize()
-            if state["file"] is None:
-                raise ApiError(422, "no file in the form: send the audio in a field "
-                                    "named 'file'")
+        with anyio.fail_after(timeout):
+            if raw:
+                open_file(request.headers.get("x-filename", "upload") or "upload")
+                async for chunk in body():
+                    write(chunk)
+            else:
+                await _parse_form(body(), options.get(b"boundary"), state, open_file, write,
+                                  header_bytes)
+        if state["file"] is None:
+            raise ApiError(422, "no file in the form: send the audio in a field named 'file'")
         state["file"].close()
         return Upload(Path(state["file"].name), Path(state["name"]).name or "upload",
                       state["size"])
     except ApiError:
         _discard(state["file"])
         raise
+    except TimeoutError:
+        _discard(state["file"])
+        raise ApiError(408, f"the request body took longer than {timeout:g} s to arrive; "
+                            "send it faster or send a shorter recording") from None
     except Exception as error:  # a malformed multipart body
         _discard(state["file"])
         raise ApiError(422, f"could not read the upload ({type(error).__name__}: "
                             f"{error})") from None
+
+
+async def _parse_form(chunks: AsyncIterator[bytes], boundary: bytes | None,
+                      state: dict[str, Any], open_file: Callable[[str], None],
+                      write: Callable[[bytes], None],
+                      header_bytes: Callable[[int], None]) -> None:
+    """Feed a multipart body to the parser: the file part is written as it comes, the
+    other fields are only counted (and refused past :data:`MAX_FIELD_BYTES`)."""
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    if not boundary:
+        raise ApiError(422, "multipart/form-data request without a boundary")
+
+    def on_part_begin() -> None:
+        state["parts"] += 1
+        state["header_bytes"] = 0
+        if state["parts"] > MAX_PARTS:
+            raise ApiError(413, f"more than {MAX_PARTS} parts in the form")
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header_bytes(end - start)
+        state["field"] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header_bytes(end - start)
+        state["value"] += data[start:end]
+
+    def on_header_end() -> None:
+        state["headers"][state["field"].decode("latin-1").lower()] = state["value"]
+        state["field"], state["value"] = b"", b""
+
+    def on_headers_finished() -> None:
+        disposition = state["headers"].get("content-disposition", b"")
+        _, params = parse_options_header(disposition)
+        filename = params.get(b"filename")
+        field = params.get(b"name", b"")
+        if state["file"] is None and (filename is not None or field == b"file"):
+            open_file((filename or b"upload").decode("utf-8", "replace") or "upload")
+        state["part"] = field.decode("utf-8", "replace")[:64]
+        state["part_size"] = 0
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        if state["writing"]:
+            write(data[start:end])
+            return
+        state["part_size"] += end - start
+        if state["part_size"] > MAX_FIELD_BYTES:
+            raise ApiError(413, f"form field {state['part']!r} is larger than "
+                                f"{MAX_FIELD_BYTES} bytes: only the audio 'file' may be "
+                                "large", field=state["part"] or None)
+
+    def on_part_end() -> None:
+        if state["writing"]:
+            state["writing"], state["done"] = False, True
+        state["headers"] = {}
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+        "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_headers_finished": on_headers_finished, "on_part_data": on_part_data,
+        "on_part_end": on_part_end})
+    async for chunk in chunks:
+        parser.write(chunk)
+    parser.finalize()
 
 
 def _discard(handle: Any) -> None:
@@ -287,6 +391,102 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+# ---------------------------------------------------------------------- parameters
+def check_query(query: Mapping[str, str], allowed: tuple[str, ...]) -> None:
+    """Refuse query parameters an endpoint does not take.
+
+    Parameters
+    ----------
+    query : Mapping
+        The request's query parameters.
+    allowed : tuple of str
+        The names the endpoint takes.
+
+    Raises
+    ------
+    ApiError
+        422 naming the first unknown parameter.
+    """
+    unknown = sorted(set(query) - set(allowed))
+    if unknown:
+        takes = ", ".join(allowed) if allowed else "no query parameters"
+        raise ApiError(422, f"unknown parameter {unknown[0][:40]!r}: this endpoint takes "
+                            f"{takes}", field=unknown[0][:40])
+
+
+def _seconds(query: Mapping[str, str], name: str, default: float, low: float,
+             high: float) -> float:
+    """A query parameter in seconds, finite and within ``[low, high]``."""
+    text = query.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high):
+        raise ApiError(422, f"{name} must be a number of seconds from {low:g} to {high:g}, "
+                            f"got {text[:40]!r}", field=name)
+    return value
+
+
+def _default(function: Callable[..., Any], name: str, fallback: float) -> float:
+    """The default of a numeric parameter of ``function`` (``fallback`` without one)."""
+    parameter = inspect.signature(function).parameters.get(name)
+    default = None if parameter is None else parameter.default
+    return float(default) if isinstance(default, (int, float)) else fallback
+
+
+def timeline_options(query: Mapping[str, str],
+                     predict_timeline: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """The validated ``window``, ``hop`` and ``vad`` of a timeline request.
+
+    Parameters
+    ----------
+    query : Mapping
+        The request's query parameters (no others are accepted).
+    predict_timeline : callable, optional
+        The recogniser's method, whose defaults fill in a missing ``window`` or
+        ``hop`` (else :data:`~emovox.timeline.DEFAULT_WINDOW` and ``DEFAULT_HOP``).
+
+    Returns
+    -------
+    dict
+        ``window`` and ``hop`` in seconds (always), ``vad`` (a name or None, only when
+        given).
+
+    Raises
+    ------
+    ApiError
+        422 naming the parameter: unknown, not a finite number, ``window`` outside
+        [:data:`MIN_WINDOW`, :data:`MAX_WINDOW`], ``hop`` under :data:`MIN_HOP` or
+        ``window / MAX_OVERLAP`` or over ``window``, ``vad`` not a detector.
+    """
+    check_query(query, ("window", "hop", "vad"))
+    defaults = {name: _default(predict_timeline, name, fallback) if predict_timeline
+                else fallback for name, fallback in (("window", DEFAULT_WINDOW),
+                                                     ("hop", DEFAULT_HOP))}
+    window = _seconds(query, "window", defaults["window"], MIN_WINDOW, MAX_WINDOW)
+    # A short hop multiplies the work: bounded absolutely and relative to the window.
+    hop = _seconds(query, "hop", defaults["hop"], max(MIN_HOP, window / MAX_OVERLAP),
+                   MAX_WINDOW)
+    try:
+        check_window(window, hop)  # the timeline's own rule: hop <= window
+    except ValueError as error:
+        raise ApiError(422, str(error), field="hop") from None
+    options: dict[str, Any] = {"window": window, "hop": hop}
+    vad = query.get("vad")
+    if vad is not None:
+        if vad.lower() in NO_VAD:
+            options["vad"] = None
+        elif vad.lower() in VAD_METHODS:
+            options["vad"] = vad.lower()
+        else:
+            raise ApiError(422, f"vad must be one of {', '.join(VAD_METHODS)} or none, "
+                                f"got {vad[:40]!r}", field="vad")
+    return options
+
+
 # ---------------------------------------------------------------------- the app
 def create_app(
     recognizer: Any = None,
@@ -296,6 +496,8 @@ def create_app(
     max_seconds: float = DEFAULT_MAX_SECONDS,
     workers: int | None = None,
     warm_up: bool = True,
+    max_windows: int = DEFAULT_MAX_WINDOWS,
+    receive_seconds: float | None = DEFAULT_RECEIVE_SECONDS,
 ) -> FastAPI:
     """Build the FastAPI app; the recogniser is loaded once, here.
 
@@ -316,6 +518,11 @@ def create_app(
     warm_up : bool
         Run one prediction on a synthetic voice at startup, so the first request does
         not pay for loading weights and compiling code.
+    max_windows : int
+        Most windows of one timeline (413 above, counted from the header before any
+        work).
+    receive_seconds : float, optional
+        Seconds allowed for a request body to arrive (408 after); None: no limit.
 
     Returns
     -------
@@ -325,6 +532,10 @@ def create_app(
         raise ValueError(f"max_upload_bytes must be > 0, got {max_upload_bytes}")
     if not max_seconds > 0:
         raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+    if max_windows < 1:
+        raise ValueError(f"max_windows must be >= 1, got {max_windows}")
+    if receive_seconds is not None and not receive_seconds > 0:
+        raise ValueError(f"receive_seconds must be > 0 or None, got {receive_seconds}")
     if recognizer is None:
         from emovox.recognizer import Recognizer
 
@@ -353,11 +564,25 @@ def create_app(
     app.state.limits = {"max_upload_bytes": int(max_upload_bytes),
                         "max_seconds": float(max_seconds),
                         "max_predict_seconds": float(predict_limit)}
+    app.state.timeline_limits = {"min_window": MIN_WINDOW, "max_window": MAX_WINDOW,
+                                 "min_hop": MIN_HOP, "max_overlap": MAX_OVERLAP,
+                                 "max_windows": int(max_windows)}
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse({"detail": error.message, "status": error.status},
-                            status_code=error.status)
+        content: dict[str, Any] = {"detail": error.message, "status": error.status}
+        if error.field is not None:
+            content["field"] = error.field
+        # Refused mid-body (408, 413): the rest of the body is not read, so the
+        # connection cannot carry another request.
+        headers = {"Connection": "close"} if error.status in (408, 413) else None
+        return JSONResponse(content, status_code=error.status, headers=headers)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        # A bug: one line for the client, the traceback stays in the server's log.
+        return JSONResponse({"detail": f"internal error ({type(error).__name__})",
+                             "status": 500}, status_code=500)
 
     def audio_error(error: AudioError, upload: Upload) -> ApiError:
         message = f"{upload.filename}: {error.problem}"
@@ -367,7 +592,8 @@ def create_app(
             return ApiError(413, message)
         return ApiError(422, message)
 
-    def check_duration(upload: Upload, limit: float, hint: str) -> float:
+    def check_duration(upload: Upload, limit: float, hint: str) -> tuple[float, Any]:
+        """Duration and header of an upload, refused past ``limit`` seconds."""
         info = audio_info(upload.path)
         if info.samplerate <= 0 or info.frames <= 0:
             raise AudioError(upload.path, "no audio samples (empty or truncated file)")
@@ -375,13 +601,13 @@ def create_app(
         if duration > limit:
             raise ApiError(413, f"{upload.filename}: too long ({duration:.1f} s); the limit "
                                 f"is {limit:g} s{hint}")
-        return duration
+        return duration, info
 
     def predict_upload(upload: Upload) -> dict[str, Any]:
         start = time.perf_counter()
         hint = " (use /api/timeline for long recordings)" \
             if predict_limit < max_seconds else ""
-        duration = check_duration(upload, predict_limit, hint)
+        duration, _ = check_duration(upload, predict_limit, hint)
         rate = _sample_rate(recognizer)
         signal = load_audio(upload.path, rate)
         frame = recognizer.predict_signal(signal, rate, name=upload.filename)
@@ -395,7 +621,14 @@ def create_app(
     def timeline_upload(upload: Upload, predict_timeline: Callable[..., pd.DataFrame],
                         options: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
-        duration = check_duration(upload, max_seconds, "")
+        duration, info = check_duration(upload, max_seconds, "")
+        # The work is bounded before it starts: windows counted from the header.
+        count = window_count(info.frames, info.samplerate, options["window"], options["hop"])
+        if count > max_windows:
+            raise ApiError(413, f"{upload.filename}: {count} windows of {options['window']:g}"
+                                f" s every {options['hop']:g} s in {duration:.1f} s; the "
+                                f"limit is {max_windows}: use a larger hop or a shorter "
+                                "recording", field="hop")
         parameters = inspect.signature(predict_timeline).parameters
         kwargs = {k: v for k, v in options.items() if k in parameters}
         if "name" in parameters:
@@ -430,7 +663,7 @@ def create_app(
                                                   limiter=app.state.limiter)
         except AudioError as error:
             raise audio_error(error, upload) from None
-        except EmovoxError as error:  # e.g. timeline options the recogniser refuses
+        except (EmovoxError, ValueError) as error:  # e.g. options the recogniser refuses
             raise ApiError(422, str(error)) from None
         finally:
             upload.path.unlink(missing_ok=True)
@@ -447,6 +680,7 @@ def create_app(
     async def model() -> dict[str, Any]:
         info = model_info(recognizer)
         info["limits"] = app.state.limits
+        info["timeline_limits"] = app.state.timeline_limits
         info["timeline"] = hasattr(recognizer, "predict_timeline")
         info["emovox_version"] = __version__
         return info
@@ -455,32 +689,28 @@ def create_app(
               openapi_extra={"requestBody": _UPLOAD_BODY}, responses=_ERRORS)
     async def predict(request: Request) -> dict[str, Any]:
         """Emotion, confidence and class probabilities of the uploaded recording."""
-        upload = await receive_upload(request, max_upload_bytes)
+        check_query(request.query_params, ())
+        upload = await receive_upload(request, max_upload_bytes, timeout=receive_seconds)
         return await run(upload, predict_upload)
 
     @app.post("/api/timeline", summary="Emotion over time of a long recording",
-              openapi_extra={"requestBody": _UPLOAD_BODY},
+              openapi_extra={"requestBody": _UPLOAD_BODY,
+                             "parameters": _TIMELINE_PARAMETERS},
               responses={**_ERRORS, 501: {"description": "This model has no timeline"}})
-    async def timeline(request: Request, window: float | None = None,
-                       hop: float | None = None, vad: str | None = None) -> dict[str, Any]:
+    async def timeline(request: Request) -> dict[str, Any]:
         """Segments ``start``, ``end``, ``emotion``, ``confidence``, ``probabilities``.
 
         ``window`` and ``hop`` (seconds) and ``vad`` (a voice activity detector name,
-        or ``none``) are passed on to the recogniser when it takes them. Segments
-        without speech have ``null`` emotion and probabilities.
+        or ``none``) are checked, then passed on to the recogniser when it takes
+        them. Segments without speech have ``null`` emotion and probabilities.
         """
         predict_timeline = getattr(recognizer, "predict_timeline", None)
         if predict_timeline is None:
             raise ApiError(501, "timelines are not available: this version of the "
                                 f"{type(recognizer).__name__} has no predict_timeline")
-        options: dict[str, Any] = {k: v for k, v in {"window": window, "hop": hop}.items()
-                                   if v is not None}
-        for name, value in options.items():
-            if not (math.isfinite(value) and value > 0):
-                raise ApiError(422, f"{name} must be a number of seconds > 0, got {value}")
-        if vad is not None:
-            options["vad"] = None if vad.lower() in ("none", "off", "") else vad
-        upload = await receive_upload(request, max_upload_bytes)
+        # Checked before the body is read: a bad request costs no upload.
+        options = timeline_options(request.query_params, predict_timeline)
+        upload = await receive_upload(request, max_upload_bytes, timeout=receive_seconds)
         return await run(upload, timeline_upload, predict_timeline, options)
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
