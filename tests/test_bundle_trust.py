@@ -252,3 +252,18 @@ def test_the_default_bundle_passes_every_check():
     bundle = load_bundle()
     assert sorted(bundle.classes) == sorted(bundle.model.classes_)
     assert bundle.reference is not None and len(bundle.reference.mean) == 1920
+
+
+# ------------------------------------------------------------------ encoder weights
+def test_encoder_weights_are_checked_against_pinned_hashes(tmp_path, monkeypatch):
+    from emovox.features import encoders
+
+    files = encoders.whisper_model_files("tiny.en")  # the installed package passes
+    copy = tmp_path / "model.bin"
+    data = bytearray(files[0].read_bytes())
+    data[len(data) // 2] ^= 1  # one bit of one weight
+    copy.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        encoders.verify_weights("tiny.en", [copy])
+    with pytest.raises(ValueError, match="expected 1"):
+        encoders.verify_weights("tiny.en", [copy, copy])
