@@ -20,6 +20,7 @@ from emovox.synth import synth_voice
 pytest.importorskip("onnx", reason="ONNX export needs the onnx package")
 pytest.importorskip("onnxruntime", reason="ONNX inference needs onnxruntime")
 
+from emovox.errors import BundleError
 from emovox.export import (
     MODEL_FILE,
     SPEC_FILE,
@@ -353,3 +354,36 @@ def test_not_an_export_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(BundleError, match="not an emovox ONNX export"):
         OnnxRecognizer(tmp_path)
+
+
+# ---------------------------------------------------------------------- damaged exports
+def _damage_spec(folder: Path, change) -> None:
+    spec_file = folder / "preprocessing.json"
+    spec = json.loads(spec_file.read_text())
+    result = change(spec)
+    spec_file.write_text(json.dumps(spec if result is None else result))
+
+
+@pytest.mark.parametrize("change", [
+    lambda spec: [spec],
+    lambda spec: spec.pop("graph") and None,
+    lambda spec: spec.update(model_file="../../elsewhere/model.onnx"),
+    lambda spec: spec.update(preprocessing="x"),
+    lambda spec: spec["preprocessing"]["audio"].update(sample_rate="fast"),
+    lambda spec: spec.update(labels={"classes": 3}),
+], ids=["list", "no graph", "path out", "preprocessing string", "rate text", "labels"])
+def test_a_damaged_onnx_export_is_one_bundle_error(mfcc_bundle, tmp_path, change) -> None:
+    folder = export_onnx(mfcc_bundle, tmp_path / "onnx")
+    _damage_spec(folder, change)
+    with pytest.raises(BundleError) as caught:
+        OnnxRecognizer(folder)
+    assert "\n" not in str(caught.value)
+    assert str(folder) in str(caught.value)
+
+
+def test_a_truncated_onnx_graph_is_one_bundle_error(mfcc_bundle, tmp_path) -> None:
+    folder = export_onnx(mfcc_bundle, tmp_path / "onnx")
+    graph = folder / json.loads((folder / "preprocessing.json").read_text())["model_file"]
+    graph.write_bytes(graph.read_bytes()[:100])
+    with pytest.raises(BundleError, match="not a loadable ONNX model"):
+        OnnxRecognizer(folder)

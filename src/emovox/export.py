@@ -737,27 +737,59 @@ class OnnxRecognizer(FileVerbs):
         if not spec_file.is_file():
             raise BundleError(f"{self.path}: not an emovox ONNX export (missing {SPEC_FILE})")
         try:
-            spec = json.loads(spec_file.read_text())
-        except json.JSONDecodeError as error:
+            spec = json.loads(spec_file.read_bytes())
+        except (ValueError, RecursionError) as error:
             raise BundleError(f"{spec_file}: invalid JSON ({error})") from None
+        if not isinstance(spec, dict):
+            raise BundleError(f"{spec_file}: expected a JSON object")
         if spec.get("format") != FORMAT or spec.get("format_version") != FORMAT_VERSION:
             raise BundleError(f"{self.path}: unsupported format {spec.get('format')!r} "
                               f"v{spec.get('format_version')} (this emovox reads {FORMAT} "
                               f"v{FORMAT_VERSION})")
+        if adapt not in ("auto", "none"):
+            raise ConfigError(f"adapt must be 'auto' or 'none' for an ONNX export, got "
+                              f"{adapt!r}")
+        self.n_jobs = n_jobs
+        try:
+            self._read_spec(spec, threads, ort)
+            #: Batch adaptation of a speaker-normalised export (None: not adapted).
+            self.adapted: AdaptedHead | None = None
+            if adapt == "auto" and "adaptation" in spec:
+                self.adapted = AdaptedHead.load(self.path)
+            self.extractor = None
+            if self.kind == "features":
+                from emovox.features import get_extractor
+
+                self.extractor = get_extractor(self.features)
+            elif self.kind != "whisper_log_mel":
+                raise BundleError(f"{self.path}: unknown graph kind {self.kind!r}")
+        except BundleError:
+            raise
+        except Exception as error:  # a missing key, a wrong type, damaged side files
+            raise BundleError(f"{spec_file}: missing or invalid field ({error!r})") from None
+
+    def _read_spec(self, spec: dict[str, Any], threads: int | None, ort: Any) -> None:
+        """Take the fields of ``preprocessing.json`` and open the graph."""
         self.spec: dict[str, Any] = spec
         self.kind: str = spec["graph"]["kind"]
         self.labels = LabelSet.from_dict(spec["labels"])
         self.features: dict[str, Any] = spec["features"]
         self.training: dict[str, Any] = spec.get("training", {})
         card = self.path / CARD_FILE
-        self.card = card.read_text() if card.is_file() else ""
-        self.n_jobs = n_jobs
+        self.card = card.read_text(errors="replace") if card.is_file() else ""
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(self.path / spec["model_file"]), options,
-                                            providers=["CPUExecutionProvider"])
+        model_file = str(spec["model_file"])
+        if Path(model_file).name != model_file:  # no path out of the export folder
+            raise BundleError(f"{self.path}: model_file {model_file!r} must be a file name")
+        try:
+            self.session = ort.InferenceSession(str(self.path / model_file), options,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime's own errors: damaged or foreign graph
+            raise BundleError(f"{self.path / model_file}: not a loadable ONNX model "
+                              f"({' '.join(str(error).split())[:200]})") from None
         self._input = spec["graph"]["input"]["name"]
         audio = spec["preprocessing"]["audio"]
         self.sample_rate = int(audio["sample_rate"])
@@ -770,20 +802,6 @@ class OnnxRecognizer(FileVerbs):
             steps = spec["preprocessing"]["signal"]
             self.signal_steps = {"trim_top_db": steps.get("trim_top_db"),
                                  "loudness_lufs": steps.get("loudness_lufs")}
-        if adapt not in ("auto", "none"):
-            raise ConfigError(f"adapt must be 'auto' or 'none' for an ONNX export, got "
-                              f"{adapt!r}")
-        #: Batch adaptation of a speaker-normalised export (None: not adapted).
-        self.adapted: AdaptedHead | None = None
-        if adapt == "auto" and "adaptation" in spec:
-            self.adapted = AdaptedHead.load(self.path)
-        self.extractor = None
-        if self.kind == "features":
-            from emovox.features import get_extractor
-
-            self.extractor = get_extractor(self.features)
-        elif self.kind != "whisper_log_mel":
-            raise BundleError(f"{self.path}: unknown graph kind {self.kind!r}")
 
     @property
     def classes(self) -> list[str]:
