@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +31,36 @@ from emovox.features.compose import Fused
 
 # Extractors rebuilt from specs in this process, by key (cheap, but keeps one object).
 _EXTRACTORS: dict[str, FeatureExtractor] = {}
+#: Fewest files to extract per worker process: starting one (which imports the
+#: feature code) costs more than a file takes, so a handful of files stays here.
+MIN_FILES_PER_WORKER = 2
+#: Seconds between a worker's checks that the process that started it is alive.
+PARENT_CHECK_SECONDS = 0.5
+
+
+def exit_with_parent(parent: int, interval: float = PARENT_CHECK_SECONDS) -> None:
+    """Make this (worker) process exit as soon as process ``parent`` is gone.
+
+    Run as a worker initializer: a daemon thread watches the parent pid, so workers
+    and, through them, loky's resource tracker never outlive a killed run (SIGKILL
+    runs no cleanup in the parent, and idle loky workers otherwise wait minutes).
+
+    Parameters
+    ----------
+    parent : int
+        Pid of the process that starts the workers (given by it, not read here: a
+        parent killed while the worker was starting up has already been replaced).
+    interval : float
+        Seconds between checks.
+    """
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:  # re-parented: the parent is gone
+                os._exit(1)
+
+    threading.Thread(target=watch, name="emovox-parent-watch", daemon=True).start()
 
 
 @dataclass
@@ -178,7 +210,7 @@ def extract_many(
             results[index] = hit
     n_cached = len(results)
 
-    n_workers = min(joblib.effective_n_jobs(n_jobs), len(misses))
+    n_workers = min(joblib.effective_n_jobs(n_jobs), len(misses) // MIN_FILES_PER_WORKER)
     with tqdm(
         total=len(path_list), initial=n_cached, desc=ext.name, unit="file",
         disable=not progress, dynamic_ncols=True,
@@ -198,7 +230,8 @@ def extract_many(
                 for k in range(0, len(misses), chunk)
             ]
             parallel = joblib.Parallel(
-                n_jobs=n_workers, backend="loky", return_as="generator_unordered"
+                n_jobs=n_workers, backend="loky", return_as="generator_unordered",
+                initializer=exit_with_parent, initargs=(os.getpid(),),
             )
             spec, module = ext.spec(), type(ext).__module__
             try:
