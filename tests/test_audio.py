@@ -528,3 +528,38 @@ def test_real_speech_at_minus_50_dbfs_is_not_silence(corpus: str, tmp_path: Path
         quiet = speech / np.max(np.abs(speech)) * 10 ** (-50 / 20) + 0.01
         path = write(tmp_path / f"quiet_{source.stem}.wav", quiet, subtype="PCM_16")
         assert load_audio(path).size == speech.size
+
+
+def test_a_header_claiming_billions_of_frames_is_read_as_what_is_there(tmp_path: Path) -> None:
+    """Found by fuzz/fuzz_decode.py: an MP3 whose Xing header claims 2^32-1 MPEG frames
+    made soundfile allocate ~10^12 samples (MemoryError). Decoding in blocks reads the
+    data really there; a duration limit refuses it from the header."""
+    if "MP3" not in sf.available_formats():
+        pytest.skip("libsndfile without MP3")
+    buffer = io.BytesIO()
+    sf.write(buffer, tone(), SR, format="MP3", subtype="MPEG_LAYER_III")
+    data = bytearray(buffer.getvalue())
+    xing = data.find(b"Xing")
+    assert xing >= 0 and data[xing + 7] & 1  # the frame-count field is present
+    data[xing + 8:xing + 12] = b"\xff\xff\xff\xff"
+    path = tmp_path / "lying.mp3"
+    path.write_bytes(bytes(data))
+    assert audio_info(path).frames > 10**9
+    signal = load_audio(path)
+    assert abs(signal.size - SR) < SR // 4  # about the 1 s really encoded
+    with pytest.raises(AudioError) as excinfo:
+        load_audio(path, max_duration=600)
+    assert_clear_error(excinfo, path, "too long")
+
+
+def test_decoding_stops_past_the_duration_limit(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Decoding goes block by block and refuses a stream as soon as it passes the limit
+    (for a stream longer than its header says)."""
+    path = write(tmp_path / "long.wav", tone(seconds=3.0))
+    monkeypatch.setattr(audio, "_READ_BLOCK_SAMPLES", 4000)
+    with pytest.raises(AudioError) as excinfo:
+        audio._read_blocks(path, 0, 3 * SR, limit=2 * SR)
+    assert_clear_error(excinfo, path, "too long")
+    signal, rate = audio._read_blocks(path, 0, 3 * SR, limit=None)
+    assert signal.shape == (3 * SR, 1) and rate == SR

@@ -222,14 +222,50 @@ def load_audio(
     start = round(offset * info.samplerate)
     if start >= info.frames:
         raise AudioError(path, f"offset {offset:g} s is past the end of the audio ({total:.3f} s)")
-    stop = None if duration is None else start + max(1, round(duration * info.samplerate))
+    stop = info.frames if duration is None else start + max(1, round(duration * info.samplerate))
+    limit = None if max_duration is None else math.floor(max_duration * info.samplerate)
     try:
-        signal, file_sr = sf.read(str(path), start=start, stop=stop, dtype="float32",
-                                  always_2d=True)
+        signal, file_sr = _read_blocks(path, start, stop, limit)
     except (sf.LibsndfileError, RuntimeError, ValueError) as error:
         raise AudioError(path, f"cannot decode audio ({_short(error)})") from None
     signal = check_signal(signal, file_sr, path, min_duration=min_duration)
     return resample(signal, file_sr, sample_rate)
+
+
+#: Most samples (frames x channels) decoded at a time by :func:`load_audio`.
+_READ_BLOCK_SAMPLES = 1 << 22
+
+
+def _read_blocks(path: Path, start: int, stop: int,
+                 limit: int | None) -> tuple[np.ndarray, int]:
+    """Decode frames ``[start, stop)`` block by block: ``(frames, channels)``, rate.
+
+    A header's frame count is not trusted for memory: a damaged file (e.g. an MP3
+    whose Xing header claims 9e9 frames, found by fuzzing) would have soundfile
+    allocate all of them up front. Blocks stop at the real end of the data, and past
+    ``limit`` decoded frames (a stream longer than its header says) with a "too long"
+    AudioError.
+    """
+    blocks: list[np.ndarray] = []
+    decoded = 0
+    with sf.SoundFile(str(path)) as handle:
+        if start:
+            handle.seek(start)
+        size = max(1, _READ_BLOCK_SAMPLES // max(1, handle.channels))
+        while decoded < stop - start:
+            wanted = min(size, stop - start - decoded)
+            block = handle.read(wanted, dtype="float32", always_2d=True)
+            blocks.append(block)
+            decoded += len(block)
+            if limit is not None and decoded > limit:
+                raise AudioError(path, f"too long: the audio goes on past the limit of "
+                                       f"{limit / handle.samplerate:g} s")
+            if len(block) < wanted:  # the real end of the data
+                break
+        rate, channels = handle.samplerate, handle.channels
+    if not blocks:
+        return np.zeros((0, channels), dtype=np.float32), rate
+    return np.concatenate(blocks), rate
 
 
 def _check_file(path: Path) -> None:
