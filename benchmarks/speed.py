@@ -1,76 +1,200 @@
-"""Speed of the default bundle: timeline real-time factor, latency, throughput, memory.
+"""Speed and accuracy of the default bundle's timeline on real speech, against CTranslate2.
 
 Usage::
 
-    python benchmarks/speed.py [--minutes 10] [--long-minutes 60] [--quick]
-                               [--markdown PATH] [--workdir /tmp/emovox-speed]
+    python benchmarks/speed.py [--minutes 10] [--threads 1] [--seed 0]
+                               [--corpora ../shared/corpora] [--markdown PATH]
 
-Prints a table of figures (not a test). ``--quick`` uses a 1-minute timeline file
-and a 10-minute memory file.
+Builds a long recording in a temporary folder (deleted afterwards, never committed)
+from real CREMA-D and RAVDESS speech utterances of the default bundle's six classes,
+in a random order (fixed seed), separated by 0.3-1.5 s pauses of low noise, and
+remembers each utterance's (start, end, label). Then, in one run and with the same
+number of threads on both sides:
+
+- times ``Recognizer().predict_timeline(file)`` (default bundle, 2 s windows every
+  1 s, silero VAD) and scores it against the known labels: window UAR (each
+  classified window labelled by the utterance covering most of it) and utterance
+  UAR (the probabilities of an utterance's windows averaged; an utterance without a
+  classified window counts as wrong);
+- times CTranslate2 int8 encoding the same audio once with the same Whisper tiny.en
+  encoder (log-mel of 3, 10 or 30 s chunks, the fastest kept) and prints the ratio;
+- times ``predict_signal`` on a 3 s clip (p50) and one ``emovox predict one.wav``
+  command (wall time and peak RSS of the child process).
+
+The bundle was trained on these corpora, so the UARs compare inference engines on
+the same recording; they are not accuracy estimates.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import soundfile as sf
-
-from emovox.synth import synth_voice
+from common import add_corpora_argument, corpora_root
 
 RATE = 16_000
 CLIP_SECONDS = 3.0
+#: The default bundle's classes; utterances of other emotions are not used.
+CLASSES = ("angry", "disgust", "fearful", "happy", "neutral", "sad")
+#: Speech corpora the recording is drawn from (folders under the corpora root).
+SOURCES = ("crema-d/AudioWAV", "ravdess/Audio_Speech_Actors_01-24")
+PAUSE_SECONDS = (0.3, 1.5)
+#: Standard deviation of the pauses' noise (about -60 dBFS).
+NOISE_LEVEL = 1e-3
 
 
-def write_long_file(path: Path, minutes: float, seed: int = 0) -> Path:
-    """Write a speech-like file of ``minutes``: synthetic voices and pauses, in chunks.
+@dataclass(frozen=True)
+class Utterance:
+    """One corpus utterance placed in the long recording (seconds, true label)."""
+
+    start: float
+    end: float
+    label: str
+    path: str
+
+
+def build_recording(root: Path, out: Path, minutes: float, seed: int = 0) -> list[Utterance]:
+    """Write ``minutes`` of shuffled corpus utterances with noisy pauses to ``out``.
 
     Parameters
     ----------
-    path : Path
-        WAV file to write (kept if it already has the right length).
+    root : Path
+        Corpora folder (holding :data:`SOURCES`).
+    out : Path
+        FLAC file to write (16 kHz mono).
     minutes : float
-        Duration in minutes.
+        Length of the recording.
     seed : int
-        Random seed.
+        Seed of the utterance order and the pauses.
 
     Returns
     -------
-    Path
+    list of Utterance
+        Where each utterance lies in ``out``, in time order.
     """
-    total = round(minutes * 60 * RATE)
-    if path.is_file() and sf.info(path).frames == total:
-        return path
+    from emovox.audio import load_audio
+    from emovox.corpora import load_corpus
+
+    table = pd.concat([load_corpus(root / source).table for source in SOURCES],
+                      ignore_index=True)
+    table = table[table["emotion"].isin(CLASSES)]
     rng = np.random.default_rng(seed)
+    order = rng.permutation(len(table))
+    total = round(minutes * 60 * RATE)
+    placed: list[Utterance] = []
     written = 0
-    with sf.SoundFile(path, "w", samplerate=RATE, channels=1, subtype="PCM_16") as out:
-        while written < total:
-            voice = synth_voice(float(rng.uniform(1.0, 4.0)), f0=float(rng.uniform(90, 240)),
-                                f0_range=float(rng.uniform(0.05, 0.45)),
-                                loudness=float(rng.uniform(0.1, 0.5)),
-                                seed=int(rng.integers(1 << 30)))
-            pause = 0.003 * rng.standard_normal(round(rng.uniform(0.2, 1.5) * RATE))
-            chunk = np.concatenate([voice, pause.astype(np.float32)])[:total - written]
-            out.write(chunk)
-            written += len(chunk)
-    return path
+    with sf.SoundFile(out, "w", samplerate=RATE, channels=1, format="FLAC",
+                      subtype="PCM_16") as handle:
+        for row in table.iloc[order].itertuples():
+            if written >= total:
+                break
+            pause = NOISE_LEVEL * rng.standard_normal(round(rng.uniform(*PAUSE_SECONDS) * RATE))
+            room = total - written - pause.size
+            if room < RATE // 2:  # no room for another utterance: end on noise
+                handle.write(pause[: total - written].astype(np.float32))
+                break
+            speech = load_audio(row.path, RATE)[:room]
+            handle.write(pause.astype(np.float32))
+            start = written + pause.size
+            handle.write(np.clip(speech, -1.0, 1.0))
+            written = start + speech.size
+            placed.append(Utterance(start / RATE, written / RATE, str(row.emotion),
+                                    str(row.path)))
+    return placed
 
 
-def time_timeline(path: Path) -> tuple[float, float, int]:
-    """Seconds taken by ``predict_timeline`` on ``path``, the audio duration, and rows."""
-    from emovox.recognizer import Recognizer
+def score_timeline(frame: pd.DataFrame, utterances: list[Utterance],
+                   classes: list[str]) -> dict[str, float]:
+    """Window and utterance UAR of a timeline against the utterances it was built from.
 
-    recognizer = Recognizer(n_jobs=1)
-    recognizer.predict_signal(synth_voice(CLIP_SECONDS), RATE)  # warm-up
-    start = time.perf_counter()
-    frame = recognizer.predict_timeline(path)
-    return time.perf_counter() - start, float(frame.attrs["duration"]), len(frame)
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        ``predict_timeline`` output (indexed by file, start, end).
+    utterances : list of Utterance
+        The true labels, in time order.
+    classes : list of str
+        Probability columns of ``frame``.
+
+    Returns
+    -------
+    dict
+        ``window_uar``, ``utterance_uar``, ``windows`` (classified windows that overlap
+        an utterance), ``utterances`` and ``utterances_seen`` (with a window).
+    """
+    from emovox.evaluation import compute_scores
+
+    rows = frame[frame["emotion"].notna()]
+    starts = rows.index.get_level_values("start").to_numpy(float)
+    ends = rows.index.get_level_values("end").to_numpy(float)
+    u_start = np.array([u.start for u in utterances])
+    u_end = np.array([u.end for u in utterances])
+    # Overlap (seconds) of every window with every utterance; the largest labels it.
+    overlap = np.clip(np.minimum(ends[:, None], u_end) - np.maximum(starts[:, None], u_start),
+                      0.0, None)
+    owner = overlap.argmax(axis=1)
+    covered = overlap.max(axis=1) > 0
+    truth = np.array([u.label for u in utterances], dtype=object)
+    window = compute_scores(truth[owner[covered]], rows["emotion"].to_numpy()[covered], classes)
+    proba = rows[classes].to_numpy(float)[covered]
+    predicted = np.full(len(utterances), "none", dtype=object)  # no window: wrong
+    for index in np.unique(owner[covered]):
+        predicted[index] = classes[int(proba[owner[covered] == index].mean(axis=0).argmax())]
+    utterance = compute_scores(truth, predicted, classes)
+    return {"window_uar": window["uar"], "utterance_uar": utterance["uar"],
+            "windows": int(covered.sum()), "utterances": len(utterances),
+            "utterances_seen": int((predicted != "none").sum())}
+
+
+def ct2_encode_seconds(signal: np.ndarray, chunk_seconds: float, threads: int,
+                       repeats: int = 1) -> tuple[float, float]:
+    """Seconds CTranslate2 int8 takes to encode ``signal`` once, in chunks, and log-mel time.
+
+    Each chunk's Whisper log-mel (:func:`emovox.features.encoders.whisper_log_mel`,
+    unpadded, an even number of frames as CTranslate2 wants) is computed first and
+    timed apart; the encoder time is the best of ``repeats`` passes.
+
+    Returns
+    -------
+    (float, float)
+        Encoder seconds, log-mel seconds.
+    """
+    import ctranslate2
+
+    from emovox.features.encoders import torch_threads, whisper_log_mel, whisper_model_dir
+
+    model = ctranslate2.models.Whisper(str(whisper_model_dir()), device="cpu",
+                                       compute_type="int8", intra_threads=threads)
+    size = round(chunk_seconds * RATE)
+    started = time.perf_counter()
+    mels = []
+    with torch_threads(threads):
+        for begin in range(0, signal.size, size):
+            chunk = signal[begin:begin + size]
+            if chunk.size <= 2 * 160:
+                continue
+            mel = whisper_log_mel(chunk).numpy()
+            mels.append(np.ascontiguousarray(mel[None, :, : mel.shape[1] // 2 * 2]))
+    mel_seconds = time.perf_counter() - started
+    model.encode(ctranslate2.StorageView.from_array(mels[0]))  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for mel in mels:
+            model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True)
+        best = min(best, time.perf_counter() - started)
+    return best, mel_seconds
 
 
 def latencies(recognizer: object, clip: np.ndarray, n: int = 30, warmup: int = 3
@@ -80,34 +204,46 @@ def latencies(recognizer: object, clip: np.ndarray, n: int = 30, warmup: int = 3
         recognizer.predict_signal(clip, RATE)  # type: ignore[attr-defined]
     times = []
     for _ in range(n):
-        start = time.perf_counter()
+        started = time.perf_counter()
         recognizer.predict_signal(clip, RATE)  # type: ignore[attr-defined]
-        times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - started)
     return np.asarray(times)
 
 
-def peak_memory(path: Path) -> float:
-    """Peak resident memory (MB) of a fresh process running the timeline of ``path``.
+def cli_call(path: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of ``emovox predict path`` in a fresh process.
 
-    Linux keeps ``ru_maxrss`` across fork and exec (the child would report this
-    process's peak), so the child reads its own VmHWM there, ``ru_maxrss`` elsewhere.
+    The peak is read with ``/usr/bin/time -v`` when it exists, else from
+    ``RUSAGE_CHILDREN`` (the largest child so far, so call this before other children).
     """
-    code = ("import resource, sys\n"
-            "from pathlib import Path\n"
-            "from emovox.recognizer import Recognizer\n"
-            "Recognizer(n_jobs=1).predict_timeline(sys.argv[1])\n"
-            "status = Path('/proc/self/status')\n"
-            "hwm = [l.split()[1] for l in status.read_text().splitlines()\n"
-            "       if l.startswith('VmHWM:')] if status.exists() else []\n"
-            "print(hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], check=True,
-                         capture_output=True, text=True).stdout
-    kb = int(out.strip().splitlines()[-1])
-    return kb / 1024 if sys.platform != "darwin" else kb / 1024 / 1024
+    emovox = Path(sys.executable).with_name("emovox")
+    command = [str(emovox) if emovox.exists() else shutil.which("emovox") or "emovox",
+               "predict", str(path)]
+    timer = Path("/usr/bin/time")
+    if timer.exists():
+        command = [str(timer), "-v", *command]
+    started = time.perf_counter()
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if timer.exists():
+        line = next(x for x in done.stderr.splitlines() if "Maximum resident" in x)
+        return wall, int(line.split(":")[1]) / 1024
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def set_threads(recognizer: object, threads: int) -> None:
+    """Run the recogniser's encoder (and this process's torch) on ``threads`` threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    extractor = recognizer.extractor  # type: ignore[attr-defined]
+    inner = getattr(extractor, "inner", extractor)
+    if hasattr(inner, "threads"):
+        inner.threads = threads
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
-    """Run the benchmarks and print the table.
+    """Build the recording, run every measurement and print the table.
 
     Parameters
     ----------
@@ -121,83 +257,80 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10.0,
-                        help="length of the timeline file")
-    parser.add_argument("--long-minutes", type=float, default=60.0,
-                        help="length of the peak-memory file")
-    parser.add_argument("--quick", action="store_true",
-                        help="1-minute timeline file, 10-minute memory file")
-    parser.add_argument("--n", type=int, default=30, help="latency repetitions")
-    parser.add_argument("--files", type=int, default=50, help="files in the folder test")
+                        help="length of the concatenated recording")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads of the timeline's encoder and of CTranslate2")
+    parser.add_argument("--seed", type=int, default=0, help="utterance order and pauses")
+    parser.add_argument("--n", type=int, default=30, help="3 s clip repetitions")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
-    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir())
-                        / "emovox-speed", help="where the generated audio goes")
+    add_corpora_argument(parser)
     args = parser.parse_args(argv)
-    if args.quick:
-        args.minutes, args.long_minutes = 1.0, 10.0
-    args.workdir.mkdir(parents=True, exist_ok=True)
+    root = corpora_root(args)
+    command = "python benchmarks/speed.py " + " ".join(argv if argv is not None
+                                                       else sys.argv[1:])
     rows: list[tuple[str, str]] = []
 
     def report(name: str, value: str) -> None:
         rows.append((name, value))
         print(f"  {name}: {value}", flush=True)
 
-    from emovox.recognizer import Recognizer
+    with tempfile.TemporaryDirectory(prefix="emovox-speed-") as tmp:
+        folder = Path(tmp)
+        long_file = folder / "long.flac"
+        utterances = build_recording(root, long_file, args.minutes, args.seed)
+        signal = sf.read(long_file, dtype="float32")[0]
+        duration = signal.size / RATE
+        one = folder / "one.wav"
+        first = sf.read(utterances[0].path, dtype="float32")[0]
+        sf.write(one, first, RATE)
+        clip = np.resize(first, round(CLIP_SECONDS * RATE))  # a real 3 s clip
+        report("recording", f"{duration / 60:.1f} min, {len(utterances)} utterances "
+               f"(CREMA-D + RAVDESS speech, 6 classes, seed {args.seed}), "
+               f"{args.threads} thread(s) on both sides")
 
-    started = time.perf_counter()
-    recognizer = Recognizer(n_jobs=1)
-    report("bundle load", f"{time.perf_counter() - started:.2f} s "
-           f"({type(recognizer.extractor).__name__})")
+        wall, rss = cli_call(one)  # first child: RUSAGE_CHILDREN is its own peak
+        report("emovox predict one.wav", f"{wall:.2f} s wall, {rss:.0f} MB peak RSS")
 
-    long_file = write_long_file(args.workdir / f"long-{args.minutes:g}min.wav", args.minutes)
-    seconds, duration, n_rows = time_timeline(long_file)
-    report(f"timeline of {args.minutes:g} min (silero VAD, 2 s / 1 s)",
-           f"{seconds:.1f} s, real-time factor {seconds / duration:.4f} "
-           f"({duration / seconds:.0f}x real time, {n_rows} windows)")
+        from emovox.recognizer import Recognizer
 
-    clip = synth_voice(CLIP_SECONDS, seed=7)
-    native = latencies(recognizer, clip, n=args.n)
-    report(f"predict_signal 3 s clip, native (n={args.n})",
-           f"p50 {1000 * np.percentile(native, 50):.1f} ms, "
-           f"p95 {1000 * np.percentile(native, 95):.1f} ms")
+        recognizer = Recognizer(n_jobs=1)
+        set_threads(recognizer, args.threads)
+        recognizer.predict_signal(clip, RATE)  # loads the encoder and the VAD's imports
+        started = time.perf_counter()
+        frame = recognizer.predict_timeline(long_file)
+        seconds = time.perf_counter() - started
+        classified = int(frame["emotion"].notna().sum())
+        report("timeline (2 s / 1 s, silero VAD)",
+               f"{seconds:.1f} s, {duration / seconds:.0f}x real time, "
+               f"{classified} of {len(frame)} windows classified")
+        scores = score_timeline(frame, utterances, recognizer.classes)
+        report("timeline window UAR", f"{scores['window_uar']:.3f} "
+               f"({scores['windows']} windows overlapping an utterance)")
+        report("timeline utterance UAR", f"{scores['utterance_uar']:.3f} "
+               f"({scores['utterances_seen']} of {scores['utterances']} utterances "
+               "with a window)")
 
-    folder = args.workdir / "clips"
-    folder.mkdir(exist_ok=True)
-    for i in range(args.files):
-        path = folder / f"clip{i:03d}.wav"
-        if not path.is_file():
-            sf.write(path, synth_voice(CLIP_SECONDS, f0=100 + 3 * i, seed=i), RATE)
-    started = time.perf_counter()
-    frame = recognizer.predict_folder(folder, progress=False)
-    seconds = time.perf_counter() - started
-    report(f"predict_folder, {len(frame)} x 3 s files (n_jobs=1)",
-           f"{len(frame) / seconds:.1f} files/s ({seconds:.1f} s)")
+        encode: dict[float, tuple[float, float]] = {
+            chunk: ct2_encode_seconds(signal, chunk, args.threads) for chunk in (3, 10, 30)}
+        best = min(encode, key=lambda c: encode[c][0])
+        ct2, mel = encode[best]
+        report("CTranslate2 int8 encode, same audio once",
+               f"{ct2:.1f} s with {best:g} s chunks (" + ", ".join(
+                   f"{c:g} s: {e:.1f}" for c, (e, _) in encode.items())
+               + f"); log-mel {mel:.1f} s more")
+        report("timeline / CTranslate2", f"{seconds / ct2:.2f}x "
+               f"({seconds / (ct2 + mel):.2f}x counting CTranslate2's log-mel)")
 
-    try:
-        from emovox.export import OnnxRecognizer, export_onnx
-
-        with tempfile.TemporaryDirectory() as tmp:
-            started = time.perf_counter()
-            out = export_onnx(None, Path(tmp) / "onnx")
-            exported = time.perf_counter() - started
-            onnx = latencies(OnnxRecognizer(out), clip, n=args.n)
-        report(f"predict_signal 3 s clip, ONNX (n={args.n}, export {exported:.0f} s)",
-               f"p50 {1000 * np.percentile(onnx, 50):.1f} ms, "
-               f"p95 {1000 * np.percentile(onnx, 95):.1f} ms "
-               f"({np.median(native) / np.median(onnx):.2f}x native)")
-    except ImportError as error:
-        report("ONNX", f"skipped ({error})")
-
-    long_file = write_long_file(args.workdir / f"long-{args.long_minutes:g}min.wav",
-                                args.long_minutes, seed=1)
-    size = long_file.stat().st_size / 1e6
-    report(f"peak memory, timeline of {args.long_minutes:g} min ({size:.0f} MB WAV)",
-           f"{peak_memory(long_file):.0f} MB maxrss (own process); this process "
-           f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        native = latencies(recognizer, clip, n=args.n)
+        report(f"predict_signal 3 s clip (n={args.n})",
+               f"p50 {1000 * np.percentile(native, 50):.1f} ms, "
+               f"p95 {1000 * np.percentile(native, 95):.1f} ms")
 
     width = max(len(name) for name, _ in rows)
-    print("\n" + "\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+    print(f"\n$ {command.strip()}\n")
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
     if args.markdown:
-        lines = ["| measure | value |", "|---|---|",
+        lines = [f"`{command.strip()}`", "", "| measure | value |", "|---|---|",
                  *(f"| {name} | {value} |" for name, value in rows)]
         args.markdown.write_text("\n".join(lines) + "\n")
         print(f"\nmarkdown table written to {args.markdown}")
@@ -205,4 +338,5 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
 
 
 if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     main()
