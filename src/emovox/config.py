@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import os
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from emovox.errors import ConfigError
 from emovox.normalization import DEFAULT_PRIOR_WEIGHT
@@ -46,6 +57,18 @@ class ModelSpec(NamedSpec):
     #: Answer "uncertain" when the top (calibrated) probability is below this.
     uncertain_below: float | None = Field(None, gt=0, lt=1)
 
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, name: str) -> str:
+        from emovox.models import CLASSIFIERS, available_models
+
+        if name in CLASSIFIERS:  # the common case, without importing the networks
+            return name
+        known = available_models()
+        if name not in known:
+            raise ValueError(f"unknown model {name!r}; known: {', '.join(known)}")
+        return name
+
 
 class AugmentSpec(BaseModel):
     """Augmented copies of each fold's training files (never of test files)."""
@@ -69,6 +92,50 @@ class ProtocolSpec(BaseModel):
     def params(self) -> dict[str, Any]:
         """Every field except ``kind``, passed to the protocol function."""
         return dict(self.model_extra or {})
+
+    @model_validator(mode="after")
+    def _check_params(self) -> ProtocolSpec:
+        # Checked against the protocol function's signature now, so a typo or a bad
+        # value fails before any corpus or feature is read.
+        try:
+            checked = protocol_parameters(self.kind).model_validate(self.params)
+        except ValidationError as error:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                 for e in error.errors())
+            raise ValueError(f"protocol {self.kind!r}: {problems}") from None
+        for name in self.params:  # keep the coerced values ("3" -> 3)
+            self.__pydantic_extra__[name] = getattr(checked, name)
+        return self
+
+
+@functools.cache
+def protocol_parameters(kind: str) -> type[BaseModel]:
+    """A strict pydantic model of the parameters protocol ``kind`` takes.
+
+    Built from the signature of its function in :data:`emovox.protocols.PROTOCOLS`
+    (all but the utterance table), plus ``allow_leakage`` and ``validate_on_test``,
+    which :func:`~emovox.protocols.make_splits` takes for every protocol.
+
+    Parameters
+    ----------
+    kind : str
+        A protocol name.
+
+    Returns
+    -------
+    type[pydantic.BaseModel]
+    """
+    from emovox.protocols import PROTOCOLS
+
+    function = PROTOCOLS[kind]
+    hints = typing.get_type_hints(function)
+    parameters = list(inspect.signature(function).parameters.values())[1:]
+    fields: dict[str, Any] = {
+        p.name: (hints.get(p.name, Any), ... if p.default is p.empty else p.default)
+        for p in parameters}
+    fields |= {"allow_leakage": (bool, False), "validate_on_test": (bool, False)}
+    return create_model(f"{kind}_parameters", __config__=ConfigDict(extra="forbid"),
+                        **fields)
 
 
 class ExperimentConfig(BaseModel):

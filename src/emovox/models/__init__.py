@@ -2,4 +2,15 @@
 
 from emovox.models.classical import CLASSIFIERS, make_classifier
 
-__all__ = ["CLASSIFIERS", "make_classifier"]
+
+def available_models() -> list[str]:
+    """Every model name a config may give: scikit-learn classifiers and networks, sorted.
+
+    The networks (which need torch) are imported only here, when asked for.
+    """
+    from emovox.models.nets import available_networks
+
+    return sorted({*CLASSIFIERS, *available_networks()})
+
+
+__all__ = ["CLASSIFIERS", "available_models", "make_classifier"]

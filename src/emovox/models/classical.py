@@ -58,7 +58,9 @@ def make_classifier(name: str, params: dict[str, Any] | None = None,
         Put a StandardScaler in front (fitted inside ``fit``, so never on test data).
     """
     if name not in CLASSIFIERS:
-        raise ConfigError(f"unknown model {name!r}; known: {', '.join(CLASSIFIERS)}")
+        from emovox.models import available_models
+
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(available_models())}")
     try:
         classifier = CLASSIFIERS[name](**(params or {}))
     except TypeError as error:
