@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from emovox.config import ExperimentConfig, dump_config
 from emovox.corpora import load_corpora
@@ -284,7 +285,8 @@ def training_rows(config: ExperimentConfig, dataset: Dataset, features: np.ndarr
             np.concatenate([augmented, np.ones(len(extra.labels), dtype=bool)]))
 
 
-def fit_fold(config: ExperimentConfig, dataset: Dataset, features: np.ndarray, split: Split):
+def fit_fold(config: ExperimentConfig, dataset: Dataset, features: np.ndarray, split: Split,
+             progress: bool = False):
     """A model fitted on one split's training rows (plus augmented copies).
 
     A network gets the split's own validation rows (``split.valid``: e.g. held-out
@@ -292,12 +294,14 @@ def fit_fold(config: ExperimentConfig, dataset: Dataset, features: np.ndarray, s
     ``validate_on_test``) for early stopping and the restored epoch; without them it
     carves validation speakers out of its training rows. Classical models ignore
     ``split.valid`` (their ``model.search`` validates inside the training speakers).
+    ``progress`` shows a network's bar over epochs.
     """
     X_train, y_train, train_speakers, augmented = training_rows(
         config, dataset, features, split.train)
     if not (is_network(config.model.name) and len(split.valid)):
-        return fit_model(config, X_train, y_train, train_speakers, augmented)
-    model = make_model(config)
+        return fit_model(config, X_train, y_train, train_speakers, augmented,
+                         progress=progress)
+    model = make_model(config, progress=progress)
     return model.fit(X_train, y_train, groups=train_speakers, augmented=augmented,
                      X_valid=features[split.valid], y_valid=dataset.y[split.valid])
 
@@ -331,10 +335,12 @@ def run_experiment(
     started = time.perf_counter()
     folds, rows, histories = [], [], {}
     y = dataset.y
-    for split in splits:
+    # Folds can take minutes each: a bar over them, and a network's over its epochs.
+    for split in tqdm(splits, desc=f"{config.model.name} folds", unit="fold",
+                      disable=not progress, dynamic_ncols=True):
         # Reference statistics of normalisation come from this fold's training rows.
         features = normalised_features(config, dataset, split.train, split.test)
-        model = fit_fold(config, dataset, features, split)
+        model = fit_fold(config, dataset, features, split, progress=progress)
         if getattr(model, "history_", None) is not None:
             histories[split.name] = model.history_
         proba = model.predict_proba(features[split.test])
@@ -475,6 +481,10 @@ def train_bundle(config: ExperimentConfig, evaluate: bool = True, progress: bool
     dataset = prepare_dataset(config, progress=progress)
     result = run_experiment(config, dataset, progress=progress) if evaluate else None
     everything = np.arange(len(dataset.table))
+    # The final fits on all the data are the longest silent step otherwise.
+    final = tqdm(total=1 + (config.normalization == "speaker"), unit="model",
+                 desc=f"final {config.model.name} on {len(everything)} utterances",
+                 disable=not progress, dynamic_ncols=True)
     X, y, speakers, augmented = training_rows(
         config, dataset, normalised_features(config, dataset, everything), everything)
     reference = unadapted = None
@@ -486,7 +496,10 @@ def train_bundle(config: ExperimentConfig, evaluate: bool = True, progress: bool
         raw = config.model_copy(update={"normalization": "none"})
         unadapted = fit_model(raw, *training_rows(raw, dataset, dataset.features, everything),
                               progress=progress)
+        final.update()
     model = fit_model(config, X, y, speakers, augmented, progress=progress)
+    final.update()
+    final.close()
     evaluation = None
     if result is not None:
         evaluation = {
