@@ -56,6 +56,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.model_selection import GroupKFold
 from sklearn.utils.validation import check_is_fitted
 
+# The label predict_or_uncertain gives instead of a guess, shared with the engine.
+from emovox.inference.rows import UNCERTAIN
+
 __all__ = [
     "UNCERTAIN",
     "CalibratedClassifier",
@@ -70,8 +73,6 @@ __all__ = [
     "temperature_scale",
 ]
 
-#: The label :meth:`CalibratedClassifier.predict_or_uncertain` gives instead of a guess.
-UNCERTAIN = "uncertain"
 #: Probabilities are clipped to at least this before the log (a hard 0 has log -inf).
 MIN_PROBABILITY = 1e-12
 #: Search range of the temperature; outside it the model is broken rather than

@@ -54,6 +54,7 @@ from emovox.audio import check_durations, check_signal, load_audio, resample
 from emovox.errors import AudioError, BundleError, ConfigError
 from emovox.export_adaptation import AdaptedHead, linear_head_probabilities, write_adaptation
 from emovox.fileio import replace_folder
+from emovox.inference.rows import empty_rows, result_rows
 from emovox.labels import LabelSet
 from emovox.normalization import DEFAULT_PRIOR_WEIGHT
 from emovox.preprocess import preprocess
@@ -314,6 +315,9 @@ def export_onnx(
                              "description": "class probabilities, columns in 'classes' "
                                             "order, rows summing to 1"}},
         "classes": list(bundle.classes),
+        # A calibrated model's "uncertain" rule (emovox.inference.rows.result_rows):
+        # a top probability below this is answered "uncertain"; null: never.
+        "uncertain_below": getattr((adapted or bundle).model, "uncertain_below", None),
         "labels": bundle.labels.to_dict(),
         "features": bundle.features,
         "preprocessing": preprocessing,
@@ -889,11 +893,13 @@ class OnnxRecognizer(FileVerbs):
         return self.session.run(None, {self._input: x})[0]
 
     def _frame(self, proba: np.ndarray, index: pd.MultiIndex) -> pd.DataFrame:
-        proba = np.asarray(proba, dtype=np.float64).reshape(len(index), len(self.classes))
-        frame = pd.DataFrame(proba, index=index, columns=self.classes)
-        frame.insert(0, "confidence", proba.max(axis=1))
-        frame.insert(0, "emotion", np.asarray(self.classes)[proba.argmax(axis=1)])
-        return frame
+        return result_rows(proba, self.classes, index, self.uncertain_below)
+
+    @property
+    def uncertain_below(self) -> float | None:
+        """The exported model's threshold for answering "uncertain" (None: never)."""
+        value = self.spec.get("uncertain_below")
+        return None if value is None else float(value)
 
     # ------------------------------------------------------------------ verbs
     def predict_signal(self, signal: np.ndarray, sample_rate: int,
@@ -971,10 +977,7 @@ class OnnxRecognizer(FileVerbs):
             if rows:  # the files predicted together are one speaker's batch
                 rows = list(self._adapt(np.stack(rows), pooled))
         index = pd.MultiIndex.from_tuples(tuples, names=["file", "start", "end"])
-        if tuples:
-            frame = self._frame(np.stack(rows), index)
-        else:
-            frame = pd.DataFrame(columns=["emotion", "confidence", *self.classes], index=index)
+        frame = self._frame(np.stack(rows), index) if tuples else empty_rows(self.classes)
         frame.attrs["failures"] = failures
         return frame
 
