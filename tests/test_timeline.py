@@ -387,7 +387,7 @@ def test_cli_folder_reports_bad_files_and_resumes(recognizer, folder, tmp_path, 
     command = ["predict", str(folder), "--timeline", "--no-vad", "--format", fmt, "-o",
                str(output), *bundle]
     out = runner.invoke(app, command)
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 1, out.output  # two files failed
     assert "2 files failed" in out.output
     assert "empty.wav" in out.output and "text.wav" in out.output
 
@@ -416,7 +416,7 @@ def test_cli_folder_reports_bad_files_and_resumes(recognizer, folder, tmp_path, 
 
     monkeypatch.setattr(Recognizer, "predict_timeline", spy)
     out = runner.invoke(app, [*command, "--resume"])
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 1, out.output  # two files failed
     assert "2 files already done, skipped" in out.output
     assert sorted(seen) == sorted([last, str(folder / "empty.wav"), str(folder / "text.wav")])
     resumed = read(output)
@@ -426,7 +426,7 @@ def test_cli_folder_reports_bad_files_and_resumes(recognizer, folder, tmp_path, 
 
     seen.clear()
     out = runner.invoke(app, [*command, "--resume"])
-    assert out.exit_code == 0 and "3 files already done" in out.output
+    assert out.exit_code == 1 and "3 files already done" in out.output
     assert sorted(seen) == [str(folder / "empty.wav"), str(folder / "text.wav")]
 
 
@@ -436,7 +436,7 @@ def test_cli_whole_file_predictions_resume(recognizer, folder, tmp_path):
     command = ["predict", str(folder), "--format", "csv", "-o", str(output), "--jobs", "1",
                *_bundle_args(recognizer, tmp_path)]
     out = runner.invoke(app, command)
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 1, out.output  # two files failed
     assert "2 files failed" in out.output
     first = pd.read_csv(output)
     assert len(first) == 3
@@ -444,7 +444,7 @@ def test_cli_whole_file_predictions_resume(recognizer, folder, tmp_path):
     text = output.read_text()
     output.write_text(text[: text.rstrip("\n").rfind("\n") + 12])
     out = runner.invoke(app, [*command, "--resume"])
-    assert out.exit_code == 0, out.output
+    assert out.exit_code == 1, out.output  # two files failed
     assert "2 files already done, skipped" in out.output
     again = pd.read_csv(output)
     pd.testing.assert_frame_equal(again.sort_values("file").reset_index(drop=True),

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from emovox.adaptation import MIN_ADAPT_VECTORS
 from emovox.errors import EmovoxError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -28,9 +29,15 @@ Overrides = Annotated[list[str] | None, typer.Argument(
     help="Config overrides as dotted.key=value, e.g. model.params.C=0.1")]
 
 
+#: Exit status when some inputs could not be predicted (each is listed on stderr).
+EXIT_FAILED = 1
+#: Exit status of usage errors: bad options or arguments, an unusable model.
+EXIT_USAGE = 2
+
+
 def _fail(message: str) -> None:
     errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
+    raise typer.Exit(code=EXIT_USAGE)
 
 
 def _reason(path: str, reason: str) -> str:
@@ -43,6 +50,96 @@ def _print_failures(failures: list[tuple[str, str]], what: str = "files") -> Non
     errors.print(f"[yellow]{len(failures)} {what} failed:[/]")
     for path, reason in failures:
         errors.print(f"  {path}: {_reason(path, reason)}", highlight=False, soft_wrap=True)
+
+
+#: How a skipped entry of a folder is counted in its summary line.
+SKIP_NOUNS = {"not audio": ("file that is not audio", "files that are not audio"),
+              "symlink loop": ("symlink loop", "symlink loops"),
+              "broken symlink": ("broken symlink", "broken symlinks"),
+              "unreadable folder": ("unreadable folder", "unreadable folders"),
+              "not a regular file": ("special file", "special files")}
+
+
+def _print_skipped(folder: Path, skipped: list[tuple[Path, str]], shown: int = 8) -> None:
+    """One summary line per reason, naming the entries (relative to ``folder``)."""
+    by_reason: dict[str, list[str]] = {}
+    for path, reason in skipped:
+        name = str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
+        by_reason.setdefault(reason, []).append(name)
+    for reason, names in by_reason.items():
+        listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more"
+                                             if len(names) > shown else "")
+        noun = SKIP_NOUNS.get(reason, (reason, reason))[len(names) > 1]
+        errors.print(f"[yellow]{folder}: skipped {len(names)} {noun}:[/] {listed}",
+                     highlight=False, soft_wrap=True)
+
+
+def _gather_inputs(items: list[Path]) -> tuple[list[str], list[str]]:
+    """The files to predict: files as given, folders listed by ``list_audio_files``.
+
+    Returns the paths and one problem per folder that holds no audio; what each
+    folder skipped is printed as it is listed.
+    """
+    from emovox.corpora.base import list_audio_files
+
+    paths: list[str] = []
+    problems: list[str] = []
+    for item in items:
+        if not item.is_dir():
+            paths.append(str(item))
+            continue
+        listing = list_audio_files(item)
+        _print_skipped(item, listing.skipped)
+        paths += [str(path) for path in listing.files]
+        if not listing.files:
+            problems.append(f"no audio files in {item}")
+    return paths, problems
+
+
+def _output_format(requested: str | None, output: Path | None) -> str:
+    """The format to write: ``--format``, else what the ``--output`` extension says.
+
+    A ``--format`` that contradicts a .csv or .json ``--output`` is a usage error.
+    """
+    formats = ("table", "csv", "json")
+    if requested is not None and requested not in formats:
+        _fail(f"--format must be table, csv or json, not {requested!r}")
+    suffix = output.suffix.lower().lstrip(".") if output is not None else ""
+    implied = suffix if suffix in ("csv", "json") else None
+    if requested is not None and implied is not None and requested != implied:
+        _fail(f"--format {requested} contradicts --output {output.name} (a .{implied} file); "
+              "drop --format or rename the output")
+    return requested or implied or "table"
+
+
+def _calibration_files(values: list[Path] | None) -> list[Path]:
+    """``--calibrate`` values, each a file or a comma-separated list of files."""
+    files: list[Path] = []
+    for value in values or []:
+        if value.exists() or "," not in str(value):
+            files.append(value)
+        else:
+            files += [Path(part) for part in str(value).split(",") if part.strip()]
+    return files
+
+
+def _calibrate(recognizer, files: list[Path]) -> None:
+    """Calibrate on ``files`` and say whether it took (never claiming it when not)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        try:
+            used = recognizer.calibrate(files)
+        except EmovoxError as error:
+            _fail(f"--calibrate: {error}")
+    # The recogniser's warnings say what was left out, or why nothing was adapted.
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            errors.print(f"[bold yellow]warning:[/] {warning.message}", highlight=False,
+                         soft_wrap=True)
+    if recognizer.calibrated:
+        what = f"{files[0]} ({used} windows)" if len(files) == 1 else (
+            f"{used} of {len(files)} calibration files")
+        errors.print(f"adapted to the speaker of {what}", highlight=False, soft_wrap=True)
 
 
 COUNT_COLUMNS = {"n_test", "support", "n", "count", "utterances", "speakers"}
@@ -76,11 +173,12 @@ def predict(
     files: Annotated[list[Path] | None, typer.Argument(help="Audio files or folders")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Model bundle folder (default: "
                                                      "the packaged model)")] = None,
-    output_format: Annotated[str, typer.Option("--format", "-f",
-                                               help="table, csv or json")] = "table",
+    output_format: Annotated[str | None, typer.Option(
+        "--format", "-f", help="table, csv or json (default: from the --output extension, "
+                               "else table)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o",
-                                                help="Write results to this file (csv and "
-                                                     "json: file by file)")] = None,
+                                                help="Write results to this file (.csv and "
+                                                     ".json: file by file)")] = None,
     sample: Annotated[bool, typer.Option(help="Predict a synthetic voice sample "
                                               "(a smoke test needing no audio)")] = False,
     jobs: Annotated[int, typer.Option(help="Processes (-1: all cores)")] = -1,
@@ -103,23 +201,32 @@ def predict(
              "together, or running statistics of a timeline), batch, stream or none")
     ] = "auto",
     calibrate: Annotated[list[Path] | None, typer.Option(
-        help="A short recording (or several files) of the speaker to adapt to")] = None,
+        help=f"A recording of the speaker to adapt to ({MIN_ADAPT_VECTORS + 1} s or more), "
+             f"or several files ({MIN_ADAPT_VECTORS} or more): repeat --calibrate or give a comma "
+             "list, a.wav,b.wav")] = None,
 ) -> None:
     """Predict the emotion of audio files (or every audio file in folders).
 
+    Folders are searched recursively and take every file whose content is audio,
+    whatever its name; what they skip (other files, symlink loops) is listed.
+
     With --timeline, long recordings come back as windows over their speech.
 
-    With --output (csv or json), results are written file by file; --resume skips done files.
+    With --output, the format follows its extension (.csv, .json); csv and json are
+    written file by file, and --resume skips done files.
 
     A bad file is reported and the others go on.
+
+    Exit status: 0 when every file was predicted; 1 when some could not be (each
+    is listed on stderr with the reason) or a folder held no audio; 2 for usage
+    errors (bad options, a --format contradicting the --output extension).
     """
     from emovox.recognizer import Recognizer
     from emovox.synth import synth_voice
     from emovox.timeline import ResultsFile, check_window, timeline_complete
     from emovox.vad import VAD_METHODS
 
-    if output_format not in {"table", "csv", "json"}:
-        _fail(f"--format must be table, csv or json, not {output_format!r}")
+    output_format = _output_format(output_format, output)
     if timeline:
         try:
             check_window(window, hop)
@@ -131,11 +238,21 @@ def predict(
         _fail("--plot draws a timeline: add --timeline")
     if resume and (output is None or output_format == "table"):
         _fail("--resume needs --output with --format csv or json")
+    paths: list[str] = []
+    problems: list[str] = []  # inputs that gave nothing to predict (empty folders)
+    if not sample:
+        if not files:
+            _fail("give audio files or folders to predict, or --sample")
+        paths, problems = _gather_inputs(files)
+        if not paths:  # nothing to do: say why before loading any model
+            _finish([], problems)
     recognizer = Recognizer(bundle, n_jobs=jobs, adapt=adapt)  # checks --adapt
     if calibrate:
-        used = recognizer.calibrate(calibrate)
-        errors.print(f"adapted to the speaker of {len(calibrate)} calibration file(s) "
-                     f"({used} usable)", highlight=False)
+        _calibrate(recognizer, _calibration_files(calibrate))
+        if paths:  # what is predicted, as opposed to calibrated on
+            errors.print(f"predicting {len(paths)} file(s): "
+                         + ", ".join(Path(p).name for p in paths[:8])
+                         + (" ..." if len(paths) > 8 else ""), highlight=False, soft_wrap=True)
     options = {"window": window, "hop": hop, "vad": None if no_vad else vad}
     columns = ["file", "start", "end", "emotion", "confidence", *recognizer.classes]
     columns += ["speech", "speech_ratio"] if timeline else []
@@ -159,14 +276,7 @@ def predict(
             from emovox.timeline import plot_timeline
 
             plot_timeline(frames[0], plot)
-    elif not files:
-        _fail("give audio files or folders to predict, or --sample")
     else:
-        paths: list[str] = []
-        from emovox.corpora.base import iter_audio_files
-
-        for item in files:
-            paths += [str(p) for p in iter_audio_files(item)] if item.is_dir() else [str(item)]
         todo = [p for p in paths if writer is None or not writer.is_done(p)]
         skipped = len(paths) - len(todo)
         if timeline:
@@ -176,10 +286,14 @@ def predict(
             frames = [recognizer.predict_files(todo, progress=sys.stderr.isatty())]
             failures = frames[0].attrs.get("failures", [])
         else:  # in batches, each written as soon as it is done
-            if recognizer.adapter is not None and adapt in ("auto", "batch") and not calibrate:
+            if (recognizer.adapter is not None and adapt in ("auto", "batch")
+                    and not recognizer.calibrated and todo):
                 # Statistics of the whole input (done files too), so batches and a
-                # resumed run adapt exactly as one call over every file would.
-                recognizer.adapt_to_files(paths, progress=sys.stderr.isatty())
+                # resumed run adapt exactly as one call over every file would. Too
+                # few files fix nothing, as one batch of them would not adapt either.
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    recognizer.adapt_to_files(paths, progress=sys.stderr.isatty())
             for start in range(0, len(todo), 32):
                 batch = todo[start:start + 32]
                 try:
@@ -196,9 +310,7 @@ def predict(
         errors.print(f"{writer.rows_written} row(s) written to {output}"
                      + (f"; {skipped} files already done, skipped" if skipped else ""),
                      highlight=False, soft_wrap=True)
-        _print_failures(failures)
-        if failures and not writer.rows_written and not skipped:
-            raise typer.Exit(code=1)
+        _finish(failures, problems)
         return
     nonempty = [f for f in frames if len(f)]
     frame = pd.concat(nonempty) if nonempty else frames[0] if frames else pd.DataFrame(
@@ -208,21 +320,33 @@ def predict(
         shown = frame.copy()
         if timeline:
             shown["emotion"] = shown["emotion"].fillna("-")
-        if len(shown):
-            shown.index = shown.index.set_levels(
-                [shown.index.levels[0].map(lambda p: Path(p).name if "/" in p else p),
-                 *shown.index.levels[1:]])
-        text_console = Console(file=output.open("w")) if output else console
-        text_console.print(_frame_table(shown, title=f"emotion ({recognizer.bundle.labels.name}"
-                                                      f" model)"))
+        names = {p: Path(p).name for p in shown.index.levels[0]}
+        if len(shown) and len(set(names.values())) == len(names):  # else paths: a/x, b/x
+            shown.index = shown.index.set_levels([shown.index.levels[0].map(names),
+                                                  *shown.index.levels[1:]])
+        table = _frame_table(shown, title=f"emotion ({recognizer.bundle.labels.name} model)")
+        if output is None:
+            console.print(table)
+        else:
+            with output.open("w") as handle:
+                Console(file=handle, width=200).print(table)
+            errors.print(f"{len(shown)} row(s) written to {output} as a table",
+                         highlight=False, soft_wrap=True)
     else:
         text = (flat.to_csv(index=False, float_format="%.4f") if output_format == "csv"
                 else json.dumps(json.loads(flat.to_json(orient="records", double_precision=4)),
                                 indent=2) + "\n")
         sys.stdout.write(text)
+    _finish(failures, problems)
+
+
+def _finish(failures: list[tuple[str, str]], problems: list[str]) -> None:
+    """List failed files and empty inputs on stderr; exit with EXIT_FAILED if any."""
     _print_failures(failures)
-    if failures and flat.empty:
-        raise typer.Exit(code=1)
+    for problem in problems:
+        errors.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+    if failures or problems:
+        raise typer.Exit(code=EXIT_FAILED)
 
 
 def _predict_timelines(recognizer, paths: list[str], options: dict,
