@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,42 +65,71 @@ class Recognizer(FileVerbs):
                   hop: float = 1.0) -> int:
         """Adapt to a speaker from a short calibration recording (or a few files).
 
+        Fewer than :data:`~emovox.adaptation.MIN_ADAPT_VECTORS` feature vectors are
+        too little of the speaker to adapt to (the unadapted model would answer all
+        the same): the calibration is then not applied, a :class:`UserWarning` says
+        how much more is needed, and :attr:`calibrated` stays as it was.
+
         Parameters
         ----------
         sources : list of paths, or np.ndarray
-            Files of the speaker, or one recording (a single path, or samples with
-            ``sample_rate``), which is cut into ``window``-second windows every
-            ``hop`` seconds.
+            Files of the speaker (one vector each), or one recording (a single path,
+            or samples with ``sample_rate``), which is cut into ``window``-second
+            windows every ``hop`` seconds.
+        sample_rate : int, optional
+            Rate of array ``sources`` in Hz.
+        window, hop : float
+            Window length and step in seconds for a single recording.
 
         Returns
         -------
         int
-            Number of feature vectors the statistics were computed from.
+            Number of feature vectors found (the calibration is applied only when it
+            is at least ``MIN_ADAPT_VECTORS``).
 
         Raises
         ------
         ConfigError
-            The bundle was trained without speaker normalisation.
+            The bundle was trained without speaker normalisation, or no file could
+            be used.
         """
         if self.adapter is None:
             raise ConfigError("this model was trained without speaker normalisation; "
                               "calibration has nothing to adapt")
+        name = "<calibration>"
         if not isinstance(sources, np.ndarray):
             sources = list(sources)
-            if len(sources) == 1:  # one recording: its windows, as for samples
-                sample_rate = self.extractor.sample_rate
-                sources = load_audio(sources[0], sample_rate)
-        if isinstance(sources, np.ndarray):
-            if sample_rate is None:
-                raise ConfigError("give the sample_rate of the calibration samples")
-            signal = resample(check_signal(sources, sample_rate, "<calibration>"),
-                              sample_rate, self.extractor.sample_rate)
-            size, step = (round(s * self.extractor.sample_rate) for s in (window, hop))
-            starts = range(0, max(1, len(signal) - size + 1), step)
-            features = np.stack([self.extractor.extract_signal(
-                signal[i:i + size], self.extractor.sample_rate) for i in starts])
-        else:
-            return self.adapt_to_files(sources)
+            if len(sources) != 1:
+                return self.adapt_to_files(sources)
+            # One recording: its windows, as for samples.
+            name = str(sources[0])
+            sample_rate = self.extractor.sample_rate
+            sources = load_audio(sources[0], sample_rate)
+        if sample_rate is None:
+            raise ConfigError("give the sample_rate of the calibration samples")
+        signal = resample(check_signal(sources, sample_rate, name),
+                          sample_rate, self.extractor.sample_rate)
+        size, step = (round(s * self.extractor.sample_rate) for s in (window, hop))
+        starts = range(0, max(1, len(signal) - size + 1), step)
+        features = np.stack([self.extractor.extract_signal(
+            signal[i:i + size], self.extractor.sample_rate) for i in starts])
+        # n windows need window + (n - 1) * hop seconds.
+        needed = window + (MIN_ADAPT_VECTORS - 1) * hop
+        return self._set_calibration(
+            features, f"{name} is {len(signal) / self.extractor.sample_rate:.1f} s long, "
+                      f"{len(features)} window(s) of {window:g} s; at least "
+                      f"{needed:g} s ({MIN_ADAPT_VECTORS} windows) are needed")
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether a calibration (:meth:`calibrate`) fixes the adaptation statistics."""
+        return self.adapter is not None and self.adapter.calibration is not None
+
+    def _set_calibration(self, features: np.ndarray, too_little: str) -> int:
+        """Calibrate the adapter on ``features`` if they are enough, else warn why not."""
+        if len(features) < MIN_ADAPT_VECTORS:
+            warnings.warn(f"calibration not applied: {too_little}", UserWarning, stacklevel=3)
+            return len(features)
         return int(self.adapter.calibrate(features.reshape(len(features), -1)).count)
 
     def adapt_to_files(self, paths: Iterable[str | Path], progress: bool = False) -> int:
@@ -107,7 +137,13 @@ class Recognizer(FileVerbs):
 
         What ``batch`` adaptation would use for them predicted together; fixing it
         lets a long run predict them in parts (and resume) with the same statistics.
-        Unusable files are skipped. Returns the number of files used.
+        Unusable files are skipped. Fewer than ``MIN_ADAPT_VECTORS`` usable files fix
+        nothing (a warning says so).
+
+        Returns
+        -------
+        int
+            Number of usable files.
         """
         if self.adapter is None:
             raise ConfigError("this model was trained without speaker normalisation; "
@@ -117,8 +153,14 @@ class Recognizer(FileVerbs):
         if not result.ok.any():
             raise ConfigError("no usable file to adapt to: " + "; ".join(
                 f"{p}: {r}" for p, r in result.failures))
-        features = result.features
-        return int(self.adapter.calibrate(features.reshape(len(features), -1)).count)
+        if result.failures:
+            warnings.warn(f"calibration left out {len(result.failures)} unusable file(s): "
+                          + "; ".join(r for _, r in result.failures), UserWarning, stacklevel=2)
+        files = ", ".join(Path(p).name for p in result.ok_paths)
+        return self._set_calibration(
+            result.features, f"{int(result.ok.sum())} usable file(s) ({files}); at least "
+                             f"{MIN_ADAPT_VECTORS} files of the speaker, or one recording of "
+                             "several seconds, are needed")
 
     def _probabilities(self, features: np.ndarray,
                        adapter: FeatureAdapter | None = None) -> np.ndarray:
