@@ -160,3 +160,22 @@ def test_extract_file(tmp_path, write_tone) -> None:
     ext = WhisperEncoderExtractor(layers="last", offset=0.2, duration=1.0)
     out = ext.extract_file(path)
     assert out.shape == (D_MODEL,)
+
+
+@pytest.mark.parametrize("preprocessed", [False, True])
+def test_batched_windows_match_one_by_one(preprocessed: bool) -> None:
+    """extract_signals (equal windows in one forward pass) = extract_signal per window."""
+    signal = tone_signal(8.0, SR, frequency=130.0, seed=4)
+    windows = [signal[start:start + 2 * SR] for start in range(0, 6 * SR + 1, SR)]
+    windows += [signal[-SR - SR // 2:], np.zeros(2 * SR, np.float32)]  # shorter; silent
+    spec = {"name": "whisper_encoder", "layers": "all"}
+    if preprocessed:
+        spec = {"name": "preprocessed", "features": spec, "loudness_lufs": -23.0}
+    ext = get_extractor(spec)
+    features, usable = ext.extract_signals(windows, SR)
+    assert usable.tolist() == [True] * (len(windows) - 1) + [False]  # silence refused
+    assert features.shape == (len(windows) - 1, *ext.output_shape)
+    alone = np.stack([ext.extract_signal(w, SR) for w in windows[:-1]])
+    np.testing.assert_allclose(features, alone, rtol=1e-4, atol=1e-4)
+    empty, none = ext.extract_signals([], SR)
+    assert empty.shape == (0, *ext.output_shape) and none.shape == (0,)

@@ -320,7 +320,7 @@ def _classify(recognizer: Recognizer, label: str, sr: int, buffer: np.ndarray, o
     """Rows of ``windows`` (file sample ranges, inside ``buffer`` which starts at ``offset``),
     adapted with the timeline's own ``adapter``."""
     classes = recognizer.classes
-    index_rows, ratios, speech, features, feature_rows = [], [], [], [], []
+    index_rows, ratios, speech, signals, speech_rows = [], [], [], [], []
     for start, end in windows:
         if detector is not None:
             ratio = detector.speech_seconds(start / sr, end / sr) / ((end - start) / sr)
@@ -333,21 +333,20 @@ def _classify(recognizer: Recognizer, label: str, sr: int, buffer: np.ndarray, o
         index_rows.append((label, round(start / sr, 3), round(end / sr, 3)))
         ratios.append(min(ratio, 1.0))
         speech.append(is_speech)
-        if is_speech:
-            try:
-                features.append(recognizer.extractor.extract_signal(
-                    buffer[start - offset:end - offset], sr))
-                feature_rows.append(row)
-            except AudioError:
-                pass  # silent or too short: kept without an emotion
+        if is_speech:  # only speech reaches the encoder
+            signals.append(buffer[start - offset:end - offset])
+            speech_rows.append(row)
+    # One batch: equal-length windows share a forward pass, each still encoded alone.
+    features, usable = recognizer.extractor.extract_signals(signals, sr)
+    feature_rows = [row for row, ok in zip(speech_rows, usable, strict=True) if ok]
     index = pd.MultiIndex.from_arrays(
         [[r[0] for r in index_rows], [r[1] for r in index_rows], [r[2] for r in index_rows]],
         names=["file", "start", "end"])
     frame = pd.DataFrame({"emotion": pd.Series([None] * len(index_rows), dtype=object),
                           "confidence": np.nan, **dict.fromkeys(classes, np.nan)},
                          index=range(len(index_rows)))
-    if features:
-        probabilities = recognizer._frame(np.stack(features),
+    if feature_rows:  # silent or too short windows are kept without an emotion
+        probabilities = recognizer._frame(features,
                                           pd.MultiIndex.from_tuples(
                                               [index_rows[i] for i in feature_rows]),
                                           adapter)

@@ -14,7 +14,7 @@ import inspect
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -131,6 +131,58 @@ class FeatureExtractor(ABC):
         AudioError
             Unusable audio (empty, too short, silent, offset past the end...).
         """
+        return self._finish(self._compute(self._prepare(signal, sample_rate)), _SIGNAL_SOURCE)
+
+    def extract_signals(self, signals: Sequence[np.ndarray], sample_rate: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Features of several in-memory recordings, skipping the unusable ones.
+
+        Each signal gets exactly what :meth:`extract_signal` gives it; extractors that
+        can (the Whisper encoder) compute equal-length signals together in one batch.
+
+        Parameters
+        ----------
+        signals : sequence of np.ndarray
+            Audio samples, each as :meth:`extract_signal` takes them.
+        sample_rate : int
+            Rate of every signal in Hz.
+
+        Returns
+        -------
+        features : np.ndarray, float32, shape (n_usable, *output_shape)
+            Features of the usable signals, in order.
+        usable : np.ndarray of bool, shape (len(signals),)
+            Which signals have features (the others raised :class:`AudioError`).
+        """
+        features, usable = [], np.zeros(len(signals), dtype=bool)
+        for i, signal in enumerate(signals):
+            try:
+                features.append(self.extract_signal(signal, sample_rate))
+                usable[i] = True
+            except AudioError:
+                pass  # silent or too short: left out, as the mask says
+        return self._stack(features), usable
+
+    def _stack(self, features: Sequence[np.ndarray]) -> np.ndarray:
+        """Feature arrays stacked, or an empty ``(0, *output_shape)`` array."""
+        if not features:
+            return np.zeros((0, *self.output_shape), np.float32)
+        return np.stack(features)
+
+    def _prepare_usable(self, signals: Sequence[np.ndarray], sample_rate: int
+                        ) -> tuple[list[np.ndarray], np.ndarray]:
+        """:meth:`_prepare` of each signal, leaving out those it refuses, and the mask."""
+        prepared, usable = [], np.zeros(len(signals), dtype=bool)
+        for i, signal in enumerate(signals):
+            try:
+                prepared.append(self._prepare(signal, sample_rate))
+                usable[i] = True
+            except AudioError:
+                pass
+        return prepared, usable
+
+    def _prepare(self, signal: np.ndarray, sample_rate: int) -> np.ndarray:
+        """The analysed part of a signal: checked, mono, resampled, ``offset``/``duration``."""
         x = check_signal(signal, sample_rate, _SIGNAL_SOURCE)
         x = resample(x, int(sample_rate), self.sample_rate)
         start = round(self.offset * self.sample_rate)
@@ -141,8 +193,7 @@ class FeatureExtractor(ABC):
                 f"({x.size / self.sample_rate:.3f} s)",
             )
         stop = None if self.duration is None else start + self._window_samples()
-        x = check_signal(x[start:stop], self.sample_rate, _SIGNAL_SOURCE)
-        return self._finish(self._compute(x), _SIGNAL_SOURCE)
+        return check_signal(x[start:stop], self.sample_rate, _SIGNAL_SOURCE)
 
     def extract_file(self, path: str | Path) -> np.ndarray:
         """Read ``path`` (only the ``offset``/``duration`` window) and compute its features.

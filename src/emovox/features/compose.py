@@ -86,14 +86,25 @@ class Preprocessed(FeatureExtractor):
         return self._finish(_naming(path, self._compute, load_audio(path, self.sample_rate)),
                             path)
 
+    def extract_signals(self, signals: Sequence[np.ndarray], sample_rate: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Each signal preprocessed alone, then the inner extractor's batch (see base)."""
+        prepared, usable = self._prepare_usable(signals, sample_rate)
+        features, inner_usable = self.inner.extract_signals(
+            [self._preprocess(x) for x in prepared], self.sample_rate)
+        usable[usable] = inner_usable
+        return features, usable
+
     def warm_up(self) -> None:
         """Warm up the inner extractor (see :meth:`FeatureExtractor.warm_up`)."""
         self.inner.warm_up()
 
+    def _preprocess(self, signal: np.ndarray) -> np.ndarray:
+        return preprocess(signal, self.sample_rate, trim_top_db=self.trim_top_db,
+                          loudness_lufs=self.loudness_lufs)
+
     def _compute(self, signal: np.ndarray) -> np.ndarray:
-        x = preprocess(signal, self.sample_rate, trim_top_db=self.trim_top_db,
-                       loudness_lufs=self.loudness_lufs)
-        return self.inner.extract_signal(x, self.sample_rate)
+        return self.inner.extract_signal(self._preprocess(signal), self.sample_rate)
 
 
 @register_extractor

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -540,12 +540,58 @@ def whisper_hidden_states(
         ``frames = ceil((min(n, max_seconds * 16000) // 160) / 2)`` (50 per second);
         index 0 the embeddings, index ``n_layers`` the final-LayerNorm output.
     """
+    return whisper_hidden_states_batch([signal], max_seconds=max_seconds, threads=threads,
+                                       model=model)[0]
+
+
+#: Most recordings encoded in one forward pass (bounds the memory of a batch).
+WHISPER_BATCH_SIZE = 32
+
+
+def whisper_hidden_states_batch(
+    signals: Sequence[np.ndarray],
+    *,
+    max_seconds: float = WHISPER_MAX_SECONDS,
+    threads: int | None = None,
+    model: str | Path | None = None,
+    batch_size: int = WHISPER_BATCH_SIZE,
+) -> list[np.ndarray]:
+    """:func:`whisper_hidden_states` of several recordings, equal lengths batched.
+
+    Recordings of the same length (after cropping to ``max_seconds``) are stacked
+    and encoded in one forward pass, at most ``batch_size`` at a time; each still
+    attends only over itself (no padding, no mask), so its hidden states are those
+    of :func:`whisper_hidden_states` up to float rounding.
+
+    Parameters
+    ----------
+    signals : sequence of np.ndarray, each shape (n,)
+        Mono float audio at 16 kHz (each at least 201 samples).
+    max_seconds, threads, model
+        As for :func:`whisper_hidden_states`.
+    batch_size : int
+        Most recordings per forward pass.
+
+    Returns
+    -------
+    list of np.ndarray, float32, shape (n_layers + 1, frames, d_model)
+        In the order of ``signals``.
+    """
     if not 0 < max_seconds <= WHISPER_MAX_SECONDS:
         raise ValueError(f"max_seconds must be in (0, {WHISPER_MAX_SECONDS:g}], got {max_seconds}")
-    audio = np.asarray(signal, dtype=np.float32).reshape(-1)
-    audio = audio[: round(max_seconds * WHISPER_SAMPLE_RATE)]
+    crop = round(max_seconds * WHISPER_SAMPLE_RATE)
+    audios = [np.asarray(s, dtype=np.float32).reshape(-1)[:crop] for s in signals]
+    groups: dict[int, list[int]] = {}
+    for i, audio in enumerate(audios):
+        groups.setdefault(audio.size, []).append(i)
     encoder = load_whisper_encoder(model)
+    out: list[np.ndarray] = [np.empty(0, np.float32)] * len(audios)
     with torch_threads(threads), torch.inference_mode():
-        mel = whisper_log_mel(audio)
-        states = encoder(mel.unsqueeze(0))[:, 0]
-    return states.numpy()
+        for members in groups.values():
+            for begin in range(0, len(members), batch_size):
+                part = members[begin:begin + batch_size]
+                mel = torch.stack([whisper_log_mel(audios[i]) for i in part])
+                states = encoder(mel).numpy()  # (layers, batch, frames, d_model)
+                for j, i in enumerate(part):
+                    out[i] = states[:, j]
+    return out

