@@ -75,8 +75,7 @@ DEFAULT_MAX_WINDOWS = 2400
 DEFAULT_RECEIVE_SECONDS = 60.0
 #: Largest form field other than the audio file, in bytes.
 MAX_FIELD_BYTES = 4096
-#: Largest headers of one multipart part, and most parts in one form.
-MAX_PART_HEADER_BYTES = 8192
+#: Most parts in one form (python-multipart bounds the headers of each part).
 MAX_PARTS = 16
 #: Values of ``vad`` that mean no voice activity detection.
 NO_VAD = ("none", "off", "")
@@ -174,8 +173,8 @@ async def receive_upload(request: Request, limit: int, directory: str | None = N
 
     Everything is refused as it streams in, never after reading it all: a body past
     ``limit`` plus room for the form, a form field other than the file past
-    :data:`MAX_FIELD_BYTES`, part headers past :data:`MAX_PART_HEADER_BYTES`, more
-    than :data:`MAX_PARTS` parts, a body still arriving after ``timeout`` seconds.
+    :data:`MAX_FIELD_BYTES`, more than :data:`MAX_PARTS` parts, a body still arriving
+    after ``timeout`` seconds (python-multipart itself refuses oversized part headers).
 
     Parameters
     ----------
@@ -214,8 +213,7 @@ async def receive_upload(request: Request, limit: int, directory: str | None = N
                             f"{content_type.decode('latin-1') or 'an empty content type'}")
     state: dict[str, Any] = {"size": 0, "file": None, "name": None, "done": False,
                              "headers": {}, "field": b"", "value": b"", "writing": False,
-                             "body": 0, "parts": 0, "header_bytes": 0, "part": "",
-                             "part_size": 0}
+                             "body": 0, "parts": 0, "part": "", "part_size": 0}
 
     def open_file(filename: str) -> None:
         handle = tempfile.NamedTemporaryFile(  # noqa: SIM115  (closed below)
@@ -228,13 +226,6 @@ async def receive_upload(request: Request, limit: int, directory: str | None = N
         if state["size"] > limit:
             raise _too_large(limit)
         state["file"].write(data)
-
-    def header_bytes(count: int) -> None:
-        # Header names and values are kept in memory: bound them.
-        state["header_bytes"] += count
-        if state["header_bytes"] > MAX_PART_HEADER_BYTES:
-            raise ApiError(413, f"form part headers larger than {MAX_PART_HEADER_BYTES} "
-                                "bytes")
 
     async def body() -> AsyncIterator[bytes]:
         # The whole body, file and form, is bounded (not only the file's bytes).
@@ -251,8 +242,7 @@ async def receive_upload(request: Request, limit: int, directory: str | None = N
                 async for chunk in body():
                     write(chunk)
             else:
-                await _parse_form(body(), options.get(b"boundary"), state, open_file, write,
-                                  header_bytes)
+                await _parse_form(body(), options.get(b"boundary"), state, open_file, write)
         if state["file"] is None:
             raise ApiError(422, "no file in the form: send the audio in a field named 'file'")
         state["file"].close()
@@ -273,8 +263,7 @@ async def receive_upload(request: Request, limit: int, directory: str | None = N
 
 async def _parse_form(chunks: AsyncIterator[bytes], boundary: bytes | None,
                       state: dict[str, Any], open_file: Callable[[str], None],
-                      write: Callable[[bytes], None],
-                      header_bytes: Callable[[int], None]) -> None:
+                      write: Callable[[bytes], None]) -> None:
     """Feed a multipart body to the parser: the file part is written as it comes, the
     other fields are only counted (and refused past :data:`MAX_FIELD_BYTES`)."""
     from python_multipart.multipart import MultipartParser, parse_options_header
@@ -284,16 +273,13 @@ async def _parse_form(chunks: AsyncIterator[bytes], boundary: bytes | None,
 
     def on_part_begin() -> None:
         state["parts"] += 1
-        state["header_bytes"] = 0
         if state["parts"] > MAX_PARTS:
             raise ApiError(413, f"more than {MAX_PARTS} parts in the form")
 
     def on_header_field(data: bytes, start: int, end: int) -> None:
-        header_bytes(end - start)
         state["field"] += data[start:end]
 
     def on_header_value(data: bytes, start: int, end: int) -> None:
-        header_bytes(end - start)
         state["value"] += data[start:end]
 
     def on_header_end() -> None:
