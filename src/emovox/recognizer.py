@@ -13,9 +13,9 @@ import pandas as pd
 from emovox.adaptation import ADAPT_MODES, MIN_ADAPT_VECTORS, FeatureAdapter
 from emovox.audio import check_durations, check_signal, load_audio, resample
 from emovox.bundle import Bundle, load_bundle
-from emovox.calibration import UNCERTAIN
 from emovox.errors import ConfigError
 from emovox.features import extract_many
+from emovox.inference.rows import column_order, empty_rows, result_rows
 from emovox.normalization import DEFAULT_PRIOR_WEIGHT
 from emovox.verbs import FileVerbs
 
@@ -193,16 +193,13 @@ class Recognizer(FileVerbs):
     def _frame(self, features: np.ndarray, index: pd.MultiIndex,
                adapter: FeatureAdapter | None = None) -> pd.DataFrame:
         proba = self._probabilities(features, adapter)
-        order = [list(self.bundle.model.classes_).index(c) for c in self.classes]
-        proba = proba[:, order]
-        frame = pd.DataFrame(proba, index=index, columns=self.classes)
-        frame.insert(0, "confidence", proba.max(axis=1))
-        labels = np.asarray(self.classes, dtype=object)[proba.argmax(axis=1)]
-        threshold = getattr(self.bundle.model, "uncertain_below", None)
-        if threshold is not None:  # a calibrated model may decline to answer
-            labels[proba.max(axis=1) < threshold] = UNCERTAIN
-        frame.insert(0, "emotion", labels)
-        return frame
+        order = column_order(list(self.bundle.model.classes_), self.classes)
+        return result_rows(proba[:, order], self.classes, index, self.uncertain_below)
+
+    @property
+    def uncertain_below(self) -> float | None:
+        """A calibrated model's threshold for answering "uncertain" (None: never)."""
+        return getattr(self.bundle.model, "uncertain_below", None)
 
     def predict_signal(self, signal: np.ndarray, sample_rate: int,
                        name: str = "<signal>") -> pd.DataFrame:
@@ -228,10 +225,7 @@ class Recognizer(FileVerbs):
         tuples = [(p, 0.0, round(durations[p], 3))
                   for p, ok in zip(candidates, result.ok, strict=True) if ok]
         index = pd.MultiIndex.from_tuples(tuples, names=["file", "start", "end"])
-        if tuples:
-            frame = self._frame(result.features, index)
-        else:
-            frame = pd.DataFrame(columns=["emotion", "confidence", *self.classes], index=index)
+        frame = self._frame(result.features, index) if tuples else empty_rows(self.classes)
         frame.attrs["failures"] = failures
         return frame
 
