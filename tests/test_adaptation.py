@@ -102,10 +102,10 @@ def test_recognizer_adapts_to_a_new_channel(normalised_bundle, tmp_path, monkeyp
         sf.write(path, signal.astype(np.float32), 16000)
         paths.append(path)
         truth.append(emotion)
-    import emovox.recognizer
+    import emovox.inference.engine
 
     # Six files are fewer than the unadapted fallback's threshold; adapt anyway here.
-    monkeypatch.setattr(emovox.recognizer, "MIN_ADAPT_VECTORS", 2)
+    monkeypatch.setattr(emovox.inference.engine, "MIN_ADAPT_VECTORS", 2)
     adapted = Recognizer(normalised_bundle, n_jobs=1, adapt="batch")
     unadapted = Recognizer(normalised_bundle, n_jobs=1, adapt="none")
     batch = adapted.predict_files(paths, progress=False)

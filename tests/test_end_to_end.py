@@ -96,7 +96,8 @@ def test_bundle_round_trip_and_recognizer(corpus, tmp_path):
     empty.write_bytes(b"")
     frame = recognizer.predict_files([good, empty], progress=False)
     assert list(frame.index.names) == ["file", "start", "end"]
-    assert list(frame.columns) == ["emotion", "confidence", "angry", "happy", "sad"]
+    assert list(frame.columns) == ["emotion", "confidence", "angry", "happy", "sad",
+                                    "basis"]
     assert np.allclose(frame[["angry", "happy", "sad"]].sum(axis=1), 1.0)
     assert frame.attrs["failures"][0][0] == str(empty)
     with pytest.raises(AudioError, match="empty"):

@@ -260,8 +260,7 @@ def test_unusable_audio_is_422(client: Any) -> None:
     silent = wav_bytes(np.zeros(16000, dtype=np.float32))
     response = client.post("/api/predict", files={"file": ("silent.wav", silent, "audio/wav")})
     assert response.status_code == 422
-    assert response.json()["detail"] == "silent.wav: silent: no sample rises above digital " \
-                                        "silence"
+    assert response.json()["detail"].startswith("silent.wav: silent: no sound above")
     response = client.post("/api/predict", files={"file": ("empty.wav", b"", "audio/wav")})
     assert response.status_code == 422
     assert "empty" in response.json()["detail"]

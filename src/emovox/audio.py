@@ -7,7 +7,7 @@ file and says what is wrong in one line, so a batch can report it and move on.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,46 @@ def check_signal(
     AudioError
         Empty, too short, too long, non-finite or silent signals.
     """
+    signal = to_mono_float32(signal, source)
+    if sample_rate <= 0:
+        raise AudioError(source, f"invalid sample rate {sample_rate}")
+    if signal.size == 0:
+        raise AudioError(source, "no audio samples (empty or truncated file)")
+    duration = signal.size / sample_rate
+    if duration < min_duration:
+        raise AudioError(
+            source, f"too short: {duration:.3f} s, need at least {min_duration:g} s of audio"
+        )
+    if max_duration is not None and duration > max_duration:
+        raise AudioError(
+            source,
+            f"too long: {duration:.1f} s, limit is {max_duration:g} s "
+            "(split it, or use a timeline for long recordings)",
+        )
+    if not np.all(np.isfinite(signal)):
+        raise AudioError(source, "contains NaN or infinite samples")
+    if is_silent(signal, sample_rate):
+        raise AudioError(source, f"silent: no sound above {SILENCE_RMS_DB:g} dBFS (RMS "
+                                 "without DC offset); a constant signal carries no speech")
+    return signal
+
+
+def to_mono_float32(signal: np.ndarray, source: str | Path = "<signal>") -> np.ndarray:
+    """Samples as contiguous mono float32: integer PCM scaled to [-1, 1), channels
+    averaged. The one conversion of decoded blocks and arrays (no other checks).
+
+    Parameters
+    ----------
+    signal : np.ndarray, shape (n,) or (n, channels)
+        Samples of any numeric type.
+    source : str or Path
+        Name used in error messages.
+
+    Raises
+    ------
+    AudioError
+        Not 1-D or 2-D, no channels, channels-first, or not numeric.
+    """
     signal = np.asarray(signal)
     if signal.ndim not in (1, 2):
         raise AudioError(source, f"expected 1-D or 2-D audio, got {signal.ndim}-D array")
@@ -82,29 +122,9 @@ def check_signal(
                 f"array shape {signal.shape} looks channels-first; "
                 "expected (samples, channels), transpose it",
             )
-        signal = signal.mean(axis=1)
+        signal = signal.mean(axis=1) if channels > 1 else signal[:, 0]
     with np.errstate(over="ignore"):  # huge values become inf, refused below
         signal = np.ascontiguousarray(signal, dtype=np.float32)
-    if sample_rate <= 0:
-        raise AudioError(source, f"invalid sample rate {sample_rate}")
-    if signal.size == 0:
-        raise AudioError(source, "no audio samples (empty or truncated file)")
-    duration = signal.size / sample_rate
-    if duration < min_duration:
-        raise AudioError(
-            source, f"too short: {duration:.3f} s, need at least {min_duration:g} s of audio"
-        )
-    if max_duration is not None and duration > max_duration:
-        raise AudioError(
-            source,
-            f"too long: {duration:.1f} s, limit is {max_duration:g} s "
-            "(split it, or use a timeline for long recordings)",
-        )
-    if not np.all(np.isfinite(signal)):
-        raise AudioError(source, "contains NaN or infinite samples")
-    if is_silent(signal, sample_rate):
-        raise AudioError(source, f"silent: no sound above {SILENCE_RMS_DB:g} dBFS (RMS "
-                                 "without DC offset); a constant signal carries no speech")
     return signal
 
 
@@ -230,6 +250,38 @@ def load_audio(
         raise AudioError(path, f"cannot decode audio ({_short(error)})") from None
     signal = check_signal(signal, file_sr, path, min_duration=min_duration)
     return resample(signal, file_sr, sample_rate)
+
+
+def stream_mono(path: str | Path, block_frames: int) -> Iterator[np.ndarray]:
+    """Decode a file block by block as mono float32, for recordings of any length.
+
+    Parameters
+    ----------
+    path : str or Path
+        Audio file (its header was checked with :func:`audio_info`).
+    block_frames : int
+        Frames per block (the last block may be shorter).
+
+    Yields
+    ------
+    np.ndarray, shape (n,), float32
+
+    Raises
+    ------
+    AudioError
+        Undecodable data, or NaN / infinite samples, naming the file.
+    """
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            while len(block := handle.read(block_frames, dtype="float32", always_2d=True)):
+                # Averaged here, not by to_mono_float32: a last block of fewer frames
+                # than channels is not a channels-first array.
+                mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+                if not np.all(np.isfinite(mono)):
+                    raise AudioError(path, "contains NaN or infinite samples")
+                yield np.ascontiguousarray(mono, dtype=np.float32)
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise AudioError(path, f"cannot decode audio ({_short(error)})") from None
 
 
 #: Most samples (frames x channels) decoded at a time by :func:`load_audio`.

@@ -255,7 +255,7 @@ def predict(
                          + (" ..." if len(paths) > 8 else ""), highlight=False, soft_wrap=True)
     options = {"window": window, "hop": hop, "vad": None if no_vad else vad}
     columns = ["file", "start", "end", "emotion", "confidence", *recognizer.classes]
-    columns += ["speech", "speech_ratio"] if timeline else []
+    columns += ["speech", "speech_ratio"] if timeline else ["basis"]
     writer = None
     if output and output_format != "table":
         try:
@@ -324,7 +324,7 @@ def predict(
         if len(shown) and len(set(names.values())) == len(names):  # else paths: a/x, b/x
             shown.index = shown.index.set_levels([shown.index.levels[0].map(names),
                                                   *shown.index.levels[1:]])
-        table = _frame_table(shown, title=f"emotion ({recognizer.bundle.labels.name} model)")
+        table = _frame_table(shown, title=f"emotion ({recognizer.labels.name} model)")
         if output is None:
             console.print(table)
         else:

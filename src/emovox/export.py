@@ -28,7 +28,8 @@ Two kinds of graph are written, named by ``graph.kind`` in ``preprocessing.json`
     scikit-learn models are converted with skl2onnx, PyTorch networks with
     ``torch.onnx.export`` (with their standardisation folded in).
 
-:class:`OnnxRecognizer` runs such a folder on ONNX Runtime with the verbs and the
+:class:`~emovox.recognizer.OnnxRecognizer` (also importable from here) runs such a
+folder on ONNX Runtime (:mod:`emovox.inference.onnx_backend`) with every verb and the
 DataFrame results of :class:`emovox.recognizer.Recognizer`.
 """
 
@@ -41,46 +42,42 @@ import math
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from emovox import __version__
-from emovox.audio import check_durations, check_signal, load_audio, resample
-from emovox.errors import AudioError, BundleError, ConfigError
-from emovox.export_adaptation import AdaptedHead, linear_head_probabilities, write_adaptation
+from emovox.errors import BundleError
+from emovox.export_adaptation import linear_head_probabilities, write_adaptation
 from emovox.fileio import replace_folder
-from emovox.inference.rows import empty_rows, result_rows
-from emovox.labels import LabelSet
+from emovox.inference.frontend import (
+    MAX_MEL_FRAMES,
+    N_MELS,
+    SAMPLE_RATE,
+    log_mel_spec,
+    whisper_log_mel_numpy,
+)
+from emovox.inference.onnx_backend import (
+    CARD_FILE,
+    FORMAT,
+    FORMAT_VERSION,
+    MODEL_FILE,
+    SPEC_FILE,
+    missing_onnx,
+)
 from emovox.normalization import DEFAULT_PRIOR_WEIGHT
-from emovox.preprocess import preprocess
-from emovox.verbs import FileVerbs
+from emovox.recognizer import MAX_FILE_SECONDS, OnnxRecognizer
 
 if TYPE_CHECKING:  # the bundle module loads skops and scikit-learn: not needed to predict
     from emovox.bundle import Bundle
 
-FORMAT = "emovox-onnx"
-FORMAT_VERSION = 1
-MODEL_FILE = "model.onnx"
-SPEC_FILE = "preprocessing.json"
-CARD_FILE = "MODEL_CARD.md"
 #: ONNX opset of the exported graphs.
 OPSET = 17
 #: Largest difference between native and ONNX probabilities accepted by the export check.
 CHECK_TOLERANCE = 1e-3
-#: Whole-file predictions refuse longer files, as :class:`~emovox.recognizer.Recognizer`.
-MAX_FILE_SECONDS = 600.0
-
-#: Whisper's front end (kept equal to :mod:`emovox.features.encoders`, which needs torch).
-_SR = 16_000
-_N_FFT = 400
-_HOP = 160
-_N_MELS = 80
-_MAX_MEL_FRAMES = 3000
 
 __all__ = [
     "OnnxRecognizer",
@@ -89,92 +86,6 @@ __all__ = [
 ]
 
 
-def _missing(package: str, error: ImportError) -> ImportError:
-    return ImportError(
-        f"ONNX export and inference need {package} ({error}); "
-        "pip install onnx onnxruntime skl2onnx"
-    )
-
-
-# ---------------------------------------------------------------------- front end (NumPy)
-_MEL_BANK: list[Any] = []
-
-
-def _mel_bank() -> Any:
-    """Whisper's mel filters as a sparse (80, 201) float64 matrix.
-
-    Sparse (391 non-zeros) because a dense BLAS product of this small size is slowed
-    down a hundredfold by OpenBLAS threads when the cores are busy.
-    """
-    if not _MEL_BANK:
-        import librosa
-        from scipy import sparse
-
-        bank = librosa.filters.mel(sr=_SR, n_fft=_N_FFT, n_mels=_N_MELS).astype(np.float64)
-        _MEL_BANK.append(sparse.csr_array(bank))
-    return _MEL_BANK[0]
-
-
-def whisper_log_mel_numpy(signal: np.ndarray) -> np.ndarray:
-    """Whisper's log-mel spectrogram in NumPy, equal to ``encoders.whisper_log_mel``.
-
-    Centred 400-sample periodic Hann frames (reflect padding of 200 samples), hop 160,
-    power spectrum, 80 Slaney mel bands (``librosa.filters.mel(sr=16000, n_fft=400,
-    n_mels=80)``), ``log10(max(mel, 1e-10))``, floor at ``max - 8``, then
-    ``(x + 4) / 4``; the last STFT frame is dropped, so ``n`` samples give ``n // 160``
-    frames. Computed in float64, returned as float32.
-
-    Parameters
-    ----------
-    signal : np.ndarray, shape (n,)
-        Mono audio at 16 kHz, ``n > 200``.
-
-    Returns
-    -------
-    np.ndarray, float32, shape (80, n // 160)
-
-    Raises
-    ------
-    ValueError
-        Too short a signal for the reflect padding.
-    """
-    audio = np.asarray(signal, dtype=np.float64).reshape(-1)
-    if audio.size <= _N_FFT // 2:
-        raise ValueError(f"signal too short for Whisper's front end: {audio.size} samples")
-    padded = np.pad(audio, _N_FFT // 2, mode="reflect")
-    frames = np.lib.stride_tricks.sliding_window_view(padded, _N_FFT)[::_HOP][:-1]
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(_N_FFT) / _N_FFT)  # periodic Hann
-    power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2  # (frames, 201)
-    log_spec = np.log10(np.maximum(np.asarray(_mel_bank() @ power.T), 1e-10))
-    log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
-    return ((log_spec + 4.0) / 4.0).astype(np.float32)
-
-
-def _log_mel_spec() -> dict[str, Any]:
-    return {
-        "sample_rate": _SR,
-        "n_fft": _N_FFT,
-        "hop_length": _HOP,
-        "window": "periodic Hann of n_fft samples (torch.hann_window(400))",
-        "center": True,
-        "pad_mode": "reflect (n_fft // 2 samples at each end)",
-        "power": 2.0,
-        "drop_last_frame": True,
-        "n_mels": _N_MELS,
-        "mel_filters": "librosa.filters.mel(sr=16000, n_fft=400, n_mels=80): Slaney mel "
-                       "scale, Slaney area normalisation (Whisper's mel_filters.npz)",
-        "log": "log10(max(mel, 1e-10))",
-        "floor": "x = max(x, max(x) - 8.0), max over the whole spectrogram",
-        "scale": "(x + 4.0) / 4.0",
-        "frames": "n_samples // 160 (no padding to 30 s)",
-        "max_frames": _MAX_MEL_FRAMES,
-        "layout": "[1, n_mels, frames], float32",
-        "reference_implementation": "emovox.export.whisper_log_mel_numpy "
-                                    "(= emovox.features.encoders.whisper_log_mel)",
-    }
-
-
-# ---------------------------------------------------------------------- export
 def export_onnx(
     bundle: Bundle | str | Path | None,
     out_dir: str | Path,
@@ -217,7 +128,7 @@ def export_onnx(
     try:
         import onnx
     except ImportError as error:
-        raise _missing("onnx", error) from None
+        raise missing_onnx("onnx", error) from None
     from emovox.bundle import Bundle, load_bundle
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
@@ -257,7 +168,7 @@ def export_onnx(
         proto, contains = _whisper_graph(bundle, extractor, order, opset, dynamo,
                                          emit_features=adapted_head is not None)
         kind = "whisper_log_mel"
-        graph_input = {"name": "mel", "dtype": "float32", "shape": [1, _N_MELS, "frames"],
+        graph_input = {"name": "mel", "dtype": "float32", "shape": [1, N_MELS, "frames"],
                        "description": "Whisper log-mel of the analysed window "
                                       "(preprocessing.log_mel), frames <= 3000"}
     else:
@@ -296,7 +207,7 @@ def export_onnx(
         audio["max_seconds"] = float(getattr(extractor, "max_seconds", 30.0))
         audio["window"] = ("skip offset seconds, keep duration seconds (all when null), "
                            "then keep at most max_seconds")
-        preprocessing["log_mel"] = _log_mel_spec()
+        preprocessing["log_mel"] = log_mel_spec()
     else:
         preprocessing["extractor"] = {
             "spec": bundle.features,
@@ -361,8 +272,8 @@ def _reference_check(bundle: Bundle, folder: Path, strict: bool) -> dict[str, An
     signal = synth_voice(2.0, seed=0)
     # The graph does not adapt to the speaker; compare with the unadapted native model.
     native = Recognizer(bundle, n_jobs=1, adapt="none").predict_signal(
-        signal, _SR)[bundle.classes]
-    exported = OnnxRecognizer(folder).predict_signal(signal, _SR)[bundle.classes]
+        signal, SAMPLE_RATE)[bundle.classes]
+    exported = OnnxRecognizer(folder).predict_signal(signal, SAMPLE_RATE)[bundle.classes]
     native_p = native.to_numpy(dtype=np.float64)[0]
     diff = float(np.max(np.abs(native_p - exported.to_numpy(dtype=np.float64)[0])))
     if strict and not diff <= CHECK_TOLERANCE:
@@ -501,7 +412,7 @@ def _sklearn_proto(model: Any, order: list[int], dim: int, opset: int) -> Any:
         from skl2onnx import to_onnx
         from skl2onnx.common.data_types import FloatTensorType
     except ImportError as error:
-        raise _missing("skl2onnx", error) from None
+        raise missing_onnx("skl2onnx", error) from None
     from onnx import helper
     from sklearn.pipeline import Pipeline
 
@@ -596,9 +507,9 @@ def _torch_to_onnx(module: Any, example: Any, input_name: str, output_name: str 
             try:
                 import onnxscript  # noqa: F401
             except ImportError as error:
-                raise _missing("onnxscript (for dynamo=True)", error) from None
+                raise missing_onnx("onnxscript (for dynamo=True)", error) from None
             shapes = {input_name: {
-                axis: torch.export.Dim("frames", min=4, max=_MAX_MEL_FRAMES)
+                axis: torch.export.Dim("frames", min=4, max=MAX_MEL_FRAMES)
                 if name == "frames" else torch.export.Dim(name, min=1, max=4096)
                 for axis, name in axes.items()}}
             torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset,
@@ -698,286 +609,3 @@ def _torch_classes() -> Any:
 
 
 # ---------------------------------------------------------------------- inference
-class OnnxRecognizer(FileVerbs):
-    """Recognise emotion with an exported ONNX folder, on ONNX Runtime.
-
-    Same verbs and results as :class:`emovox.recognizer.Recognizer`: DataFrames indexed
-    by ``(file, start, end)`` with ``emotion``, ``confidence`` and one probability
-    column per class. ``whisper_log_mel`` graphs need neither PyTorch nor
-    scikit-learn; ``features`` graphs compute their input with the emovox extractor
-    named in the spec.
-
-    Parameters
-    ----------
-    path : str or Path
-        Folder written by :func:`export_onnx`.
-    n_jobs : int
-        Processes for multi-file feature extraction of ``features`` graphs.
-    threads : int, optional
-        ONNX Runtime intra-op threads; 1 by default, like the native extractors (the
-        server runs one prediction per core); ``None``: ONNX Runtime's default.
-    adapt : {"auto", "none"}
-        For exports of speaker-normalised bundles (``adaptation.npz``): ``"auto"``
-        adapts the files predicted together, and every prediction after
-        :meth:`calibrate`, as the native Recognizer's batch mode does (below 8 files,
-        the graph's unadapted probabilities); ``"none"`` never adapts.
-
-    Raises
-    ------
-    BundleError
-        Not an emovox ONNX folder, or of an unknown format version.
-    """
-
-    engine = "onnx"
-
-    def __init__(self, path: str | Path, n_jobs: int = 1, threads: int | None = 1,
-                 adapt: str = "auto") -> None:
-        try:
-            import onnxruntime as ort
-        except ImportError as error:
-            raise _missing("onnxruntime", error) from None
-        self.path = Path(path)
-        spec_file = self.path / SPEC_FILE
-        if not spec_file.is_file():
-            raise BundleError(f"{self.path}: not an emovox ONNX export (missing {SPEC_FILE})")
-        try:
-            spec = json.loads(spec_file.read_bytes())
-        except (ValueError, RecursionError) as error:
-            raise BundleError(f"{spec_file}: invalid JSON ({error})") from None
-        if not isinstance(spec, dict):
-            raise BundleError(f"{spec_file}: expected a JSON object")
-        if spec.get("format") != FORMAT or spec.get("format_version") != FORMAT_VERSION:
-            raise BundleError(f"{self.path}: unsupported format {spec.get('format')!r} "
-                              f"v{spec.get('format_version')} (this emovox reads {FORMAT} "
-                              f"v{FORMAT_VERSION})")
-        if adapt not in ("auto", "none"):
-            raise ConfigError(f"adapt must be 'auto' or 'none' for an ONNX export, got "
-                              f"{adapt!r}")
-        self.n_jobs = n_jobs
-        try:
-            self._read_spec(spec, threads, ort)
-            #: Batch adaptation of a speaker-normalised export (None: not adapted).
-            self.adapted: AdaptedHead | None = None
-            if adapt == "auto" and "adaptation" in spec:
-                self.adapted = AdaptedHead.load(self.path)
-            self.extractor = None
-            if self.kind == "features":
-                from emovox.features import get_extractor
-
-                self.extractor = get_extractor(self.features)
-            elif self.kind != "whisper_log_mel":
-                raise BundleError(f"{self.path}: unknown graph kind {self.kind!r}")
-        except BundleError:
-            raise
-        except Exception as error:  # a missing key, a wrong type, damaged side files
-            raise BundleError(f"{spec_file}: missing or invalid field ({error!r})") from None
-
-    def _read_spec(self, spec: dict[str, Any], threads: int | None, ort: Any) -> None:
-        """Take the fields of ``preprocessing.json`` and open the graph."""
-        self.spec: dict[str, Any] = spec
-        self.kind: str = spec["graph"]["kind"]
-        self.labels = LabelSet.from_dict(spec["labels"])
-        self.features: dict[str, Any] = spec["features"]
-        self.training: dict[str, Any] = spec.get("training", {})
-        card = self.path / CARD_FILE
-        self.card = card.read_text(errors="replace") if card.is_file() else ""
-        options = ort.SessionOptions()
-        if threads is not None:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
-        model_file = str(spec["model_file"])
-        if Path(model_file).name != model_file:  # no path out of the export folder
-            raise BundleError(f"{self.path}: model_file {model_file!r} must be a file name")
-        try:
-            self.session = ort.InferenceSession(str(self.path / model_file), options,
-                                                providers=["CPUExecutionProvider"])
-        except Exception as error:  # onnxruntime's own errors: damaged or foreign graph
-            raise BundleError(f"{self.path / model_file}: not a loadable ONNX model "
-                              f"({' '.join(str(error).split())[:200]})") from None
-        self._input = spec["graph"]["input"]["name"]
-        audio = spec["preprocessing"]["audio"]
-        self.sample_rate = int(audio["sample_rate"])
-        self.offset = float(audio.get("offset") or 0.0)
-        self.duration = audio.get("duration")
-        self.max_seconds = float(audio.get("max_seconds") or math.inf)
-        #: Loudness normalisation / trimming of the whole recording (None: none).
-        self.signal_steps: dict[str, Any] | None = None
-        if "signal" in spec["preprocessing"]:
-            steps = spec["preprocessing"]["signal"]
-            self.signal_steps = {"trim_top_db": steps.get("trim_top_db"),
-                                 "loudness_lufs": steps.get("loudness_lufs")}
-
-    @property
-    def classes(self) -> list[str]:
-        """Class names, in the order of the probability columns."""
-        return list(self.spec["classes"])
-
-    def metadata(self) -> dict[str, Any]:
-        """The spec of the export (``preprocessing.json``)."""
-        return dict(self.spec)
-
-    # ------------------------------------------------------------------ core
-    def _window(self, signal: np.ndarray, source: str, offset_done: bool = False
-                ) -> np.ndarray:
-        """The analysed part of a 16 kHz mono signal (offset, duration, max_seconds).
-
-        ``offset_done``: the signal was read from its offset already (``load_audio``).
-        """
-        start = 0 if offset_done else round(self.offset * self.sample_rate)
-        if start >= signal.size:
-            raise AudioError(source, f"offset {self.offset:g} s is past the end of the audio "
-                                     f"({signal.size / self.sample_rate:.3f} s)")
-        stop = None if self.duration is None else start + round(self.duration *
-                                                                 self.sample_rate)
-        window = check_signal(signal[start:stop], self.sample_rate, source)
-        return window[: round(self.max_seconds * self.sample_rate)]
-
-    def _file_window(self, path: str | Path) -> np.ndarray:
-        """The analysed window of an audio file (read whole when signal steps apply)."""
-        if self.signal_steps is not None:  # the steps see the whole file
-            return self._prepared(load_audio(path, self.sample_rate), str(path))
-        return self._window(load_audio(path, self.sample_rate, offset=self.offset,
-                                       duration=self.duration), str(path), offset_done=True)
-
-    def _prepared(self, signal: np.ndarray, source: str) -> np.ndarray:
-        """The analysed window of a whole 16 kHz mono recording, after its signal steps."""
-        if self.signal_steps is not None:
-            signal = preprocess(signal, self.sample_rate, **self.signal_steps)
-        return self._window(signal, source)
-
-    def _run_mel(self, window: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Probabilities of one window, and its pooled features when the graph has them."""
-        mel = whisper_log_mel_numpy(window)[None]
-        outputs = self.session.run(None, {self._input: mel})
-        return outputs[0][0], (outputs[1][0] if len(outputs) > 1 else None)
-
-    def _adapt(self, proba: np.ndarray, features: list[np.ndarray | None]) -> np.ndarray:
-        """The batch's adapted probabilities (unchanged without adaptation data)."""
-        if self.adapted is None or not len(proba) or any(f is None for f in features):
-            return proba
-        return self.adapted.probabilities(np.stack(features), proba)  # type: ignore[arg-type]
-
-    def calibrate(self, paths: Iterable[str | Path]) -> int:
-        """Adapt every later prediction to the speaker of these recordings.
-
-        Parameters
-        ----------
-        paths : iterable of str or Path
-            A few recordings of the speaker (8 or more for the adaptation to apply).
-
-        Returns
-        -------
-        int
-            How many recordings the statistics rest on.
-
-        Raises
-        ------
-        ConfigError
-            The export has no adaptation data, or no file could be used.
-        """
-        if self.adapted is None or self.kind != "whisper_log_mel":
-            raise ConfigError(f"{self.path}: this export has no adaptation data "
-                              "(re-export a speaker-normalised bundle)")
-        rows, failures = [], []
-        for path in paths:
-            try:
-                rows.append(self._run_mel(self._file_window(path))[1])
-            except AudioError as error:
-                failures.append(str(error))
-        if not rows:
-            raise ConfigError("no usable file to adapt to: " + "; ".join(failures))
-        return int(self.adapted.adapter.calibrate(np.stack(rows)).count)
-
-    def _run_features(self, features: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(features.reshape(len(features), -1), dtype=np.float32)
-        return self.session.run(None, {self._input: x})[0]
-
-    def _frame(self, proba: np.ndarray, index: pd.MultiIndex) -> pd.DataFrame:
-        return result_rows(proba, self.classes, index, self.uncertain_below)
-
-    @property
-    def uncertain_below(self) -> float | None:
-        """The exported model's threshold for answering "uncertain" (None: never)."""
-        value = self.spec.get("uncertain_below")
-        return None if value is None else float(value)
-
-    # ------------------------------------------------------------------ verbs
-    def predict_signal(self, signal: np.ndarray, sample_rate: int,
-                       name: str = "<signal>") -> pd.DataFrame:
-        """Emotion of one in-memory signal (any rate; resampled to the model's).
-
-        Parameters
-        ----------
-        signal : np.ndarray, shape (n,) or (n, channels)
-            Audio samples.
-        sample_rate : int
-            Rate of ``signal`` in Hz.
-        name : str
-            ``file`` value of the result's index.
-
-        Returns
-        -------
-        pd.DataFrame
-            One row indexed by ``(name, 0.0, duration)``.
-        """
-        signal = check_signal(signal, sample_rate, name, max_duration=MAX_FILE_SECONDS)
-        signal = resample(signal, sample_rate, self.sample_rate)
-        duration = len(signal) / self.sample_rate
-        index = pd.MultiIndex.from_tuples([(name, 0.0, duration)],
-                                          names=["file", "start", "end"])
-        if self.extractor is not None:
-            features = self.extractor.extract_signal(signal, self.sample_rate)
-            return self._frame(self._run_features(features[None]), index)
-        proba, pooled = self._run_mel(self._prepared(signal, name))
-        return self._frame(self._adapt(proba[None], [pooled]), index)
-
-    def predict_files(self, paths: Iterable[str | Path], progress: bool = True) -> pd.DataFrame:
-        """Emotion of many files; unusable files are listed in ``result.attrs["failures"]``.
-
-        Parameters
-        ----------
-        paths : iterable of str or Path
-            Audio files.
-        progress : bool
-            Show a progress bar.
-
-        Returns
-        -------
-        pd.DataFrame
-            Indexed by ``(file, 0.0, duration)``; ``attrs["failures"]`` lists
-            ``(path, reason)`` pairs.
-        """
-        from tqdm import tqdm
-
-        durations, failures = check_durations(paths, MAX_FILE_SECONDS)
-        rows: list[np.ndarray] = []
-        tuples: list[tuple[str, float, float]] = []
-        candidates = list(durations)
-        if self.extractor is not None:
-            from emovox.features import extract_many
-
-            result = extract_many(candidates, self.extractor, cache_dir=None,
-                                  n_jobs=self.n_jobs, progress=progress)
-            failures += list(result.failures)
-            if len(result.features):
-                rows = list(self._run_features(result.features))
-            tuples = [(p, 0.0, round(durations[p], 3))
-                      for p, ok in zip(candidates, result.ok, strict=True) if ok]
-        else:
-            pooled: list[np.ndarray | None] = []
-            for path in tqdm(candidates, desc="onnx", unit="file", disable=not progress):
-                try:
-                    proba, features = self._run_mel(self._file_window(path))
-                except AudioError as error:
-                    failures.append((path, str(error)))
-                    continue
-                rows.append(proba)
-                pooled.append(features)
-                tuples.append((path, 0.0, round(durations[path], 3)))
-            if rows:  # the files predicted together are one speaker's batch
-                rows = list(self._adapt(np.stack(rows), pooled))
-        index = pd.MultiIndex.from_tuples(tuples, names=["file", "start", "end"])
-        frame = self._frame(np.stack(rows), index) if tuples else empty_rows(self.classes)
-        frame.attrs["failures"] = failures
-        return frame
-

@@ -21,8 +21,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
-from emovox.errors import AudioError, EmovoxError
+from emovox.errors import EmovoxError
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -71,31 +72,27 @@ class LiveRecognizer:
     def __init__(self, recognizer: Any, window: float = 2.0, hop: float = 1.0,
                  sample_rate: int = 16_000, vad: str | None = "silero",
                  min_speech: float = 0.5, vad_options: VadOptions | None = None) -> None:
+        from emovox.inference.windows import check_window, window_samples
         from emovox.vad import resolve_vad
 
-        if not (window > 0 and hop > 0):
-            raise ValueError(f"window and hop must be > 0 seconds, got {window!r}, {hop!r}")
-        if hop > window:
-            raise ValueError(f"hop ({hop} s) must not exceed window ({window} s)")
+        check_window(window, hop, min_speech)
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be > 0 Hz, got {sample_rate!r}")
         self.recognizer = recognizer
+        self.engine = recognizer.engine
         self.sample_rate = int(sample_rate)
         self.window = float(window)
         self.hop = float(hop)
-        self.window_samples = round(window * self.sample_rate)
-        self.hop_samples = round(hop * self.sample_rate)
-        if self.window_samples < 1 or self.hop_samples < 1:
-            raise ValueError("window and hop must each hold at least one sample")
+        self.window_samples, self.hop_samples = window_samples(window, hop, self.sample_rate)
         self.vad = resolve_vad(vad)
         self.min_speech = float(min_speech)
         self.vad_options = vad_options
         self.samples_seen = 0
         self._next = self.window_samples  # sample count at which the next row is due
         self._buffer = np.zeros(0, dtype=np.float32)
-        adapter = getattr(recognizer, "adapter", None)
-        if adapter is not None and getattr(recognizer, "adapt", None) == "auto":
-            # A live stream adapts to its speaker with running statistics.
-            adapter.restart_stream()
-            adapter.mode = "stream"
+        # This stream's own adaptation state (running statistics under adapt="auto"):
+        # the recogniser's other verbs never see it.
+        self._adapter = self.engine.adapter_for("stream")
 
     @property
     def classes(self) -> list[str]:
@@ -112,6 +109,7 @@ class LiveRecognizer:
         self.samples_seen = 0
         self._next = self.window_samples
         self._buffer = np.zeros(0, dtype=np.float32)
+        self._adapter = self.engine.adapter_for("stream")
 
     def feed(self, block: np.ndarray) -> list[dict[str, Any]]:
         """Add a block of samples; return the rows of the windows it completes.
@@ -173,14 +171,15 @@ class LiveRecognizer:
         end = self.samples_seen / self.sample_rate
         row: dict[str, Any] = {"start": round(end - self.window_samples / self.sample_rate, 6),
                                "end": round(end, 6)}
-        try:
-            frame = self.recognizer.predict_signal(signal, self.sample_rate, name="<live>")
-        except AudioError:  # digital silence (a muted microphone): nothing to classify
+        encoded = self.engine.backend.encode([signal], self.sample_rate)
+        if not encoded.usable[0]:  # digital silence (a muted microphone): nothing to classify
             row.update(emotion=None, confidence=float("nan"),
                        probabilities={c: float("nan") for c in self.classes},
                        speech=False, speech_ratio=0.0)
             return row
-        top = frame.iloc[0]
+        index = pd.MultiIndex.from_tuples([("<live>", row["start"], row["end"])],
+                                          names=["file", "start", "end"])
+        top = self.engine.rows(encoded, index, self._adapter).iloc[0]
         ratio = self._speech_ratio(signal)
         row.update(emotion=str(top["emotion"]), confidence=float(top["confidence"]),
                    probabilities={c: float(top[c]) for c in self.classes},

@@ -1,64 +1,151 @@
-"""Inference: the emotion of signals, files and folders, from a model bundle."""
+"""Inference: the emotion of signals, files, folders, long recordings and streams.
+
+:class:`Recognizer` is a thin front over :class:`~emovox.inference.engine.Engine`: the
+same verbs run on every model runtime, chosen by what is given: a bundle (native:
+PyTorch + scikit-learn) or an ONNX export folder (ONNX Runtime only).
+
+A whole-file answer covers the whole file. Audio up to the model's analysed length
+(30 s for the Whisper encoder) is encoded whole, as the model was trained; longer audio
+is answered by the mean probabilities of its timeline's speech windows, and the
+``basis`` column says which.
+"""
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from emovox.adaptation import ADAPT_MODES, MIN_ADAPT_VECTORS, FeatureAdapter
+from emovox.adaptation import MIN_ADAPT_VECTORS
 from emovox.audio import check_durations, check_signal, load_audio, resample
-from emovox.bundle import Bundle, load_bundle
-from emovox.errors import ConfigError
-from emovox.features import extract_many
-from emovox.inference.rows import column_order, empty_rows, result_rows
-from emovox.normalization import DEFAULT_PRIOR_WEIGHT
+from emovox.errors import AudioError, ConfigError
+from emovox.inference.engine import Backend, Encoded, Engine
+from emovox.inference.rows import INDEX_NAMES, empty_rows, result_rows
 from emovox.verbs import FileVerbs
 
 if TYPE_CHECKING:
+    from emovox.bundle import Bundle
     from emovox.vad import VadOptions
 
-#: Whole-file predictions refuse longer files (a timeline suits them better).
-MAX_FILE_SECONDS = 600.0
+#: Whole-file predictions refuse longer files: the work of one call stays bounded.
+MAX_FILE_SECONDS = 3 * 3600.0
+#: ``basis`` of an answer from the whole analysed recording.
+WHOLE = "whole recording"
+#: Window and hop (seconds) of the timeline that answers recordings longer than the
+#: model's analysed length.
+AGGREGATE_WINDOW, AGGREGATE_HOP = 2.0, 1.0
+
+
+def make_backend(model: Bundle | str | Path | None = None, n_jobs: int = -1) -> Backend:
+    """The runtime for a model: a bundle runs natively, an ONNX export on ONNX Runtime.
+
+    Parameters
+    ----------
+    model : Bundle, str or Path, optional
+        A loaded bundle, a bundle folder, an ONNX export folder (it holds
+        ``preprocessing.json``), or None for the packaged default bundle.
+    n_jobs : int
+        Processes for multi-file feature extraction.
+    """
+    from emovox.inference.onnx_backend import SPEC_FILE
+
+    if isinstance(model, str | Path) and (Path(model) / SPEC_FILE).is_file():
+        from emovox.inference.onnx_backend import OnnxBackend
+
+        return OnnxBackend(model, n_jobs=1 if n_jobs < 0 else n_jobs)
+    from emovox.bundle import Bundle, load_bundle
+    from emovox.inference.torch_backend import TorchBackend
+
+    return TorchBackend(model if isinstance(model, Bundle) else load_bundle(model), n_jobs)
 
 
 class Recognizer(FileVerbs):
-    """Recognise emotion with a model bundle (the packaged default if none is given).
+    """Recognise emotion with a model (the packaged default bundle if none is given).
 
     Results are DataFrames indexed by ``(file, start, end)`` in seconds, with the
-    columns ``emotion``, ``confidence`` and one probability per class.
+    columns ``emotion``, ``confidence``, one probability per class and ``basis`` (what
+    the answer was computed from).
 
     Parameters
     ----------
     bundle : Bundle, str or Path, optional
-        A loaded bundle or a bundle folder; ``None`` loads the default bundle.
+        A loaded bundle, a bundle folder or an ONNX export folder; ``None`` loads the
+        default bundle.
     n_jobs : int
         Processes for multi-file feature extraction (-1: all cores).
     adapt : {"auto", "none", "batch", "stream"}
-        For a speaker-normalised bundle, where the speaker statistics come from (see
+        For a speaker-normalised model, where the speaker statistics come from (see
         :mod:`emovox.adaptation`): ``"auto"`` uses the files predicted together
         (``batch``) for files and folders and running statistics (``stream``) for
-        timelines. Ignored by bundles trained without normalisation.
+        timelines and live streams. Ignored by models trained without normalisation.
+    backend : Backend, optional
+        A ready runtime (then ``bundle`` and ``n_jobs`` are ignored).
     """
 
     def __init__(self, bundle: Bundle | str | Path | None = None, n_jobs: int = -1,
-                 adapt: str = "auto") -> None:
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
-        self.extractor = self.bundle.extractor()
+                 adapt: str = "auto", backend: Backend | None = None) -> None:
+        self.backend = backend if backend is not None else make_backend(bundle, n_jobs)
+        self.engine = Engine(self.backend, adapt)
         self.n_jobs = n_jobs
-        self.adapt = adapt
-        self.adapter: FeatureAdapter | None = None
-        if adapt not in ("auto", *ADAPT_MODES):
-            raise ConfigError(f"adapt must be 'auto' or one of {ADAPT_MODES}, got {adapt!r}")
-        if self.bundle.normalization == "speaker" and self.bundle.reference is not None:
-            mode = "batch" if adapt == "auto" else adapt
-            self.adapter = FeatureAdapter(self.bundle.reference,
-                                          float(self.bundle.preprocessing.get(
-                                              "prior_weight", DEFAULT_PRIOR_WEIGHT)), mode)
+
+    # ------------------------------------------------------------------ description
+    @property
+    def engine_name(self) -> str:
+        """The runtime: ``"torch"`` or ``"onnx"``."""
+        return self.backend.name
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in the order of the probability columns."""
+        return self.engine.classes
+
+    @property
+    def adapt(self) -> str:
+        """The adaptation choice (see the class parameters)."""
+        return self.engine.adapt
+
+    @property
+    def adapter(self) -> Any:
+        """The speaker statistics holder of a speaker-normalised model (None otherwise);
+        every call works on its own fork of it."""
+        return self.engine.adapter
+
+    @property
+    def uncertain_below(self) -> float | None:
+        """A calibrated model's threshold for answering "uncertain" (None: never)."""
+        return self.backend.uncertain_below
+
+    @property
+    def sample_rate(self) -> int:
+        """The rate the model analyses, in Hz."""
+        return int(self.backend.sample_rate)
+
+    @property
+    def labels(self) -> Any:
+        """The model's :class:`~emovox.labels.LabelSet`."""
+        return self.backend.labels
+
+    @property
+    def bundle(self) -> Bundle:
+        """The bundle of a native model."""
+        bundle = getattr(self.backend, "bundle", None)
+        if bundle is None:
+            raise AttributeError(f"a {self.backend.name} model has no native bundle")
+        return bundle
+
+    @property
+    def extractor(self) -> Any:
+        """The feature extractor of a native model (None for ONNX Whisper graphs)."""
+        return getattr(self.backend, "extractor", None)
+
+    # ------------------------------------------------------------------ calibration
+    @property
+    def calibrated(self) -> bool:
+        """Whether a calibration (:meth:`calibrate`) fixes the adaptation statistics."""
+        return self.engine.calibrated
 
     def calibrate(self, sources: Iterable[str | Path] | np.ndarray,
                   sample_rate: int | None = None, window: float = 2.0,
@@ -66,9 +153,9 @@ class Recognizer(FileVerbs):
         """Adapt to a speaker from a short calibration recording (or a few files).
 
         Fewer than :data:`~emovox.adaptation.MIN_ADAPT_VECTORS` feature vectors are
-        too little of the speaker to adapt to (the unadapted model would answer all
-        the same): the calibration is then not applied, a :class:`UserWarning` says
-        how much more is needed, and :attr:`calibrated` stays as it was.
+        too little of the speaker to adapt to: the calibration is then not applied, a
+        :class:`UserWarning` says how much more is needed, and :attr:`calibrated`
+        stays as it was.
 
         Parameters
         ----------
@@ -90,10 +177,12 @@ class Recognizer(FileVerbs):
         Raises
         ------
         ConfigError
-            The bundle was trained without speaker normalisation, or no file could
-            be used.
+            The model was trained without speaker normalisation, or no file could be
+            used.
         """
-        if self.adapter is None:
+        from emovox.inference.windows import check_window, window_bounds
+
+        if self.engine.adapter is None:
             raise ConfigError("this model was trained without speaker normalisation; "
                               "calibration has nothing to adapt")
         name = "<calibration>"
@@ -103,132 +192,145 @@ class Recognizer(FileVerbs):
                 return self.adapt_to_files(sources)
             # One recording: its windows, as for samples.
             name = str(sources[0])
-            sample_rate = self.extractor.sample_rate
+            sample_rate = self.sample_rate
             sources = load_audio(sources[0], sample_rate)
         if sample_rate is None:
             raise ConfigError("give the sample_rate of the calibration samples")
-        signal = resample(check_signal(sources, sample_rate, name),
-                          sample_rate, self.extractor.sample_rate)
-        size, step = (round(s * self.extractor.sample_rate) for s in (window, hop))
-        starts = range(0, max(1, len(signal) - size + 1), step)
-        features = np.stack([self.extractor.extract_signal(
-            signal[i:i + size], self.extractor.sample_rate) for i in starts])
-        # n windows need window + (n - 1) * hop seconds.
-        needed = window + (MIN_ADAPT_VECTORS - 1) * hop
-        return self._set_calibration(
-            features, f"{name} is {len(signal) / self.extractor.sample_rate:.1f} s long, "
-                      f"{len(features)} window(s) of {window:g} s; at least "
-                      f"{needed:g} s ({MIN_ADAPT_VECTORS} windows) are needed")
-
-    @property
-    def calibrated(self) -> bool:
-        """Whether a calibration (:meth:`calibrate`) fixes the adaptation statistics."""
-        return self.adapter is not None and self.adapter.calibration is not None
-
-    def _set_calibration(self, features: np.ndarray, too_little: str) -> int:
-        """Calibrate the adapter on ``features`` if they are enough, else warn why not."""
-        if len(features) < MIN_ADAPT_VECTORS:
-            warnings.warn(f"calibration not applied: {too_little}", UserWarning, stacklevel=3)
-            return len(features)
-        return int(self.adapter.calibrate(features.reshape(len(features), -1)).count)
+        check_window(window, hop)
+        signal = resample(check_signal(sources, sample_rate, name), sample_rate,
+                          self.sample_rate)
+        windows = [signal[a:b] for a, b in window_bounds(len(signal), self.sample_rate,
+                                                         window, hop, partial=False)]
+        encoded = self.backend.encode(windows or [signal], self.sample_rate)
+        needed = window + (MIN_ADAPT_VECTORS - 1) * hop  # n windows: window + (n-1) hops
+        return self.engine.calibrate(
+            encoded.features, f"{name} is {len(signal) / self.sample_rate:.1f} s long, "
+                              f"{len(encoded.features)} usable window(s) of {window:g} s; "
+                              f"at least {needed:g} s ({MIN_ADAPT_VECTORS} windows) are "
+                              "needed")
 
     def adapt_to_files(self, paths: Iterable[str | Path], progress: bool = False) -> int:
         """Fix the adaptation statistics to those of these files (one vector each).
 
         What ``batch`` adaptation would use for them predicted together; fixing it
         lets a long run predict them in parts (and resume) with the same statistics.
-        Unusable files are skipped. Fewer than ``MIN_ADAPT_VECTORS`` usable files fix
-        nothing (a warning says so).
+        Unusable files are skipped (a warning names them). Fewer than
+        ``MIN_ADAPT_VECTORS`` usable files fix nothing (a warning says so).
 
         Returns
         -------
         int
             Number of usable files.
         """
-        if self.adapter is None:
+        import warnings
+
+        if self.engine.adapter is None:
             raise ConfigError("this model was trained without speaker normalisation; "
                               "there is nothing to adapt")
-        result = extract_many(list(paths), self.extractor, cache_dir=None,
-                              n_jobs=self.n_jobs, progress=progress)
-        if not result.ok.any():
+        paths = [str(p) for p in paths]
+        encoded, failures = self.backend.encode_files(paths, progress=progress)
+        if not encoded.usable.any():
             raise ConfigError("no usable file to adapt to: " + "; ".join(
-                f"{p}: {r}" for p, r in result.failures))
-        if result.failures:
-            warnings.warn(f"calibration left out {len(result.failures)} unusable file(s): "
-                          + "; ".join(r for _, r in result.failures), UserWarning, stacklevel=2)
-        files = ", ".join(Path(p).name for p in result.ok_paths)
-        return self._set_calibration(
-            result.features, f"{int(result.ok.sum())} usable file(s) ({files}); at least "
-                             f"{MIN_ADAPT_VECTORS} files of the speaker, or one recording of "
-                             "several seconds, are needed")
+                f"{p}: {r}" for p, r in failures))
+        if failures:
+            warnings.warn(f"calibration left out {len(failures)} unusable file(s): "
+                          + "; ".join(r for _, r in failures), UserWarning, stacklevel=2)
+        used = [Path(p).name for p, ok in zip(paths, encoded.usable, strict=True) if ok]
+        return self.engine.calibrate(
+            encoded.features, f"{len(used)} usable file(s) ({', '.join(used)}); at least "
+                              f"{MIN_ADAPT_VECTORS} files of the speaker, or one recording "
+                              "of several seconds, are needed")
 
-    def _probabilities(self, features: np.ndarray,
-                       adapter: FeatureAdapter | None = None) -> np.ndarray:
-        """Class probabilities (columns: the model's ``classes_``) of feature rows.
+    # ------------------------------------------------------------------ whole recordings
+    def _is_long(self, seconds: float) -> bool:
+        """Longer than what the model analyses at once: answered from its windows."""
+        return seconds > self.backend.max_seconds + 1e-6
 
-        A speaker-normalised bundle standardises the rows with the adapter (``adapter``,
-        e.g. a timeline's own from :meth:`_stream_adapter`, else :attr:`adapter`); rows
-        whose statistics rest on fewer than :data:`MIN_ADAPT_VECTORS` vectors go to the
-        bundle's unadapted model instead, when it has one.
-        """
-        X = features.reshape(len(features), -1)
-        model = self.bundle.model
-        if self.adapter is None:
-            return model.predict_proba(X)
-        adapter = adapter or self.adapter
-        evidence = adapter.evidence(len(X))
-        proba = model.predict_proba(adapter.transform(X))
-        unadapted = self.bundle.unadapted_model
-        few = evidence < MIN_ADAPT_VECTORS
-        if unadapted is not None and few.any():
-            order = [list(unadapted.classes_).index(c) for c in model.classes_]
-            proba[few] = unadapted.predict_proba(X[few])[:, order]
-        return proba
+    def _whole(self, encoded: Encoded, tuples: list[tuple[str, float, float]]
+               ) -> pd.DataFrame:
+        """Rows of units encoded whole, adapted together as one batch."""
+        index = pd.MultiIndex.from_tuples(tuples, names=list(INDEX_NAMES))
+        frame = self.engine.rows(encoded, index, self.engine.adapter_for("batch"))
+        frame["basis"] = WHOLE
+        return frame
 
-    @property
-    def classes(self) -> list[str]:
-        """Class names, in the order of the probability columns."""
-        return list(self.bundle.classes)
-
-    def _frame(self, features: np.ndarray, index: pd.MultiIndex,
-               adapter: FeatureAdapter | None = None) -> pd.DataFrame:
-        proba = self._probabilities(features, adapter)
-        order = column_order(list(self.bundle.model.classes_), self.classes)
-        return result_rows(proba[:, order], self.classes, index, self.uncertain_below)
-
-    @property
-    def uncertain_below(self) -> float | None:
-        """A calibrated model's threshold for answering "uncertain" (None: never)."""
-        return getattr(self.bundle.model, "uncertain_below", None)
+    def _aggregate(self, source: str | Path | np.ndarray, name: str,
+                   sample_rate: int | None = None) -> pd.DataFrame:
+        """One row for a long recording: the mean probabilities of its speech windows
+        (of all its windows when the detector finds no speech, as a short recording is
+        answered whole without one)."""
+        options = {"window": AGGREGATE_WINDOW, "hop": AGGREGATE_HOP, "name": name,
+                   "sample_rate": sample_rate, "keep_nonspeech": False}
+        frame = self.predict_timeline(source, **options)
+        if not frame["emotion"].notna().any():
+            frame = self.predict_timeline(source, vad=None, **options)
+        return aggregate_timeline(frame, self.classes, self.uncertain_below)
 
     def predict_signal(self, signal: np.ndarray, sample_rate: int,
                        name: str = "<signal>") -> pd.DataFrame:
-        """Emotion of one in-memory signal (any rate; resampled to the model's)."""
+        """Emotion of one in-memory recording (any rate; resampled to the model's).
+
+        Parameters
+        ----------
+        signal : np.ndarray, shape (n,) or (n, channels)
+            Audio samples.
+        sample_rate : int
+            Rate of ``signal`` in Hz.
+        name : str
+            ``file`` value of the result's index.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row indexed by ``(name, 0.0, duration)``.
+
+        Raises
+        ------
+        AudioError
+            Unusable audio (empty, silent, too short, no speech in a long recording).
+        """
         signal = check_signal(signal, sample_rate, name, max_duration=MAX_FILE_SECONDS)
-        signal = resample(signal, sample_rate, self.extractor.sample_rate)
-        features = self.extractor.extract_signal(signal, self.extractor.sample_rate)
-        duration = len(signal) / self.extractor.sample_rate
-        index = pd.MultiIndex.from_tuples([(name, 0.0, duration)],
-                                          names=["file", "start", "end"])
-        return self._frame(features[None], index)
+        duration = len(signal) / sample_rate
+        if self._is_long(duration):
+            return self._aggregate(signal, name, sample_rate)
+        encoded = self.backend.encode([signal], sample_rate)
+        if not encoded.usable[0]:  # the backend's own checks refused it: say why
+            check_signal(resample(signal, sample_rate, self.sample_rate), self.sample_rate,
+                         name)
+            raise AudioError(name, "no usable audio to classify")
+        return self._whole(encoded, [(name, 0.0, round(duration, 3))])
 
     def predict_files(self, paths: Iterable[str | Path], progress: bool = True) -> pd.DataFrame:
         """Emotion of many files; unusable files are listed in ``result.attrs["failures"]``.
 
-        A bad file never stops the batch: it is reported as ``(path, reason)``.
+        A bad file never stops the batch: it is reported as ``(path, reason)``. Files
+        up to the model's analysed length are adapted together as one batch; longer
+        ones are answered from their own timeline.
         """
         durations, failures = check_durations(paths, MAX_FILE_SECONDS)
-        candidates = list(durations)
-        result = extract_many(candidates, self.extractor, cache_dir=None, n_jobs=self.n_jobs,
-                              progress=progress)
-        failures += list(result.failures)
-        tuples = [(p, 0.0, round(durations[p], 3))
-                  for p, ok in zip(candidates, result.ok, strict=True) if ok]
-        index = pd.MultiIndex.from_tuples(tuples, names=["file", "start", "end"])
-        frame = self._frame(result.features, index) if tuples else empty_rows(self.classes)
+        short = [p for p, seconds in durations.items() if not self._is_long(seconds)]
+        frames = []
+        if short:
+            encoded, failed = self.backend.encode_files(short, progress=progress)
+            failures += failed
+            tuples = [(p, 0.0, round(durations[p], 3))
+                      for p, ok in zip(short, encoded.usable, strict=True) if ok]
+            if tuples:
+                frames.append(self._whole(encoded, tuples))
+        for path, seconds in durations.items():
+            if self._is_long(seconds):
+                try:
+                    frames.append(self._aggregate(path, path))
+                except AudioError as error:
+                    failures.append((path, str(error)))
+        frame = pd.concat(frames) if frames else _empty(self.classes)
+        order = {p: i for i, p in enumerate(durations)}
+        frame = frame.iloc[np.argsort([order[f] for f in frame.index.get_level_values(0)],
+                                      kind="stable")] if len(frame) else frame
         frame.attrs["failures"] = failures
         return frame
 
+    # ------------------------------------------------------------------ time
     def predict_timeline(
         self,
         source: str | Path | np.ndarray,
@@ -284,7 +386,7 @@ class Recognizer(FileVerbs):
         """
         from emovox.timeline import timeline
 
-        return timeline(self, source, sample_rate, window=window, hop=hop, vad=vad,
+        return timeline(self.engine, source, sample_rate, window=window, hop=hop, vad=vad,
                         chunk_seconds=chunk_seconds, min_speech=min_speech,
                         keep_nonspeech=keep_nonspeech, name=name, vad_options=vad_options)
 
@@ -303,16 +405,110 @@ class Recognizer(FileVerbs):
         """
         from emovox.timeline import iter_timeline
 
-        yield from iter_timeline(self, source, window=window, hop=hop, vad=vad,
+        yield from iter_timeline(self.engine, source, window=window, hop=hop, vad=vad,
                                  chunk_seconds=chunk_seconds, **options)
 
-    def _stream_adapter(self) -> FeatureAdapter | None:
-        """The adaptation state of one timeline (None without adaptation).
+    def stream(self, window: float = 2.0, hop: float = 1.0, sample_rate: int = 16_000,
+               **options: Any) -> Any:
+        """A live stream: feed blocks of samples, get a row per completed window.
 
-        A timeline is one stream: a fork of :attr:`adapter` with its own, fresh running
-        statistics, in ``stream`` mode under ``adapt="auto"``. Each call gets its own,
-        so concurrent timelines (server threads) neither share nor lock state.
+        Returns a :class:`~emovox.listen.LiveRecognizer` with its own adaptation state
+        (this recogniser's other verbs are unaffected).
         """
-        if self.adapter is None:
-            return None
-        return self.adapter.fork("stream" if self.adapt == "auto" else None)
+        from emovox.listen import LiveRecognizer
+
+        return LiveRecognizer(self, window=window, hop=hop, sample_rate=sample_rate,
+                              **options)
+
+
+class OnnxRecognizer(Recognizer):
+    """:class:`Recognizer` on an exported ONNX folder, with ONNX Runtime only.
+
+    Every verb of :class:`Recognizer` works, timelines and streams included, with the
+    same results (probabilities within 1e-3). ``whisper_log_mel`` graphs need neither
+    PyTorch nor scikit-learn; ``features`` graphs compute their input with the emovox
+    extractor named in the spec.
+
+    Parameters
+    ----------
+    path : str or Path
+        Folder written by :func:`emovox.export.export_onnx`.
+    n_jobs : int
+        Processes for multi-file feature extraction of ``features`` graphs.
+    threads : int, optional
+        ONNX Runtime intra-op threads; 1 by default, like the native extractors (the
+        server runs one prediction per core); ``None``: ONNX Runtime's default.
+    adapt : {"auto", "none", "batch", "stream"}
+        As for :class:`Recognizer`; exports of speaker-normalised bundles carry the
+        statistics and the normalised head in ``adaptation.npz``.
+
+    Raises
+    ------
+    BundleError
+        Not an emovox ONNX folder, of an unknown format version, or damaged.
+    """
+
+    def __init__(self, path: str | Path, n_jobs: int = 1, threads: int | None = 1,
+                 adapt: str = "auto") -> None:
+        from emovox.inference.onnx_backend import OnnxBackend
+
+        super().__init__(backend=OnnxBackend(path, n_jobs=n_jobs, threads=threads),
+                         adapt=adapt, n_jobs=n_jobs)
+
+    @property
+    def path(self) -> Path:
+        """The export folder."""
+        return self.backend.path  # type: ignore[attr-defined]
+
+    @property
+    def card(self) -> str:
+        """The model card."""
+        return self.backend.card  # type: ignore[attr-defined]
+
+    def metadata(self) -> dict[str, Any]:
+        """The spec of the export (``preprocessing.json``)."""
+        return dict(self.backend.spec)  # type: ignore[attr-defined]
+
+
+def _empty(classes: Sequence[str]) -> pd.DataFrame:
+    frame = empty_rows(classes)
+    frame["basis"] = pd.Series(dtype=object)
+    return frame
+
+
+def aggregate_timeline(frame: pd.DataFrame, classes: Sequence[str],
+                       uncertain_below: float | None = None) -> pd.DataFrame:
+    """The whole-recording row of a timeline: mean probabilities of its speech windows.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A timeline (:meth:`Recognizer.predict_timeline`), with its ``attrs``.
+    classes : sequence of str
+        Class names.
+    uncertain_below : float, optional
+        The model's "uncertain" threshold, applied to the mean.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row indexed by ``(file, 0.0, duration)``; ``basis`` says how many windows.
+
+    Raises
+    ------
+    AudioError
+        No window of the recording had enough speech to classify.
+    """
+    name = str(frame.index.get_level_values(0)[0]) if len(frame) else "<signal>"
+    duration = float(frame.attrs.get("duration", np.nan))
+    voiced = frame[frame["emotion"].notna()] if len(frame) else frame
+    if not len(voiced):
+        raise AudioError(name, f"no speech found in {duration:.1f} s to classify")
+    proba = voiced[list(classes)].to_numpy(dtype=float).mean(axis=0, keepdims=True)
+    index = pd.MultiIndex.from_tuples([(name, 0.0, round(duration, 3))],
+                                      names=list(INDEX_NAMES))
+    row = result_rows(proba, classes, index, uncertain_below)
+    window, hop = frame.attrs.get("window"), frame.attrs.get("hop")
+    kind = "speech windows" if frame.attrs.get("vad") else "windows (no speech detector)"
+    row["basis"] = f"mean of {len(voiced)} {kind}, {window:g} s every {hop:g} s"
+    return row

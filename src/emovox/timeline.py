@@ -32,15 +32,24 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
-from emovox.audio import audio_info
+from emovox.audio import audio_info, stream_mono, to_mono_float32
 from emovox.errors import AudioError
+from emovox.inference.windows import (
+    DEFAULT_CHUNK_SECONDS,
+    DEFAULT_HOP,
+    DEFAULT_MIN_SPEECH,
+    DEFAULT_WINDOW,
+    check_window,
+    window_bounds,
+    window_count,
+    window_samples,
+)
 from emovox.vad import VadOptions, VoiceActivityStream, resolve_vad
 
 if TYPE_CHECKING:
     from emovox.adaptation import FeatureAdapter
-    from emovox.recognizer import Recognizer
+    from emovox.inference.engine import Engine
 
 __all__ = [
     "DEFAULT_CHUNK_SECONDS",
@@ -58,115 +67,22 @@ __all__ = [
     "window_count",
 ]
 
-#: Seconds per window.
-DEFAULT_WINDOW = 2.0
-#: Seconds between window starts.
-DEFAULT_HOP = 1.0
-#: Share of a window that must be speech for it to be classified.
-DEFAULT_MIN_SPEECH = 0.5
-#: Seconds of audio read at a time.
-DEFAULT_CHUNK_SECONDS = 60.0
 #: Columns after the class probabilities.
 SPEECH_COLUMNS = ("speech", "speech_ratio")
 
 _SIGNAL_NAME = "<signal>"
 
 
-def check_window(window: float, hop: float, min_speech: float = DEFAULT_MIN_SPEECH,
-                 chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> None:
-    """Raise ValueError unless the timeline parameters make sense.
-
-    Parameters
-    ----------
-    window : float
-        Seconds per window, > 0.
-    hop : float
-        Seconds between window starts, in (0, window] (windows never leave gaps).
-    min_speech : float
-        Share of speech in [0, 1].
-    chunk_seconds : float
-        Seconds read at a time, > 0.
-    """
-    if not (math.isfinite(window) and window > 0):
-        raise ValueError(f"window must be a number of seconds > 0, got {window!r}")
-    if not (math.isfinite(hop) and 0 < hop <= window):
-        raise ValueError(f"hop must be > 0 and at most the window ({window:g} s), got {hop!r}")
-    if not (math.isfinite(min_speech) and 0.0 <= min_speech <= 1.0):
-        raise ValueError(f"min_speech must be a share in [0, 1], got {min_speech!r}")
-    if not (math.isfinite(chunk_seconds) and chunk_seconds > 0):
-        raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
-
-
-def _window_samples(window: float, hop: float, sample_rate: int) -> tuple[int, int]:
-    """Window and hop in samples (at least one each)."""
-    return max(1, round(window * sample_rate)), max(1, round(hop * sample_rate))
-
-
-def window_count(samples: int, sample_rate: int, window: float = DEFAULT_WINDOW,
-                 hop: float = DEFAULT_HOP) -> int:
-    """How many windows a timeline of ``samples`` samples has (with or without speech).
-
-    Parameters
-    ----------
-    samples : int
-        Length of the recording in samples.
-    sample_rate : int
-        Its rate in Hz.
-    window, hop : float
-        Window length and step between window starts in seconds (valid per
-        :func:`check_window`).
-
-    Returns
-    -------
-    int
-        The number of rows of :func:`timeline` with ``keep_nonspeech=True``: the
-        first window starts at 0, the last one ends at the end of the audio.
-    """
-    win_n, hop_n = _window_samples(window, hop, sample_rate)
-    return max(0, math.ceil((samples - win_n) / hop_n)) + 1
-
-
 # ----------------------------------------------------------------------------- reading
 
 
-def _mono_float32(block: np.ndarray, source: str) -> np.ndarray:
-    """Samples as mono float32 (integer PCM scaled to [-1, 1)), refusing NaN and inf."""
-    block = np.asarray(block)
-    if block.ndim not in (1, 2):
-        raise AudioError(source, f"expected 1-D or 2-D audio, got {block.ndim}-D array")
-    if np.issubdtype(block.dtype, np.unsignedinteger):
-        half = float(np.iinfo(block.dtype).max) / 2.0 + 0.5
-        block = (block.astype(np.float64) - half) / half
-    elif np.issubdtype(block.dtype, np.integer):
-        block = block.astype(np.float64) / float(np.iinfo(block.dtype).max + 1)
-    elif not np.issubdtype(block.dtype, np.floating):
-        raise AudioError(source, f"unsupported sample type {block.dtype}")
-    if block.ndim == 2:
-        block = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
-    block = np.ascontiguousarray(block, dtype=np.float32)
-    if not np.all(np.isfinite(block)):
-        raise AudioError(source, "contains NaN or infinite samples")
-    return block
-
-
-def _file_blocks(path: Path, chunk: int) -> Iterator[np.ndarray]:
-    try:
-        with sf.SoundFile(str(path)) as handle:
-            while True:
-                block = handle.read(chunk, dtype="float32", always_2d=True)
-                if not len(block):
-                    return
-                yield _mono_float32(block, str(path))
-    except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioError(path, f"cannot decode audio ({error})") from None
-
-
 def _array_blocks(signal: np.ndarray, chunk: int, source: str) -> Iterator[np.ndarray]:
-    if signal.ndim == 2 and 0 < signal.shape[0] < signal.shape[1]:
-        raise AudioError(source, f"array shape {signal.shape} looks channels-first; "
-                                 "expected (samples, channels), transpose it")
-    for start in range(0, len(signal), chunk):
-        yield _mono_float32(signal[start:start + chunk], source)
+    mono = to_mono_float32(signal, source)
+    for start in range(0, len(mono), chunk):
+        block = mono[start:start + chunk]
+        if not np.all(np.isfinite(block)):
+            raise AudioError(source, "contains NaN or infinite samples")
+        yield block
 
 
 def _open(source: str | os.PathLike[str] | np.ndarray, sample_rate: int | None,
@@ -182,14 +98,14 @@ def _open(source: str | os.PathLike[str] | np.ndarray, sample_rate: int | None,
     if info.samplerate <= 0:
         raise AudioError(path, f"invalid sample rate {info.samplerate}")
     chunk = max(1, round(chunk_seconds * info.samplerate))
-    return name or str(source), int(info.samplerate), _file_blocks(path, chunk)
+    return name or str(source), int(info.samplerate), stream_mono(path, chunk)
 
 
 # ----------------------------------------------------------------------------- timeline
 
 
 def iter_timeline(
-    recognizer: Recognizer,
+    engine: Engine,
     source: str | os.PathLike[str] | np.ndarray,
     sample_rate: int | None = None,
     *,
@@ -206,8 +122,8 @@ def iter_timeline(
 
     Parameters
     ----------
-    recognizer : Recognizer
-        Supplies the feature extractor and the model.
+    engine : Engine
+        The model (any runtime) and its adaptation rule.
     source : str, PathLike or np.ndarray
         An audio file, or samples of shape (n,) or (n, channels).
     sample_rate : int, optional
@@ -249,11 +165,11 @@ def iter_timeline(
     check_window(window, hop, min_speech, chunk_seconds)
     method = resolve_vad(vad)
     label, sr, blocks = _open(source, sample_rate, chunk_seconds, name)
-    win_n, hop_n = _window_samples(window, hop, sr)
+    win_n, hop_n = window_samples(window, hop, sr)
     detector = VoiceActivityStream(method, sr, vad_options) if method else None
     # This timeline's own adaptation state: concurrent timelines share none of it.
-    adapter = recognizer._stream_adapter()
-    columns = ["emotion", "confidence", *recognizer.classes, *SPEECH_COLUMNS]
+    adapter = engine.adapter_for("stream")
+    columns = ["emotion", "confidence", *engine.classes, *SPEECH_COLUMNS]
 
     buffer = np.zeros(0, np.float32)
     buffer_start = 0  # file sample index of buffer[0]
@@ -273,7 +189,7 @@ def iter_timeline(
             ready.append((start, end))
             k += 1
         if ready:
-            frame = _classify(recognizer, label, sr, buffer, buffer_start, ready, detector,
+            frame = _classify(engine, label, sr, buffer, buffer_start, ready, detector,
                               min_speech, keep_nonspeech, columns, adapter)
             drop = k * hop_n - buffer_start
             buffer, buffer_start = buffer[drop:], buffer_start + drop
@@ -284,9 +200,8 @@ def iter_timeline(
         raise AudioError(label, "no audio samples (empty or truncated file)")
     if detector is not None:
         detector.finish()
-    count = window_count(read, sr, window, hop)
-    ready = [(j * hop_n, min(j * hop_n + win_n, read)) for j in range(k, count)]
-    frame = _classify(recognizer, label, sr, buffer, buffer_start, ready, detector,
+    ready = list(window_bounds(read, sr, window, hop, first=k))
+    frame = _classify(engine, label, sr, buffer, buffer_start, ready, detector,
                       min_speech, keep_nonspeech, columns, adapter)
     frame.attrs.update({
         "duration": read / sr,
@@ -299,13 +214,13 @@ def iter_timeline(
     yield frame
 
 
-def timeline(recognizer: Recognizer, source: str | os.PathLike[str] | np.ndarray,
+def timeline(engine: Engine, source: str | os.PathLike[str] | np.ndarray,
              sample_rate: int | None = None, **options: Any) -> pd.DataFrame:
     """The whole timeline of a recording as one DataFrame.
 
     Parameters are those of :func:`iter_timeline`; the result carries its ``attrs``.
     """
-    frames = list(iter_timeline(recognizer, source, sample_rate, **options))
+    frames = list(iter_timeline(engine, source, sample_rate, **options))
     attrs = dict(frames[-1].attrs)
     nonempty = [f for f in frames if len(f)]
     frame = pd.concat(nonempty) if nonempty else frames[-1]
@@ -313,13 +228,13 @@ def timeline(recognizer: Recognizer, source: str | os.PathLike[str] | np.ndarray
     return frame
 
 
-def _classify(recognizer: Recognizer, label: str, sr: int, buffer: np.ndarray, offset: int,
+def _classify(engine: Engine, label: str, sr: int, buffer: np.ndarray, offset: int,
               windows: list[tuple[int, int]], detector: VoiceActivityStream | None,
               min_speech: float, keep_nonspeech: bool, columns: list[str],
               adapter: FeatureAdapter | None = None) -> pd.DataFrame:
     """Rows of ``windows`` (file sample ranges, inside ``buffer`` which starts at ``offset``),
     adapted with the timeline's own ``adapter``."""
-    classes = recognizer.classes
+    classes = engine.classes
     index_rows, ratios, speech, signals, speech_rows = [], [], [], [], []
     for start, end in windows:
         if detector is not None:
@@ -337,8 +252,8 @@ def _classify(recognizer: Recognizer, label: str, sr: int, buffer: np.ndarray, o
             signals.append(buffer[start - offset:end - offset])
             speech_rows.append(row)
     # One batch: equal-length windows share a forward pass, each still encoded alone.
-    features, usable = recognizer.extractor.extract_signals(signals, sr)
-    feature_rows = [row for row, ok in zip(speech_rows, usable, strict=True) if ok]
+    encoded = engine.backend.encode(signals, sr)
+    feature_rows = [row for row, ok in zip(speech_rows, encoded.usable, strict=True) if ok]
     index = pd.MultiIndex.from_arrays(
         [[r[0] for r in index_rows], [r[1] for r in index_rows], [r[2] for r in index_rows]],
         names=["file", "start", "end"])
@@ -346,10 +261,8 @@ def _classify(recognizer: Recognizer, label: str, sr: int, buffer: np.ndarray, o
                           "confidence": np.nan, **dict.fromkeys(classes, np.nan)},
                          index=range(len(index_rows)))
     if feature_rows:  # silent or too short windows are kept without an emotion
-        probabilities = recognizer._frame(features,
-                                          pd.MultiIndex.from_tuples(
-                                              [index_rows[i] for i in feature_rows]),
-                                          adapter)
+        probabilities = engine.rows(encoded, pd.MultiIndex.from_tuples(
+            [index_rows[i] for i in feature_rows]), adapter)
         frame.loc[feature_rows, "emotion"] = probabilities["emotion"].to_numpy()
         frame.loc[feature_rows, ["confidence", *classes]] = (
             probabilities[["confidence", *classes]].to_numpy(dtype=float))

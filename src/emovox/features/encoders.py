@@ -35,11 +35,14 @@ import torch
 import torch.nn.functional as F  # noqa: N812  (PyTorch convention)
 from torch import nn
 
-#: Whisper front end: 16 kHz, 25 ms Hann window, 10 ms hop, 80 Slaney mel bands.
-WHISPER_SAMPLE_RATE = 16_000
-WHISPER_N_FFT = 400
-WHISPER_HOP_LENGTH = 160
-WHISPER_N_MELS = 80
+from emovox.inference.frontend import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE
+
+#: Whisper front end (emovox.inference.frontend): 16 kHz, 25 ms Hann window, 10 ms hop,
+#: 80 Slaney mel bands.
+WHISPER_SAMPLE_RATE = SAMPLE_RATE
+WHISPER_N_FFT = N_FFT
+WHISPER_HOP_LENGTH = HOP_LENGTH
+WHISPER_N_MELS = N_MELS
 #: Positions in the encoder's table: 1500 encoder frames = 3000 mel frames = 30 s.
 WHISPER_MAX_POSITIONS = 1500
 WHISPER_MAX_SECONDS = WHISPER_MAX_POSITIONS * 2 * WHISPER_HOP_LENGTH / WHISPER_SAMPLE_RATE
@@ -202,12 +205,10 @@ _MEL_FILTERS: dict[int, torch.Tensor] = {}
 def _mel_filters() -> torch.Tensor:
     filters = _MEL_FILTERS.get(0)
     if filters is None:
-        import librosa
+        from emovox.inference.frontend import mel_filters
 
-        # Whisper's mel_filters.npz was made with exactly this call (Slaney, norm="slaney").
-        bank = librosa.filters.mel(sr=WHISPER_SAMPLE_RATE, n_fft=WHISPER_N_FFT,
-                                   n_mels=WHISPER_N_MELS)
-        filters = _MEL_FILTERS.setdefault(0, torch.from_numpy(bank.astype(np.float32)))
+        filters = _MEL_FILTERS.setdefault(0, torch.from_numpy(
+            mel_filters().astype(np.float32)))
     return filters
 
 

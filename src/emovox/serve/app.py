@@ -357,7 +357,7 @@ def model_info(recognizer: Any) -> dict[str, Any]:
                 "training": meta.get("training", {}), "card": bundle.card,
                 "bundle": str(bundle.path) if bundle.path else None}
     spec = recognizer.metadata()
-    return {"engine": getattr(recognizer, "engine", "onnx"),
+    return {"engine": "onnx",
             "classes": list(recognizer.classes), "labels": spec.get("labels", {}),
             "features": spec.get("features", {}),
             "preprocessing": spec.get("preprocessing", {}),
@@ -602,6 +602,7 @@ def create_app(
         return {"file": upload.filename, "duration": round(duration, 3),
                 "emotion": str(row["emotion"]), "confidence": round(float(row["confidence"]), 6),
                 "probabilities": _probabilities(row, classes), "classes": classes,
+                "basis": str(row.get("basis", "whole recording")),
                 "seconds": round(time.perf_counter() - start, 4)}
 
     def timeline_upload(upload: Upload, predict_timeline: Callable[..., pd.DataFrame],

@@ -279,7 +279,10 @@ function renderResult(result) {
   $("top-emoji").textContent = style.emoji;
   $("top-emotion").textContent = result.emotion;
   $("top-emotion").style.color = style.color;
-  $("top-meta").textContent = `${pct(result.confidence)} confident · ${result.duration.toFixed(1)} s of audio`;
+  // "basis" says what the answer covers: the whole recording, or the mean of the
+  // speech windows of a long one (the same windows as its timeline).
+  const basis = result.basis && result.basis !== "whole recording" ? ` · ${result.basis}` : "";
+  $("top-meta").textContent = `${pct(result.confidence)} confident · ${result.duration.toFixed(1)} s of audio${basis}`;
   renderBars($("bars"), result.probabilities, result.classes);
   $("result-empty").hidden = true;
   $("result").hidden = false;

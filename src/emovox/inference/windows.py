@@ -1,0 +1,91 @@
+"""Sliding windows, written once: their checks, their count and their sample bounds.
+
+The first window starts at 0 and one starts every ``hop`` seconds. With ``partial``
+(a timeline), the last window ends at the end of the audio and may be shorter than
+``window``; without (calibration), only whole windows are taken. Timelines, live
+streams, calibration and the server's work bound all use these functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+#: Seconds per window.
+DEFAULT_WINDOW = 2.0
+#: Seconds between window starts.
+DEFAULT_HOP = 1.0
+#: Share of a window that must be speech for it to be classified.
+DEFAULT_MIN_SPEECH = 0.5
+#: Seconds of audio read at a time.
+DEFAULT_CHUNK_SECONDS = 60.0
+
+
+def check_window(window: float, hop: float, min_speech: float = DEFAULT_MIN_SPEECH,
+                 chunk_seconds: float = DEFAULT_CHUNK_SECONDS) -> None:
+    """Raise ValueError unless the window parameters make sense.
+
+    Parameters
+    ----------
+    window : float
+        Seconds per window, > 0.
+    hop : float
+        Seconds between window starts, in (0, window] (windows never leave gaps).
+    min_speech : float
+        Share of speech in [0, 1].
+    chunk_seconds : float
+        Seconds read at a time, > 0.
+    """
+    if not (isinstance(window, int | float) and math.isfinite(window) and window > 0):
+        raise ValueError(f"window must be a number of seconds > 0, got {window!r}")
+    if not (isinstance(hop, int | float) and math.isfinite(hop) and 0 < hop <= window):
+        raise ValueError(f"hop must be > 0 and at most the window ({window:g} s), got {hop!r}")
+    if not (math.isfinite(min_speech) and 0.0 <= min_speech <= 1.0):
+        raise ValueError(f"min_speech must be a share in [0, 1], got {min_speech!r}")
+    if not (math.isfinite(chunk_seconds) and chunk_seconds > 0):
+        raise ValueError(f"chunk_seconds must be > 0, got {chunk_seconds!r}")
+
+
+def window_samples(window: float, hop: float, sample_rate: int) -> tuple[int, int]:
+    """Window and hop in samples (at least one each)."""
+    return max(1, round(window * sample_rate)), max(1, round(hop * sample_rate))
+
+
+def window_count(samples: int, sample_rate: int, window: float = DEFAULT_WINDOW,
+                 hop: float = DEFAULT_HOP, partial: bool = True) -> int:
+    """How many windows ``samples`` samples hold (with or without speech).
+
+    Parameters
+    ----------
+    samples : int
+        Length of the recording in samples.
+    sample_rate : int
+        Its rate in Hz.
+    window, hop : float
+        Window length and step between window starts in seconds (valid per
+        :func:`check_window`).
+    partial : bool
+        Count a last, shorter window that ends at the end of the audio (a timeline's
+        rows); otherwise only whole windows (at least one while there is audio).
+
+    Returns
+    -------
+    int
+    """
+    win_n, hop_n = window_samples(window, hop, sample_rate)
+    if partial:
+        return max(0, math.ceil((samples - win_n) / hop_n)) + 1
+    return max(0, (samples - win_n) // hop_n) + 1 if samples >= win_n else int(samples > 0)
+
+
+def window_bounds(samples: int, sample_rate: int, window: float = DEFAULT_WINDOW,
+                  hop: float = DEFAULT_HOP, partial: bool = True, first: int = 0
+                  ) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` sample bounds of windows ``first, first + 1, ...``.
+
+    Parameters are those of :func:`window_count`; a recording shorter than one
+    window is one window of all of it.
+    """
+    win_n, hop_n = window_samples(window, hop, sample_rate)
+    for k in range(first, window_count(samples, sample_rate, window, hop, partial)):
+        yield k * hop_n, min(k * hop_n + win_n, samples)
