@@ -5,7 +5,7 @@ random bytes named ``.wav``, NaN/inf samples, a DC offset with no sound, a few
 samples, a recording past the duration limit, every bit depth soundfile writes, 1/2/6
 channels, rates from 8 to 96 kHz, and odd file names. Every front must answer without
 a traceback: a valid emotion for good inputs; for bad ones a one-line error naming the
-input (the CLI: on stderr, with a non-zero exit for a single bad file; the API: an
+input (the CLI: on stderr, and exit status EXIT_FAILED for the batch; the API: an
 ``AudioError`` or a ``(path, reason)`` failure; the server: a 4xx, never a 500).
 
 The packaged model is loaded once for the module; the CLI's ``Recognizer`` is patched
@@ -28,6 +28,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from emovox.cli import EXIT_FAILED
 from emovox.errors import AudioError
 from emovox.recognizer import MAX_FILE_SECONDS, Recognizer
 from emovox.synth import synth_voice
@@ -296,7 +297,7 @@ def test_cli_predict(cli: Callable[..., object], folder: Path, case: Case) -> No
         assert [r["file"] for r in rows] == [case.name]
         assert rows[0]["emotion"] in [*cli_classes(rows[0])], rows[0]
         return
-    assert result.exit_code != 0, output  # a single bad file: the batch failed
+    assert result.exit_code == EXIT_FAILED, output  # a failed batch
     lines = [line for line in result.stderr.splitlines() if case.name in line]
     assert lines, f"no line names {case.name!r} in:\n{result.stderr}"
     assert any(any(w.lower() in line.lower() for w in case.problem) for line in lines), (
@@ -334,6 +335,7 @@ def test_cli_subprocess_batch(folder: Path) -> None:
          "--format", "csv", "--jobs", "1", "--", *[c.name for c in cases]],
         cwd=folder, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == EXIT_FAILED, result.stderr  # some files failed
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert sorted(r["file"] for r in rows) == sorted(c.name for c in cases
                                                      if c.problem is None), result.stderr
