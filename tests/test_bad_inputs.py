@@ -152,15 +152,8 @@ BAD = [
     Case("huge", "huge.wav", lambda: wav_bytes(_huge(), HUGE_RATE, "PCM_U8"), ("too long",),
          lambda: (_huge().astype(np.float32), HUGE_RATE)),
     Case("odd-name-bad", "-x émotion 日本 bad.wav", lambda: b"RIFF junk", ("not a readable",)),
-    Case("brackets-bad", "[draft] notes.wav", lambda: b"not audio", ("not a readable",),
-         cli_marks=[pytest.mark.xfail(reason="cli.py prints file names as rich markup: "
-                                             "'[draft]' is swallowed", strict=False)]),
+    Case("brackets-bad", "[draft] notes.wav", lambda: b"not audio", ("not a readable",)),
 ]
-#: Known CLI problem (cli.py is not ours to change here): names in the table are markup.
-TABLE_MARKUP = pytest.mark.xfail(reason="cli.py prints file names in its table as rich "
-                                        "markup: '[draft] take [red].wav' shows as "
-                                        "' take .wav'", strict=False)
-
 GOOD = [
     *[Case(f"subtype-{s}", f"voice_{s.lower()}.wav",
            (lambda s=s: wav_bytes(voice(), subtype=s)),
@@ -311,7 +304,7 @@ def cli_classes(row: dict[str, str]) -> list[str]:
 
 
 @pytest.mark.parametrize("case", [
-    pytest.param(c, id=c.id, marks=[TABLE_MARKUP] if "[" in c.name else [])
+    pytest.param(c, id=c.id)
     for c in GOOD if c.id.startswith("name-")])
 def test_cli_table_shows_odd_names(cli: Callable[..., object], folder: Path,
                                    case: Case) -> None:

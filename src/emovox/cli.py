@@ -11,7 +11,9 @@ from typing import Annotated
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from emovox.adaptation import MIN_ADAPT_VECTORS
 from emovox.errors import EmovoxError
@@ -36,7 +38,7 @@ EXIT_USAGE = 2
 
 
 def _fail(message: str) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=EXIT_USAGE)
 
 
@@ -49,7 +51,8 @@ def _print_failures(failures: list[tuple[str, str]], what: str = "files") -> Non
         return
     errors.print(f"[yellow]{len(failures)} {what} failed:[/]")
     for path, reason in failures:
-        errors.print(f"  {path}: {_reason(path, reason)}", highlight=False, soft_wrap=True)
+        errors.print(escape(f"  {path}: {_reason(path, reason)}"), highlight=False,
+                     soft_wrap=True)
 
 
 #: How a skipped entry of a folder is counted in its summary line.
@@ -70,7 +73,8 @@ def _print_skipped(folder: Path, skipped: list[tuple[Path, str]], shown: int = 8
         listed = ", ".join(names[:shown]) + (f" and {len(names) - shown} more"
                                              if len(names) > shown else "")
         noun = SKIP_NOUNS.get(reason, (reason, reason))[len(names) > 1]
-        errors.print(f"[yellow]{folder}: skipped {len(names)} {noun}:[/] {listed}",
+        errors.print(f"[yellow]{escape(str(folder))}: skipped {len(names)} {noun}:[/] "
+                     f"{escape(listed)}",
                      highlight=False, soft_wrap=True)
 
 
@@ -134,12 +138,14 @@ def _calibrate(recognizer, files: list[Path]) -> None:
     # The recogniser's warnings say what was left out, or why nothing was adapted.
     for warning in caught:
         if issubclass(warning.category, UserWarning):
-            errors.print(f"[bold yellow]warning:[/] {warning.message}", highlight=False,
+            errors.print(f"[bold yellow]warning:[/] {escape(str(warning.message))}",
+                         highlight=False,
                          soft_wrap=True)
     if recognizer.calibrated:
         what = f"{files[0]} ({used} windows)" if len(files) == 1 else (
             f"{used} of {len(files)} calibration files")
-        errors.print(f"adapted to the speaker of {what}", highlight=False, soft_wrap=True)
+        errors.print(escape(f"adapted to the speaker of {what}"), highlight=False,
+                     soft_wrap=True)
 
 
 COUNT_COLUMNS = {"n_test", "support", "n", "count", "utterances", "speakers"}
@@ -164,7 +170,7 @@ def _frame_table(frame: pd.DataFrame, title: str | None = None, digits: int = 3)
         index = index if isinstance(index, tuple) else (index,)
         cells = [str(i) for i in index]
         cells += [_cell(column, v, digits) for column, v in row.items()]
-        table.add_row(*cells)
+        table.add_row(*map(Text, cells))  # Text: a file name is never read as markup
     return table
 
 
@@ -250,9 +256,10 @@ def predict(
     if calibrate:
         _calibrate(recognizer, _calibration_files(calibrate))
         if paths:  # what is predicted, as opposed to calibrated on
-            errors.print(f"predicting {len(paths)} file(s): "
-                         + ", ".join(Path(p).name for p in paths[:8])
-                         + (" ..." if len(paths) > 8 else ""), highlight=False, soft_wrap=True)
+            errors.print(escape(f"predicting {len(paths)} file(s): "
+                                + ", ".join(Path(p).name for p in paths[:8])
+                                + (" ..." if len(paths) > 8 else "")),
+                         highlight=False, soft_wrap=True)
     options = {"window": window, "hop": hop, "vad": None if no_vad else vad}
     columns = ["file", "start", "end", "emotion", "confidence", *recognizer.classes]
     columns += ["speech", "speech_ratio"] if timeline else ["basis"]
@@ -307,9 +314,9 @@ def predict(
         for frame in frames:
             writer.add(frame)
         writer.close()
-        errors.print(f"{writer.rows_written} row(s) written to {output}"
-                     + (f"; {skipped} files already done, skipped" if skipped else ""),
-                     highlight=False, soft_wrap=True)
+        errors.print(escape(f"{writer.rows_written} row(s) written to {output}"
+                            + (f"; {skipped} files already done, skipped" if skipped
+                               else "")), highlight=False, soft_wrap=True)
         _finish(failures, problems)
         return
     nonempty = [f for f in frames if len(f)]
@@ -330,7 +337,7 @@ def predict(
         else:
             with output.open("w") as handle:
                 Console(file=handle, width=200).print(table)
-            errors.print(f"{len(shown)} row(s) written to {output} as a table",
+            errors.print(escape(f"{len(shown)} row(s) written to {output} as a table"),
                          highlight=False, soft_wrap=True)
     else:
         text = (flat.to_csv(index=False, float_format="%.4f") if output_format == "csv"
@@ -344,7 +351,8 @@ def _finish(failures: list[tuple[str, str]], problems: list[str]) -> None:
     """List failed files and empty inputs on stderr; exit with EXIT_FAILED if any."""
     _print_failures(failures)
     for problem in problems:
-        errors.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escape(problem)}", highlight=False,
+                     soft_wrap=True)
     if failures or problems:
         raise typer.Exit(code=EXIT_FAILED)
 
@@ -360,7 +368,7 @@ def _predict_timelines(recognizer, paths: list[str], options: dict,
     plotted: set[Path] = set()
     for number, path in enumerate(paths, 1):
         if sys.stderr.isatty():
-            errors.print(f"timeline {number}/{len(paths)}: {path}", highlight=False)
+            errors.print(escape(f"timeline {number}/{len(paths)}: {path}"), highlight=False)
         try:
             frame = recognizer.predict_timeline(path, **options)
         except Exception as error:  # a bad file never stops the batch
@@ -679,7 +687,8 @@ def main() -> None:
     try:
         app()
     except EmovoxError as error:
-        errors.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        errors.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False,
+                     soft_wrap=True)
         sys.exit(2)
 
 
