@@ -17,7 +17,7 @@ from conftest import tone_signal
 
 from emovox.errors import ConfigError
 from emovox.models.heads import LayerPoolHead, padding_mask
-from emovox.models.nets import available_networks, count_parameters, make_network
+from emovox.models.registry import available_networks, count_parameters, make_network
 
 HEADS = ("attention_pool", "mean_pool")
 LAYER_DIM = 16

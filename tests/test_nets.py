@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from emovox.errors import ConfigError
-from emovox.models.nets import available_networks, count_parameters, make_network
+from emovox.models.registry import available_networks, count_parameters, make_network
 
 # (name, documented input shape, parameter ballpark (low, high) with 8 classes)
 DOCUMENTED = [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from emovox.models.nets import make_network
+from emovox.models.registry import make_network
 from emovox.training import TrainingHistory, evaluate, train
 
 

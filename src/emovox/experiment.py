@@ -135,7 +135,7 @@ def normalised_features(config: ExperimentConfig, dataset: Dataset,
 
 def is_network(name: str) -> bool:
     """Whether a model name is a PyTorch network (else a scikit-learn classifier)."""
-    from emovox.models.nets import NETWORKS
+    from emovox.models.registry import NETWORKS
 
     return name in NETWORKS
 

@@ -8,7 +8,7 @@ def available_models() -> list[str]:
 
     The networks (which need torch) are imported only here, when asked for.
     """
-    from emovox.models.nets import available_networks
+    from emovox.models.registry import available_networks
 
     return sorted({*CLASSIFIERS, *available_networks()})
 

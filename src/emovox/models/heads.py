@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from emovox.errors import ConfigError
-from emovox.models.nets import NETWORKS, Network
+from emovox.models.base import NETWORKS, Network
 
 __all__ = ["LayerPoolHead", "padding_mask"]
 

@@ -1,4 +1,4 @@
-"""PyTorch networks of the published SER experiments, and a registry of them by name.
+"""PyTorch networks of the published SER experiments, registered by name.
 
 Every network is an :class:`torch.nn.Module` built as
 ``make_network(name, n_classes=..., input_shape=..., **hyperparameters)``. It takes a
@@ -23,14 +23,14 @@ convolutional part once on zeros; nothing is hard-coded.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
 import torch
 from torch import nn
 
 from emovox.errors import ConfigError
+from emovox.models.base import NETWORKS, Network
 
 __all__ = [
     "MLP",
@@ -41,72 +41,7 @@ __all__ = [
     "LSTMClassifier",
     "Network",
     "SmallCNN",
-    "available_networks",
-    "count_parameters",
-    "make_network",
 ]
-
-
-class Network(nn.Module):
-    """Base class: remembers ``n_classes`` and ``input_shape`` and checks inputs.
-
-    Parameters
-    ----------
-    n_classes : int
-        Number of outputs (logits).
-    input_shape : tuple of int
-        Shape of one example, without the batch dimension.
-    """
-
-    def __init__(self, n_classes: int, input_shape: Sequence[int]) -> None:
-        super().__init__()
-        if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 2:
-            raise ConfigError(f"{type(self).__name__}: n_classes must be an int >= 2, "
-                              f"got {n_classes!r}")
-        shape = tuple(int(s) for s in input_shape)
-        if not shape or len(shape) > 2 or min(shape) < 1:
-            raise ConfigError(f"{type(self).__name__}: input_shape must be (length,) or "
-                              f"(frames, dims) with positive sizes, got {tuple(input_shape)}")
-        self.n_classes = n_classes
-        self.input_shape = shape
-
-    def _channels_first(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, L)`` or ``(B, L, C)`` -> ``(B, C, L)``, checked against ``input_shape``."""
-        expected = (1, self.input_shape[0]) if len(self.input_shape) == 1 else (
-            self.input_shape[1], self.input_shape[0])
-        if x.ndim == 2:
-            x = x.unsqueeze(1)
-        elif x.ndim == 3:
-            x = x.transpose(1, 2)
-        else:
-            raise ValueError(f"{type(self).__name__}: expected a (batch, length) or "
-                             f"(batch, frames, dims) tensor, got shape {tuple(x.shape)}")
-        if tuple(x.shape[1:]) != expected:
-            raise ValueError(self._shape_error(x))
-        return x
-
-    def _shape_error(self, x: torch.Tensor) -> str:
-        return (f"{type(self).__name__} was built for input_shape {self.input_shape}, "
-                f"got a tensor of shape {tuple(x.shape)}")
-
-
-def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
-    """Number of (trainable) parameters of a module.
-
-    Batch-norm running statistics are buffers, not parameters, so they are not
-    counted (Keras counts them as "non-trainable parameters").
-
-    Parameters
-    ----------
-    module : torch.nn.Module
-    trainable_only : bool
-        Count only parameters with ``requires_grad``.
-
-    Returns
-    -------
-    int
-    """
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
 
 
 def _flat_size(features: nn.Module, shape: tuple[int, ...]) -> int:
@@ -469,8 +404,7 @@ class MLP(Network):
 
 
 # ---------------------------------------------------------------------- registry
-#: Network constructors by name; each is called as ``f(n_classes, input_shape, **params)``.
-NETWORKS: dict[str, Callable[..., Network]] = {
+NETWORKS.update({
     "cnn1d_mfcc216": CNN1dMfcc216,
     "cnn1d_deep": CNN1dDeep,
     "cnn2d_mfcc": CNN2dMfcc,
@@ -479,52 +413,4 @@ NETWORKS: dict[str, Callable[..., Network]] = {
     "cnn_small_c": partial(SmallCNN, channels=(32, 32), kernel_sizes=(5, 5), pools=(2, 4)),
     "cnn_small_d": partial(SmallCNN, channels=(128, 128), kernel_sizes=(5, 5), pools=(2, 4)),
     "mlp": MLP,
-}
-
-
-def available_networks() -> list[str]:
-    """Names :func:`make_network` accepts, sorted."""
-    return sorted(NETWORKS)
-
-
-def make_network(name: str, n_classes: int, input_shape: Sequence[int],
-                 **params: Any) -> Network:
-    """Build a registered network.
-
-    Parameters
-    ----------
-    name : str
-        One of :func:`available_networks`.
-    n_classes : int
-        Number of output logits.
-    input_shape : tuple of int
-        Shape of one example without the batch, e.g. ``(40,)`` or ``(94, 40)``.
-    **params
-        The network's own hyperparameters (see its class), overriding its defaults.
-
-    Returns
-    -------
-    Network
-        In training mode, with freshly initialised weights (seed torch first for
-        reproducible weights).
-
-    Raises
-    ------
-    ConfigError
-        Unknown name, unknown hyperparameter or invalid value.
-
-    Examples
-    --------
-    >>> net = make_network("cnn_small_b", n_classes=8, input_shape=(40,))
-    >>> net(torch.zeros(3, 40)).shape
-    torch.Size([3, 8])
-    """
-    if name not in NETWORKS:
-        raise ConfigError(f"unknown network {name!r}; known: {', '.join(available_networks())}")
-    try:
-        return NETWORKS[name](n_classes, tuple(input_shape), **params)
-    except TypeError as error:
-        raise ConfigError(f"network {name!r}: {error}") from None
-
-
-from emovox.models import heads as _heads  # noqa: E402, F401  (registers the pooling heads)
+})

@@ -34,7 +34,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from emovox.models.nets import Network, make_network
+from emovox.models.base import Network
+from emovox.models.registry import make_network
 from emovox.protocols import Split, with_validation
 from emovox.training import TrainingHistory, seed_everything, train
 
