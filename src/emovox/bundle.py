@@ -22,8 +22,6 @@ Layout::
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,7 +39,7 @@ from emovox.bundle_checks import (
 )
 from emovox.errors import BundleError
 from emovox.features import FeatureExtractor, get_extractor
-from emovox.fileio import replace_folder
+from emovox.fileio import atomic_folder
 from emovox.labels import LabelSet
 from emovox.normalization import FeatureStats
 
@@ -96,10 +94,7 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
     An existing bundle at ``path`` is replaced only once the new one is complete.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
-    work.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
-    try:
+    with atomic_folder(path) as work:
         if _is_network(bundle.model):
             bundle.model.save(work / "network")
         else:
@@ -111,10 +106,6 @@ def save_bundle(bundle: Bundle, path: str | Path) -> Path:
                      mean=bundle.reference.mean, var=bundle.reference.var)
         (work / "bundle.json").write_text(json.dumps(bundle.metadata(), indent=2) + "\n")
         (work / "MODEL_CARD.md").write_text(bundle.card or "# Model card\n\n(none given)\n")
-        replace_folder(work, path)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     bundle.path = path
     return path
 

@@ -7,9 +7,7 @@ row positions from a protocol and a model with ``fit``/``predict_proba``.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -31,6 +29,7 @@ from emovox.evaluation import (
     summarise,
 )
 from emovox.features import extract_many, get_extractor
+from emovox.fileio import atomic_folder
 from emovox.labels import LabelSet, get_label_set
 from emovox.models import make_classifier
 from emovox.normalization import describe_scope, reference_stats, standardise_by_group
@@ -422,9 +421,7 @@ def write_run(result: RunResult, output_dir: str | Path | None = None) -> Path:
     while final.exists():
         suffix += 1
         final = root / f"{label}-{stamp}-{suffix}"
-    work = Path(tempfile.mkdtemp(prefix=f".{label}-", dir=root))
-    work.chmod(0o755)
-    try:
+    with atomic_folder(final, replace=False) as work:
         (work / "config.yaml").write_text(dump_config(config))
         metrics = {
             "name": config.name,
@@ -454,10 +451,6 @@ def write_run(result: RunResult, output_dir: str | Path | None = None) -> Path:
         save_fold_scores(per_fold, work / "folds.png")
         for number, (fold, history) in enumerate(result.histories.items(), start=1):
             history.plot(work / f"training-curve-{number:02d}.png", title=fold)
-        work.rename(final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     result.run_dir = final
     return final
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from emovox.audio import DEFAULT_SAMPLE_RATE, check_signal, load_audio
+from emovox.fileio import atomic_write
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -506,19 +506,8 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
 
 
 def _save(fig: Figure, out_png: str | os.PathLike[str]) -> Path:
-    """Write ``fig`` as PNG atomically (temp file in the same folder, then os.replace)."""
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    tmp = Path(tmp_name)
+    """Write ``fig`` as PNG atomically (see :mod:`emovox.fileio`)."""
     try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a figure is for sharing
-        with os.fdopen(handle, "wb") as stream:
-            fig.savefig(stream, format="png", dpi=DPI)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        return atomic_write(out_png, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
     finally:
         fig.clear()  # release the artists; the figure was never registered with pyplot
-    return out

@@ -14,8 +14,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any
 
 from emovox.errors import EmovoxError
 from emovox.evaluation import SCORE_NAMES, SCORES
+from emovox.fileio import atomic_write_text
 from emovox.protocols import LEAKAGE_MESSAGE, VALIDATE_ON_TEST_MESSAGE
 
 __all__ = [
@@ -347,22 +346,6 @@ def html_report(runs: Sequence[RunSummary], failures: Sequence[str] = (),
     return "\n".join(out) + "\n"
 
 
-def _write_atomic(target: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``target``, then rename it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                        dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_report(folders: Iterable[str | Path], markdown: str | Path | None = None,
                  html_path: str | Path | None = None, title: str = "emovox runs",
                  max_curves: int | None = 3) -> tuple[list[RunSummary], list[str]]:
@@ -385,7 +368,7 @@ def write_report(folders: Iterable[str | Path], markdown: str | Path | None = No
     """
     runs, failures = collect_runs(folders)
     if markdown is not None:
-        _write_atomic(Path(markdown), markdown_table(runs, failures))
+        atomic_write_text(Path(markdown), markdown_table(runs, failures))
     if html_path is not None:
-        _write_atomic(Path(html_path), html_report(runs, failures, title, max_curves))
+        atomic_write_text(Path(html_path), html_report(runs, failures, title, max_curves))
     return runs, failures

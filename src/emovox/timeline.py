@@ -24,7 +24,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -35,6 +34,7 @@ import pandas as pd
 
 from emovox.audio import audio_info, stream_mono, to_mono_float32
 from emovox.errors import AudioError
+from emovox.fileio import atomic_write_text
 from emovox.inference.windows import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_HOP,
@@ -304,7 +304,7 @@ def save_timeline(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
         text = flat.to_json(orient="records", double_precision=15, indent=1) + "\n"
     else:
         raise ValueError(f"{path}: unknown timeline format {kind!r}; use .csv or .json")
-    _write_atomic(path, text)
+    atomic_write_text(path, text)
     return path
 
 
@@ -332,20 +332,6 @@ def load_timeline(path: str | os.PathLike[str]) -> pd.DataFrame:
     flat["file"] = flat["file"].astype(str)
     flat["emotion"] = flat["emotion"].astype(object).where(flat["emotion"].notna(), None)
     return flat.set_index(["file", "start", "end"])
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class ResultsFile:
@@ -441,7 +427,7 @@ class ResultsFile:
     def flush(self) -> None:
         """Rewrite a JSON output now (CSV rows are always written already)."""
         if self.fmt == "json" and self._dirty:
-            _write_atomic(self.path, json.dumps(self._records, indent=2) + "\n")
+            atomic_write_text(self.path, json.dumps(self._records, indent=2) + "\n")
             self._dirty = False
             self._last_write = time.monotonic()
 
@@ -454,7 +440,7 @@ class ResultsFile:
 
     def _rewrite(self, flat: pd.DataFrame) -> None:
         if self.fmt == "csv":
-            _write_atomic(self.path, flat[self.columns].to_csv(
+            atomic_write_text(self.path, flat[self.columns].to_csv(
                 index=False, float_format=f"%.{self.digits}f"))
         else:
             self._records = self._to_records(flat[self.columns]) if len(flat) else []

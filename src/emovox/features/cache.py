@@ -14,18 +14,15 @@ an unreadable entry is treated as a miss and overwritten.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 
 from emovox.features.base import FEATURE_CODE_VERSION, FeatureExtractor
+from emovox.fileio import atomic_write_stream
 
 #: Environment variable overriding the default cache folder.
 CACHE_ENV_VAR = "EMOVOX_CACHE"
@@ -151,7 +148,8 @@ class FeatureCache:
         self.write_spec(extractor)
         entry = self.entry_path(extractor, key)
         array = np.ascontiguousarray(features, dtype=np.float32)
-        _atomic_write(entry, lambda fh: np.save(fh, array, allow_pickle=False))
+        atomic_write_stream(entry, lambda fh: np.save(fh, array, allow_pickle=False),
+                            prefix=_TMP_PREFIX)
         return entry
 
     def write_spec(self, extractor: FeatureExtractor) -> None:
@@ -168,19 +166,5 @@ class FeatureCache:
             },
             indent=2,
         )
-        _atomic_write(target, lambda fh: fh.write(text.encode() + b"\n"))
-
-
-def _atomic_write(target: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write via a temporary file in ``target``'s folder and ``os.replace`` it into place."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_TMP_PREFIX, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
+        atomic_write_stream(target, lambda fh: fh.write(text.encode() + b"\n"),
+                            prefix=_TMP_PREFIX)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from emovox.fileio import atomic_write
 from emovox.models.base import Network
 from emovox.models.registry import make_network
 from emovox.protocols import Split, with_validation
@@ -445,9 +445,9 @@ class NeuralClassifier(ClassifierMixin, BaseEstimator):
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         tensors, meta = self.state_tensors(), self.metadata()
-        _atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(
+        atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(
             tensors, str(tmp), metadata={"format": FORMAT, "version": str(FORMAT_VERSION)}))
-        _atomic_write(folder / META_FILE,
+        atomic_write(folder / META_FILE,
                       lambda tmp: tmp.write_text(json.dumps(meta, indent=2) + "\n"))
         return folder
 
@@ -504,20 +504,6 @@ def load_neural(path: str | os.PathLike[str]) -> NeuralClassifier:
     NeuralClassifier
     """
     return NeuralClassifier.load(path)
-
-
-def _atomic_write(target: Path, write: Any) -> None:
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                        dir=target.parent)
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _jsonable(value: Any) -> Any:
