@@ -35,6 +35,8 @@ Overrides = Annotated[list[str] | None, typer.Argument(
 EXIT_FAILED = 1
 #: Exit status of usage errors: bad options or arguments, an unusable model.
 EXIT_USAGE = 2
+#: Most connections ``emovox serve`` holds open at once (503 beyond).
+SERVE_CONNECTIONS = 64
 
 
 def _fail(message: str) -> None:
@@ -655,7 +657,11 @@ def serve(
     console.print(f"emovox: {len(recognizer.classes)} emotions ({', '.join(recognizer.classes)})"
                   f" on [bold]http://{shown}:{port}/[/] (API docs at /docs); Ctrl+C stops",
                   highlight=False)
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    # Bounded connections: past SERVE_CONNECTIONS open at once uvicorn answers 503, so
+    # slow clients (whose bodies time out with 408) cannot pile up without limit; idle
+    # keep-alive connections close after a few seconds.
+    uvicorn.run(application, host=host, port=port, log_level="info",
+                limit_concurrency=SERVE_CONNECTIONS, timeout_keep_alive=5)
 
 
 @app.command("export")
