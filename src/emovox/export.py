@@ -55,6 +55,7 @@ from emovox.export_adaptation import linear_head_probabilities, write_adaptation
 from emovox.fileio import replace_folder
 from emovox.inference.frontend import (
     MAX_MEL_FRAMES,
+    N_FFT,
     N_MELS,
     SAMPLE_RATE,
     log_mel_spec,
@@ -78,6 +79,13 @@ if TYPE_CHECKING:  # the bundle module loads skops and scikit-learn: not needed 
 OPSET = 17
 #: Largest difference between native and ONNX probabilities accepted by the export check.
 CHECK_TOLERANCE = 1e-3
+#: Largest difference between the float32 and int8 graphs' probabilities accepted.
+INT8_CHECK_TOLERANCE = 0.1
+#: What a Whisper graph takes: the waveform (portable) or the log-mel.
+GRAPH_INPUTS = ("waveform", "log_mel")
+#: Name prefixes of graph nodes int8 quantisation leaves in float32: the in-graph
+#: preprocessing (filters, DFT, mel) and the classifier head (tiny, and the answer).
+FLOAT_NODES = ("/front/", "/model/head/", "/head/")
 
 __all__ = [
     "OnnxRecognizer",
@@ -93,6 +101,8 @@ def export_onnx(
     opset: int = OPSET,
     dynamo: bool = False,
     check: bool = True,
+    graph_input: str = "waveform",
+    int8: bool = False,
 ) -> Path:
     """Export a bundle to a self-contained ONNX model and a JSON preprocessing spec.
 
@@ -111,7 +121,16 @@ def export_onnx(
     check : bool
         Run the native model and the ONNX graph on a synthetic voice and refuse the
         export when their probabilities differ by more than ``CHECK_TOLERANCE``; the
-        reference probabilities are stored in the spec either way.
+        reference probabilities are stored in the spec either way. An ``int8`` export
+        is checked against the float32 graph with :data:`INT8_CHECK_TOLERANCE`.
+    graph_input : {"waveform", "log_mel"}
+        For Whisper bundles: the graph takes the 16 kHz waveform and holds the loudness
+        scaling, the analysed window and the log-mel (``"whisper_waveform"``, the
+        default), or takes the log-mel computed outside (``"whisper_log_mel"``, the
+        format of earlier exports). Ignored for other features.
+    int8 : bool
+        Quantise the graph's MatMul weights to int8 (ONNX Runtime dynamic
+        quantisation: :func:`quantize_int8`); faster on CPUs, probabilities move.
 
     Returns
     -------
@@ -130,6 +149,9 @@ def export_onnx(
     except ImportError as error:
         raise missing_onnx("onnx", error) from None
     from emovox.bundle import Bundle, load_bundle
+
+    if graph_input not in GRAPH_INPUTS:
+        raise BundleError(f"graph_input must be one of {GRAPH_INPUTS}, got {graph_input!r}")
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     adapted = None
@@ -164,13 +186,25 @@ def export_onnx(
         if adapted_head is not None:
             _check_folded(adapted.model, adapted_head, list(range(len(adapted.model.classes_))),
                           math.prod(extractor.output_shape))
+    waveform = graph_input == "waveform"
+    target_lufs = signal_steps["loudness_lufs"] if signal_steps is not None else None
     if extractor.name == "whisper_encoder" and not network:
+        front = _front_settings(extractor, target_lufs) if waveform else None
         proto, contains = _whisper_graph(bundle, extractor, order, opset, dynamo,
-                                         emit_features=adapted_head is not None)
-        kind = "whisper_log_mel"
-        graph_input = {"name": "mel", "dtype": "float32", "shape": [1, N_MELS, "frames"],
-                       "description": "Whisper log-mel of the analysed window "
-                                      "(preprocessing.log_mel), frames <= 3000"}
+                                         emit_features=adapted_head is not None,
+                                         front=front)
+        if waveform:
+            kind = "whisper_waveform"
+            input_spec = {"name": "waveform", "dtype": "float32", "shape": ["batch", "samples"],
+                          "description": "16 kHz mono samples of whole recordings, one per "
+                                         "row (a batch: rows of equal length); the graph "
+                                         "scales loudness, cuts the analysed window and "
+                                         "computes the log-mel (preprocessing.in_graph)"}
+        else:
+            kind = "whisper_log_mel"
+            input_spec = {"name": "mel", "dtype": "float32", "shape": [1, N_MELS, "frames"],
+                          "description": "Whisper log-mel of the analysed window "
+                                         "(preprocessing.log_mel), frames <= 3000"}
     else:
         dim = math.prod(extractor.output_shape)
         if network:
@@ -178,11 +212,14 @@ def export_onnx(
         else:
             proto, contains = _sklearn_graph(model, order, dim, opset)
         kind = "features"
-        graph_input = {"name": "features", "dtype": "float32", "shape": ["batch", dim],
+        input_spec = {"name": "features", "dtype": "float32", "shape": ["batch", dim],
                        "description": f"the {extractor.name} features of each recording, "
                                       f"shape {list(extractor.output_shape)} flattened "
                                       "(row-major); computed by the emovox extractor in "
                                       "'features'"}
+    if int8 and kind == "features":
+        raise BundleError("int8 export is for Whisper graphs only (a features graph is a "
+                          "small classifier: nothing to gain)")
     proto.doc_string = f"emovox {__version__}: {contains}"
     _dedupe_opsets(proto)
     onnx.checker.check_model(proto)
@@ -194,6 +231,10 @@ def export_onnx(
              "offset": extractor.offset, "duration": extractor.duration,
              "min_seconds": 0.1, "max_file_seconds": MAX_FILE_SECONDS}
     preprocessing: dict[str, Any] = {"audio": audio}
+    if kind == "whisper_waveform" and signal_steps is not None:
+        # Loudness runs in the graph; only trimming (if any) is left to the caller.
+        signal_steps = None if signal_steps["trim_top_db"] is None else {
+            "trim_top_db": signal_steps["trim_top_db"], "loudness_lufs": None}
     if signal_steps is not None:
         preprocessing["signal"] = {
             **signal_steps,
@@ -208,6 +249,10 @@ def export_onnx(
         audio["window"] = ("skip offset seconds, keep duration seconds (all when null), "
                            "then keep at most max_seconds")
         preprocessing["log_mel"] = log_mel_spec()
+    elif kind == "whisper_waveform":
+        audio["max_seconds"] = float(getattr(extractor, "max_seconds", 30.0))
+        preprocessing.update(_waveform_spec(audio, target_lufs,
+                                            trim=signal_steps is not None))
     else:
         preprocessing["extractor"] = {
             "spec": bundle.features,
@@ -219,7 +264,7 @@ def export_onnx(
         "format_version": FORMAT_VERSION,
         "emovox_version": __version__,
         "model_file": MODEL_FILE,
-        "graph": {"kind": kind, "contains": contains, "opset": opset, "input": graph_input,
+        "graph": {"kind": kind, "contains": contains, "opset": opset, "input": input_spec,
                   "output": {"name": "probabilities", "dtype": "float32",
                              "shape": [1 if kind == "whisper_log_mel" else "batch",
                                        len(bundle.classes)],
@@ -237,7 +282,8 @@ def export_onnx(
     if adapted_head is not None:
         spec["graph"]["features_output"] = {
             "name": "features", "dtype": "float32",
-            "shape": [1, math.prod(extractor.output_shape)],
+            "shape": [1 if kind == "whisper_log_mel" else "batch",
+                      math.prod(extractor.output_shape)],
             "description": "the pooled encoder features (input of the adaptation)"}
 
     out_dir = Path(out_dir)
@@ -245,6 +291,10 @@ def export_onnx(
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
     try:
         onnx.save_model(proto, str(work / MODEL_FILE), save_as_external_data=False)
+        if int8:
+            float_model = work / "float32.onnx"
+            (work / MODEL_FILE).replace(float_model)
+            spec["graph"]["quantization"] = quantize_int8(float_model, work / MODEL_FILE)
         spec["sha256"] = hashlib.sha256((work / MODEL_FILE).read_bytes()).hexdigest()
         if adapted_head is not None:  # only set for a speaker-normalised bundle
             assert adapted is not None and adapted.reference is not None
@@ -255,13 +305,110 @@ def export_onnx(
                     "prior_weight", DEFAULT_PRIOR_WEIGHT)))
         (work / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         (work / CARD_FILE).write_text(bundle.card or "# Model card\n\n(none given)\n")
-        spec["check"] = _reference_check(bundle, work, check)
+        spec["check"] = _reference_check(bundle, work, check and not int8)
+        if int8:
+            spec["check"]["float32"] = _int8_check(work, float_model, check)
+            float_model.unlink()
         (work / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
         replace_folder(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return out_dir
+
+
+def quantize_int8(source: Path, target: Path) -> dict[str, Any]:
+    """Dynamic int8 quantisation of a graph's MatMul weights (ONNX Runtime).
+
+    The preprocessing and the classifier head (:data:`FLOAT_NODES`) stay float32;
+    activations are quantised per call, so the graph's inputs and outputs are
+    unchanged.
+
+    Parameters
+    ----------
+    source : Path
+        The float32 graph.
+    target : Path
+        Where to write the quantised graph (one file, weights inside).
+
+    Returns
+    -------
+    dict
+        The ``graph.quantization`` entry of ``preprocessing.json``.
+    """
+    import onnx
+
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as error:
+        raise missing_onnx("onnxruntime (quantization)", error) from None
+    nodes = onnx.load_model(str(source), load_external_data=False).graph.node
+    kept = [n.name for n in nodes if n.name.startswith(FLOAT_NODES)]
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul"], nodes_to_exclude=kept,
+                     extra_options={"MatMulConstBOnly": True})
+    quantised = sum(n.op_type == "DynamicQuantizeLinear" for n in
+                    onnx.load_model(str(target), load_external_data=False).graph.node)
+    return {"method": "onnxruntime.quantization.quantize_dynamic, weight_type QInt8, "
+                      "MatMul with constant weights only (the encoder's projections); "
+                      "preprocessing and classifier head kept float32",
+            "quantised_inputs": quantised}
+
+
+def _int8_check(folder: Path, float_model: Path, strict: bool) -> dict[str, Any]:
+    """Probabilities of the float32 and int8 graphs on a synthetic voice."""
+    from emovox.inference.onnx_backend import OnnxBackend
+    from emovox.synth import synth_voice
+
+    signal = synth_voice(2.0, seed=0)
+    quantised = OnnxBackend(folder).encode([signal], SAMPLE_RATE).plain
+    full = OnnxBackend(folder, model_file=float_model.name).encode([signal], SAMPLE_RATE).plain
+    assert quantised is not None and full is not None  # Whisper graphs always answer
+    diff = float(np.max(np.abs(quantised - full)))
+    if strict and not diff <= INT8_CHECK_TOLERANCE:
+        raise BundleError(f"int8 export check failed: probabilities differ from the float32 "
+                          f"graph by {diff:.2e} (> {INT8_CHECK_TOLERANCE:g})")
+    return {"max_abs_diff_int8_vs_float32": diff,
+            "float32_probabilities": [round(float(p), 6) for p in full[0]]}
+
+
+def _front_settings(extractor: Any, target_lufs: float | None) -> dict[str, Any]:
+    """The in-graph preprocessing of a Whisper extractor: loudness target and window."""
+    start = round(extractor.offset * SAMPLE_RATE)
+    length = round(float(getattr(extractor, "max_seconds", 30.0)) * SAMPLE_RATE)
+    if extractor.duration is not None:
+        length = min(length, round(extractor.duration * SAMPLE_RATE))
+    return {"target_lufs": target_lufs, "start": start, "length": length}
+
+
+def _waveform_spec(audio: dict[str, Any], target_lufs: float | None,
+                   trim: bool) -> dict[str, Any]:
+    """``preprocessing`` entries of a ``whisper_waveform`` graph: what the graph does,
+    and what a caller must do before it."""
+    from emovox.export_waveform import loudness_spec
+
+    caller = ["decode the audio and average its channels to mono",
+              f"resample to {SAMPLE_RATE} Hz (soxr HQ in emovox)"]
+    if trim:
+        caller.append("trim leading/trailing silence (preprocessing.signal)")
+    caller += ["refuse what the graph cannot analyse: less than min_seconds, or silent "
+               "(no 50 ms frame above -85 dBFS RMS, emovox.audio.check_signal); the "
+               "analysed window needs more than 200 samples",
+               "run the graph on float32 [1, samples] (or equal-length rows as a batch)"]
+    in_graph = []
+    if target_lufs is not None:
+        in_graph.append("loudness scaling of the whole input to loudness.target_lufs "
+                        "(preprocessing.loudness)")
+    in_graph += ["analysed window: samples [offset * 16000, + min(duration, max_seconds) "
+                 "* 16000) of the scaled input", "Whisper log-mel (preprocessing.log_mel)",
+                 "encoder, pooling, classifier"]
+    mel = log_mel_spec()
+    mel["layout"] = "computed inside the graph from the analysed window"
+    entries: dict[str, Any] = {"caller": caller, "in_graph": in_graph, "log_mel": mel}
+    if target_lufs is not None:
+        entries["loudness"] = loudness_spec(float(target_lufs))
+    audio["window"] = "cut inside the graph, after the loudness is measured on the whole input"
+    return entries
 
 
 def _reference_check(bundle: Bundle, folder: Path, strict: bool) -> dict[str, Any]:
@@ -319,11 +466,13 @@ def _fold_linear(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 
 def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
-                   dynamo: bool, emit_features: bool = False) -> tuple[Any, str]:
-    """One graph from log-mel to probabilities for a whisper_encoder bundle.
+                   dynamo: bool, emit_features: bool = False,
+                   front: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """One graph from log-mel (or waveform) to probabilities for a whisper_encoder bundle.
 
     ``emit_features``: a second output, ``features``, holds the pooled encoder states
-    (the input of the linear head), for adaptation outside the graph.
+    (the input of the linear head), for adaptation outside the graph. ``front``: the
+    :func:`_front_settings` of a waveform graph (None: the graph takes the log-mel).
     """
     import torch
 
@@ -350,22 +499,36 @@ def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
         head = None
     module = _torch_classes().WhisperModule(load_whisper_encoder(extractor.model), layers, pooling,
                                             head, emit_features and head is not None).eval()
-    mel = torch.from_numpy(whisper_log_mel_numpy(_warm_signal(3.0)))[None]
+    emits = module.emit_features
+    if front is None:
+        example = torch.from_numpy(whisper_log_mel_numpy(_warm_signal(3.0)))[None]
+        name, axes, batch, takes = "mel", {2: "frames"}, False, "input log-mel"
+    else:
+        from emovox.export_waveform import waveform_classes
+
+        classes = waveform_classes()
+        module = classes.WaveformModel(classes.WaveformFront(
+            front["target_lufs"], front["start"], front["length"]), module).eval()
+        example = torch.from_numpy(_warm_signal(3.0))[None]
+        name, axes, batch = "waveform", {1: "samples"}, True
+        takes = "input 16 kHz waveform" + (
+            f", loudness scaled to {front['target_lufs']:g} LUFS (BS.1770) in the graph, "
+            if front["target_lufs"] is not None else ", ") + "log-mel in the graph"
     pooled = f"{pooling} pooling of hidden states {layers}"
     if head is not None:
-        outputs = ["probabilities", "features"] if module.emit_features else "probabilities"
-        proto = _torch_to_onnx(module, mel, "mel", outputs, {2: "frames"}, opset,
-                               dynamo, dynamic_batch=False)
+        outputs = ["probabilities", "features"] if emits else "probabilities"
+        proto = _torch_to_onnx(module, example, name, outputs, axes, opset, dynamo,
+                               dynamic_batch=batch)
         names = " + ".join(type(s).__name__ for _, s in getattr(model, "steps", [])) \
             or type(model).__name__
         return proto, (f"Whisper tiny.en encoder, {pooled}, {names} folded in, softmax; "
-                       "input log-mel, output probabilities")
-    encoder = _torch_to_onnx(module, mel, "mel", "features", {2: "frames"}, opset, dynamo,
-                             dynamic_batch=False)
+                       f"{takes}, output probabilities")
+    encoder = _torch_to_onnx(module, example, name, "features", axes, opset, dynamo,
+                             dynamic_batch=batch)
     classifier = _sklearn_proto(model, order, math.prod(extractor.output_shape), opset)
     proto = _join(encoder, classifier)
     return proto, (f"Whisper tiny.en encoder, {pooled}, then {type(model).__name__} "
-                   "converted by skl2onnx; input log-mel, output probabilities")
+                   f"converted by skl2onnx; {takes}, output probabilities")
 
 
 def _check_folded(model: Any, folded: tuple[np.ndarray, ...], order: list[int],
@@ -508,9 +671,11 @@ def _torch_to_onnx(module: Any, example: Any, input_name: str, output_name: str 
                 import onnxscript  # noqa: F401
             except ImportError as error:
                 raise missing_onnx("onnxscript (for dynamo=True)", error) from None
+            limits = {"frames": (4, MAX_MEL_FRAMES),
+                      "samples": (N_FFT + 1, round(MAX_FILE_SECONDS * SAMPLE_RATE))}
             shapes = {input_name: {
-                axis: torch.export.Dim("frames", min=4, max=MAX_MEL_FRAMES)
-                if name == "frames" else torch.export.Dim(name, min=1, max=4096)
+                axis: torch.export.Dim(name, min=limits.get(name, (1, 4096))[0],
+                                       max=limits.get(name, (1, 4096))[1])
                 for axis, name in axes.items()}}
             torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset,
                               input_names=[input_name], output_names=output_names,

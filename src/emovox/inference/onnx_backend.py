@@ -31,7 +31,9 @@ MODEL_FILE = "model.onnx"
 SPEC_FILE = "preprocessing.json"
 CARD_FILE = "MODEL_CARD.md"
 #: The graph kinds this runtime runs (see :mod:`emovox.export`).
-GRAPH_KINDS = ("whisper_log_mel", "features")
+GRAPH_KINDS = ("whisper_waveform", "whisper_log_mel", "features")
+#: Most equal-length recordings given to a waveform graph in one run (bounds memory).
+BATCH_SIZE = 32
 
 
 def missing_onnx(package: str, error: ImportError) -> ImportError:
@@ -69,11 +71,15 @@ class OnnxBackend(Backend):
         Processes for the feature extraction of ``features`` graphs.
     threads : int, optional
         ONNX Runtime intra-op threads (None: its default).
+    model_file : str, optional
+        Another graph file of the folder to run instead of the spec's ``model_file``
+        (e.g. the float32 graph beside an int8 one).
     """
 
     name = "onnx"
 
-    def __init__(self, path: str | Path, n_jobs: int = 1, threads: int | None = 1) -> None:
+    def __init__(self, path: str | Path, n_jobs: int = 1, threads: int | None = 1,
+                 model_file: str | None = None) -> None:
         try:
             import onnxruntime as ort
         except ImportError as error:
@@ -82,14 +88,15 @@ class OnnxBackend(Backend):
         self.n_jobs = n_jobs
         self.spec = read_spec(self.path)
         try:
-            self._read(self.spec, threads, ort)
+            self._read(self.spec, threads, ort, model_file)
         except BundleError:
             raise
         except Exception as error:  # a missing key, a wrong type, damaged side files
             raise BundleError(f"{self.path / SPEC_FILE}: missing or invalid field "
                               f"({error!r})") from None
 
-    def _read(self, spec: dict[str, Any], threads: int | None, ort: Any) -> None:
+    def _read(self, spec: dict[str, Any], threads: int | None, ort: Any,
+              model_file: str | None = None) -> None:
         """Take the fields of ``preprocessing.json`` and open the graph."""
         from emovox.labels import LabelSet
 
@@ -117,7 +124,9 @@ class OnnxBackend(Backend):
             steps = spec["preprocessing"]["signal"]
             self.signal_steps = {"trim_top_db": steps.get("trim_top_db"),
                                  "loudness_lufs": steps.get("loudness_lufs")}
-        model_file = str(spec["model_file"])
+        #: A waveform graph measures loudness on its whole input: send it whole.
+        self.graph_loudness = "loudness" in spec["preprocessing"]
+        model_file = str(spec["model_file"]) if model_file is None else model_file
         if Path(model_file).name != model_file:  # no path out of the export folder
             raise BundleError(f"{self.path}: model_file {model_file!r} must be a file name")
         options = ort.SessionOptions()
@@ -160,14 +169,23 @@ class OnnxBackend(Backend):
             if math.isfinite(self.max_seconds) else window
 
     def _prepared(self, signal: np.ndarray, source: str) -> np.ndarray:
-        """The analysed window of a whole 16 kHz mono unit, after its signal steps."""
+        """The graph input of a whole 16 kHz mono unit, after its Python signal steps:
+        the analysed window (log-mel graphs), or the unit checked and cut no further
+        than the window's end (waveform graphs cut the window themselves, after
+        measuring the loudness of all they are given)."""
         if self.signal_steps is not None:
             signal = preprocess(signal, self.sample_rate, **self.signal_steps)
-        return self._window(signal, source)
+        window = self._window(signal, source)  # the checks (silent, too short, offset)
+        if self.kind == "whisper_log_mel" or (self.offset == 0 and window.size == signal.size):
+            return window
+        if self.graph_loudness:
+            return signal
+        return signal[: round(self.offset * self.sample_rate) + window.size]
 
     def _file_window(self, path: str) -> np.ndarray:
-        """The analysed window of an audio file (read whole when signal steps apply)."""
-        if self.signal_steps is not None:  # the steps see the whole file
+        """The graph input of an audio file (read whole when the graph or the signal
+        steps need it)."""
+        if self.signal_steps is not None or self.kind == "whisper_waveform":
             return self._prepared(load_audio(path, self.sample_rate), path)
         return self._window(load_audio(path, self.sample_rate, offset=self.offset,
                                        duration=self.duration), path, offset_done=True)
@@ -180,6 +198,23 @@ class OnnxBackend(Backend):
         features = outputs[1][0] if len(outputs) > 1 else np.zeros(0, np.float32)
         return np.asarray(outputs[0][0], np.float64), features
 
+    def _run_waveforms(self, inputs: Sequence[np.ndarray]
+                       ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`_run_mel` of waveform graph inputs, equal lengths in one run each."""
+        groups: dict[int, list[int]] = {}
+        for i, signal in enumerate(inputs):
+            groups.setdefault(signal.size, []).append(i)
+        out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * len(inputs)
+        for members in groups.values():
+            for begin in range(0, len(members), BATCH_SIZE):
+                part = members[begin:begin + BATCH_SIZE]
+                batch = np.stack([inputs[i] for i in part]).astype(np.float32, copy=False)
+                outputs = self.session.run(None, {self._input: batch})
+                for j, i in enumerate(part):
+                    features = outputs[1][j] if len(outputs) > 1 else np.zeros(0, np.float32)
+                    out[i] = (np.asarray(outputs[0][j], np.float64), features)
+        return out
+
     def _run_features(self, features: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(flat(features), dtype=np.float32)
         return np.asarray(self.session.run(None, {self._input: x})[0], np.float64)
@@ -187,7 +222,9 @@ class OnnxBackend(Backend):
     def _from_windows(self, windows: Sequence[np.ndarray | None]) -> Encoded:
         """Encode analysed windows (None: unusable)."""
         usable = np.array([w is not None for w in windows], dtype=bool)
-        outputs = [self._run_mel(w) for w in windows if w is not None]
+        kept = [w for w in windows if w is not None]
+        outputs = self._run_waveforms(kept) if self.kind == "whisper_waveform" else [
+            self._run_mel(w) for w in kept]
         n = len(self.classes)
         plain = np.stack([o[0] for o in outputs]) if outputs else np.zeros((0, n))
         features = np.stack([o[1] for o in outputs]) if outputs else np.zeros((0, 0))
