@@ -107,11 +107,13 @@ def _output_format(requested: str | None, output: Path | None) -> str:
 
     A ``--format`` that contradicts a .csv or .json ``--output`` is a usage error.
     """
-    formats = ("table", "csv", "json")
+    formats = ("table", "csv", "json", "parquet")
     if requested is not None and requested not in formats:
-        _fail(f"--format must be table, csv or json, not {requested!r}")
+        _fail(f"--format must be table, csv, json or parquet, not {requested!r}")
+    if requested == "parquet" and output is None:
+        _fail("--format parquet writes a folder: give it with --output")
     suffix = output.suffix.lower().lstrip(".") if output is not None else ""
-    implied = suffix if suffix in ("csv", "json") else None
+    implied = suffix if suffix in formats[1:] else None
     if requested is not None and implied is not None and requested != implied:
         _fail(f"--format {requested} contradicts --output {output.name} (a .{implied} file); "
               "drop --format or rename the output")
@@ -178,18 +180,34 @@ def _frame_table(frame: pd.DataFrame, title: str | None = None, digits: int = 3)
 
 @app.command()
 def predict(
-    files: Annotated[list[Path] | None, typer.Argument(help="Audio files or folders")] = None,
+    files: Annotated[list[Path] | None, typer.Argument(
+        help="Audio files, folders, glob patterns ('calls/**/*.wav') or manifests (.csv, "
+             ".tsv, .parquet with a path column)")] = None,
     bundle: Annotated[Path | None, typer.Option(help="Model bundle folder (default: "
                                                      "the packaged model)")] = None,
     output_format: Annotated[str | None, typer.Option(
-        "--format", "-f", help="table, csv or json (default: from the --output extension, "
-                               "else table)")] = None,
+        "--format", "-f", help="table, csv, json or parquet (default: from the --output "
+                               "extension, else table)")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o",
-                                                help="Write results to this file (.csv and "
-                                                     ".json: file by file)")] = None,
+                                                help="Write results to this file (.csv, "
+                                                     ".json) or Parquet folder (.parquet), "
+                                                     "batch by batch")] = None,
     sample: Annotated[bool, typer.Option(help="Predict a synthetic voice sample "
                                               "(a smoke test needing no audio)")] = False,
-    jobs: Annotated[int, typer.Option(help="Processes (-1: all cores)")] = -1,
+    jobs: Annotated[int | None, typer.Option(
+        help="Workers: local processes (-1: all cores; default: one for a handful of files, "
+             "every core from 200 on) or Ray actors (default: the cluster's CPUs)")] = None,
+    engine: Annotated[str, typer.Option(
+        help="Where files are encoded: local (processes on this machine) or ray (a Ray "
+             "cluster: --address, else one started here)")] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="Ray cluster to join, e.g. 10.0.0.1:6379 (with --engine ray)")] = None,
+    group_by: Annotated[str | None, typer.Option(
+        help="Manifest column naming each file's speaker (or 'folder'): speaker "
+             "adaptation uses each group's own statistics (default: all files together)")
+    ] = None,
+    path_column: Annotated[str, typer.Option(help="Path column of CSV/Parquet "
+                                                  "manifests")] = "path",
     timeline: Annotated[bool, typer.Option(
         "--timeline", help="Emotion over time: windows over the speech (long recordings)")
     ] = False,
@@ -245,15 +263,31 @@ def predict(
     elif plot:
         _fail("--plot draws a timeline: add --timeline")
     if resume and (output is None or output_format == "table"):
-        _fail("--resume needs --output with --format csv or json")
+        _fail("--resume needs --output with --format csv, json or parquet")
     paths: list[str] = []
     problems: list[str] = []  # inputs that gave nothing to predict (empty folders)
     if not sample:
         if not files:
             _fail("give audio files or folders to predict, or --sample")
-        paths, problems = _gather_inputs(files)
-        if not paths:  # nothing to do: say why before loading any model
+        from emovox.scale.inputs import is_glob, is_manifest
+
+        streamed = [str(f) for f in files if is_manifest(f) or is_glob(f)]
+        paths, problems = _gather_inputs([f for f in files if str(f) not in streamed])
+        if not paths and not streamed:  # nothing to do: say why before loading any model
             _finish([], problems)
+        if not timeline and (streamed or engine != "local" or output_format == "parquet"
+                             or (output is not None and output_format != "table")):
+            _predict_job(paths, streamed, problems, bundle=bundle, output=output,
+                         output_format=output_format, jobs=jobs, engine=engine,
+                         address=address, adapt=adapt, group_by=group_by,
+                         path_column=path_column, resume=resume, calibrate=calibrate)
+            return
+    if engine != "local":
+        _fail("--engine ray runs whole-file predictions of files (not --timeline, --sample)")
+    if jobs is None:
+        from emovox.scale.runner import auto_jobs
+
+        jobs = auto_jobs(len(paths))
     recognizer = Recognizer(bundle, n_jobs=jobs, adapt=adapt)  # checks --adapt
     if calibrate:
         _calibrate(recognizer, _calibration_files(calibrate))
@@ -347,6 +381,57 @@ def predict(
                                 indent=2) + "\n")
         sys.stdout.write(text)
     _finish(failures, problems)
+
+
+def _predict_job(paths: list[str], streamed: list[str], problems: list[str], *,
+                 bundle: Path | None, output: Path | None, output_format: str,
+                 jobs: int | None, engine: str, address: str | None, adapt: str,
+                 group_by: str | None, path_column: str, resume: bool,
+                 calibrate: list[Path] | None) -> None:
+    """Whole-file predictions as a batch job (emovox.scale): local or Ray workers,
+    written batch by batch, resumable; a table is printed from a temporary output."""
+    import tempfile
+
+    from emovox.scale.inputs import iter_items, manifest_rows
+    from emovox.scale.runner import read_results, run_job
+
+    total = None
+    if not any("*" in s or "?" in s or "[" in s for s in streamed):
+        try:
+            total = len(paths) + sum(manifest_rows(s) or 0 for s in streamed)
+        except OSError as error:
+            _fail(str(error))
+    setup = None
+    if calibrate:
+        def setup(recognizer) -> None:
+            _calibrate(recognizer, _calibration_files(calibrate))
+
+    with tempfile.TemporaryDirectory(prefix="emovox-") as scratch:
+        target = output if output is not None and output_format != "table" else (
+            Path(scratch) / "results.parquet")
+        fmt = output_format if output_format != "table" else "parquet"
+        try:
+            summary = run_job(iter_items(streamed, path_column, listed=paths), target, fmt,
+                              model=bundle, engine=engine, jobs=jobs, address=address,
+                              adapt=adapt, group_by=group_by, resume=resume, total=total,
+                              progress=sys.stderr.isatty())
+        except (ValueError, OSError) as error:
+            _fail(str(error))
+        if target == output:
+            done = summary.done_before
+            errors.print(escape(
+                f"{summary.rows_written} row(s) written to {output}"
+                + (f"; {done} files already done, skipped" if done else "")
+                + f" ({summary.encoded} files in {summary.seconds:.1f} s on "
+                  f"{summary.workers} {engine} worker(s)"
+                + (f", {summary.duplicates} repeated inputs skipped" if summary.duplicates
+                   else "") + ")"), highlight=False, soft_wrap=True)
+        else:
+            frame = read_results(target, "parquet")
+            if len(frame):
+                frame = frame.set_index(["file", "start", "end"])
+                console.print(_frame_table(frame, title="emotion"))
+    _finish(summary.failures, problems)
 
 
 def _finish(failures: list[tuple[str, str]], problems: list[str]) -> None:
@@ -672,11 +757,13 @@ def export_model(
                                                      "the packaged model)")] = None,
     check: Annotated[bool, typer.Option("--check/--no-check", help="Refuse the export when "
                                         "ONNX and native probabilities differ")] = True,
+    int8: Annotated[bool, typer.Option("--int8", help="Quantise the encoder's MatMul weights "
+                                       "to int8 (faster on CPU; probabilities move)")] = False,
 ) -> None:
     """Export a model bundle to a self-contained ONNX model and its preprocessing spec."""
     from emovox.export import MODEL_FILE, SPEC_FILE, export_onnx
 
-    out = export_onnx(bundle, onnx, check=check)
+    out = export_onnx(bundle, onnx, check=check, int8=int8)
     spec = json.loads((out / SPEC_FILE).read_text())
     graph = spec["graph"]
     size = (out / MODEL_FILE).stat().st_size / 1e6

@@ -117,25 +117,3 @@ def replace_folder(work: Path, target: Path) -> None:
     else:
         os.replace(work, target)
 
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``data`` to ``path`` so a reader (or a resumed run) never sees half of it.
-
-    The bytes go to a temporary file beside ``path``, are flushed to disk, then the
-    temporary file replaces ``path`` in one rename.
-    """
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data.encode("utf-8") if isinstance(data, str) else data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
