@@ -414,7 +414,7 @@ def _predict_job(paths: list[str], streamed: list[str], problems: list[str], *,
             summary = run_job(iter_items(streamed, path_column, listed=paths), target, fmt,
                               model=bundle, engine=engine, jobs=jobs, address=address,
                               adapt=adapt, group_by=group_by, resume=resume, total=total,
-                              progress=sys.stderr.isatty())
+                              progress=sys.stderr.isatty(), setup=setup)
         except (ValueError, OSError) as error:
             _fail(str(error))
         if target == output:

@@ -70,6 +70,16 @@ class FeatureStats:
         return cls(float(len(stats)), np.mean([s.mean for s in stats], axis=0),
                    np.mean([s.var for s in stats], axis=0))
 
+    def merged(self, other: FeatureStats) -> FeatureStats:
+        """Statistics of the union of the two groups of vectors (Chan et al.'s pairwise
+        update): partial statistics of parts of a group combine exactly."""
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / n)
+        var = (self.count * self.var + other.count * other.var
+               + delta**2 * (self.count * other.count / n)) / n
+        return FeatureStats(n, mean, var)
+
     def with_prior(self, prior: FeatureStats, prior_weight: float) -> FeatureStats:
         """MAP combination with reference statistics seen ``prior_weight`` times.
 
