@@ -112,12 +112,12 @@ def test_whisper_export_is_one_self_contained_graph(whisper_onnx: Path) -> None:
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     (graph_input,) = model.graph.input
     dims = [d.dim_value or d.dim_param for d in graph_input.type.tensor_type.shape.dim]
-    assert graph_input.name == "mel" and dims[:2] == [1, 80] and isinstance(dims[2], str)
+    assert graph_input.name == "waveform" and dims == ["batch", "samples"]
     assert [o.name for o in model.graph.output] == ["probabilities"]
 
     spec = json.loads((whisper_onnx / SPEC_FILE).read_text())
     assert spec["sha256"] == hashlib.sha256((whisper_onnx / MODEL_FILE).read_bytes()).hexdigest()
-    assert spec["graph"]["kind"] == "whisper_log_mel"
+    assert spec["graph"]["kind"] == "whisper_waveform"
     assert spec["classes"] == ["angry", "happy", "sad"]
     mel = spec["preprocessing"]["log_mel"]
     assert (mel["sample_rate"], mel["n_fft"], mel["hop_length"], mel["n_mels"]) == (
@@ -264,7 +264,7 @@ def test_whisper_with_another_classifier_is_one_graph(tmp_path: Path) -> None:
                                     "pooling": "mean_std"}, {"name": "svm"})
     folder = export_onnx(bundle, tmp_path / "onnx")
     spec = json.loads((folder / SPEC_FILE).read_text())
-    assert spec["graph"]["kind"] == "whisper_log_mel" and "skl2onnx" in spec["graph"]["contains"]
+    assert spec["graph"]["kind"] == "whisper_waveform" and "skl2onnx" in spec["graph"]["contains"]
     native, exported = Recognizer(bundle, n_jobs=1), OnnxRecognizer(folder)
     for _, signal in _signals():
         _assert_agree(native, exported, signal)
@@ -277,8 +277,10 @@ def test_loudness_normalised_whisper_exports_its_signal_steps(tmp_path: Path) ->
     bundle = make_bundle(tmp_path, features, {"name": "logreg", "params": {"C": 0.1}})
     folder = export_onnx(bundle, tmp_path / "onnx")
     spec = json.loads((folder / SPEC_FILE).read_text())
-    assert spec["graph"]["kind"] == "whisper_log_mel"
-    assert spec["preprocessing"]["signal"]["loudness_lufs"] == -23.0
+    assert spec["graph"]["kind"] == "whisper_waveform"
+    # Loudness runs in the graph; trimming is left to the caller.
+    assert spec["preprocessing"]["loudness"]["target_lufs"] == -23.0
+    assert spec["preprocessing"]["signal"]["loudness_lufs"] is None
     assert spec["preprocessing"]["signal"]["trim_top_db"] == 30.0
     native, exported = Recognizer(bundle, n_jobs=1), OnnxRecognizer(folder)
     for _, signal in _signals():

@@ -278,3 +278,38 @@ def waveform_classes() -> Any:
     _CLASSES.update(LogMel=LogMel, KWeighting=KWeighting, Loudness=Loudness,
                     WaveformFront=WaveformFront, WaveformModel=WaveformModel)
     return SimpleNamespace(**_CLASSES)
+
+
+def front_end_onnx(target_lufs: float | None, start: int = 0,
+                   length: int = 30 * SAMPLE_RATE, opset: int = 17) -> Any:
+    """The in-graph preprocessing alone as an ONNX model (to check it, or reuse it).
+
+    Input ``waveform`` float32 ``[batch, samples]``; outputs ``mel`` ``[batch, 80,
+    frames]`` (the log-mel of the analysed window) and ``loudness`` ``[batch]``
+    (integrated loudness in LUFS, ``-inf`` when gated out; NaN without
+    ``target_lufs``).
+
+    Parameters
+    ----------
+    target_lufs : float or None
+        Loudness target (None: no loudness scaling).
+    start, length : int
+        The analysed window, in samples.
+    opset : int
+        ONNX opset.
+
+    Returns
+    -------
+    onnx.ModelProto
+    """
+    import torch
+
+    from emovox.export import _torch_to_onnx
+
+    module = waveform_classes().WaveformFront(target_lufs, start, length).eval()
+    example = torch.zeros(1, 3 * SAMPLE_RATE)
+    example[0, ::7] = 0.1  # not silent
+    proto = _torch_to_onnx(module, example, "waveform", ["mel", "loudness"], {1: "samples"},
+                           opset, dynamo=False, dynamic_batch=True)
+    proto.graph.output[0].type.tensor_type.shape.dim[2].dim_param = "frames"  # traced: 300
+    return proto
