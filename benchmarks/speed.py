@@ -19,7 +19,11 @@ number of threads on both sides:
 - times CTranslate2 int8 encoding the same audio once with the same Whisper tiny.en
   encoder (log-mel of 3, 10 or 30 s chunks, the fastest kept) and prints the ratio;
 - times ``predict_signal`` on a 3 s clip (p50) and one ``emovox predict one.wav``
-  command (wall time and peak RSS of the child process).
+  command (wall time and peak RSS of the child process);
+- exports the default bundle to ONNX twice (float32, and ``--int8``: MatMul weights
+  quantised) into the temporary folder and times the same timeline on each export
+  (ONNX Runtime, the same threads), with its ratio to CTranslate2 int8 and its window
+  and utterance UAR (``--no-onnx`` skips this).
 
 The bundle was trained on these corpora, so the UARs compare inference engines on
 the same recording; they are not accuracy estimates.
@@ -37,6 +41,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -242,6 +247,45 @@ def set_threads(recognizer: object, threads: int) -> None:
         inner.threads = threads
 
 
+def timeline_on_onnx(folder: Path, long_file: Path, utterances: list[Utterance], int8: bool,
+                     threads: int, ct2: float, report: Any) -> None:
+    """Export the default bundle (float32 or int8) and report its timeline's speed and UAR.
+
+    Parameters
+    ----------
+    folder : Path
+        Temporary folder to export into.
+    long_file : Path
+        The recording.
+    utterances : list of Utterance
+        Its true labels.
+    int8 : bool
+        Quantise the export's MatMul weights.
+    threads : int
+        ONNX Runtime intra-op threads.
+    ct2 : float
+        CTranslate2 int8 seconds for the same audio (the ratio's denominator).
+    report : callable
+        ``report(name, value)`` of :func:`main`.
+    """
+    from emovox.export import export_onnx
+    from emovox.recognizer import OnnxRecognizer
+
+    name = "ONNX int8" if int8 else "ONNX float32"
+    export = export_onnx(None, folder / ("int8" if int8 else "float32"), int8=int8)
+    recognizer = OnnxRecognizer(export, threads=threads)
+    recognizer.predict_signal(sf.read(utterances[0].path, dtype="float32")[0], RATE)  # warm
+    duration = sf.info(long_file).duration
+    started = time.perf_counter()
+    frame = recognizer.predict_timeline(long_file)
+    seconds = time.perf_counter() - started
+    scores = score_timeline(frame, utterances, recognizer.classes)
+    report(f"timeline on {name}", f"{seconds:.1f} s, {duration / seconds:.0f}x real time, "
+           f"{seconds / ct2:.2f}x CTranslate2 int8")
+    report(f"timeline on {name}: window / utterance UAR",
+           f"{scores['window_uar']:.3f} / {scores['utterance_uar']:.3f}")
+
+
 def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     """Build the recording, run every measurement and print the table.
 
@@ -263,6 +307,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser.add_argument("--seed", type=int, default=0, help="utterance order and pauses")
     parser.add_argument("--n", type=int, default=30, help="3 s clip repetitions")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
+    parser.add_argument("--no-onnx", dest="onnx", action="store_false",
+                        help="skip the ONNX float32 / int8 timelines")
     add_corpora_argument(parser)
     args = parser.parse_args(argv)
     root = corpora_root(args)
@@ -325,6 +371,11 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         report(f"predict_signal 3 s clip (n={args.n})",
                f"p50 {1000 * np.percentile(native, 50):.1f} ms, "
                f"p95 {1000 * np.percentile(native, 95):.1f} ms")
+
+        if args.onnx:
+            for int8 in (False, True):
+                timeline_on_onnx(folder, long_file, utterances, int8, args.threads, ct2,
+                                 report)
 
     width = max(len(name) for name, _ in rows)
     print(f"\n$ {command.strip()}\n")
