@@ -9,24 +9,39 @@ PyTorch and without scikit-learn::
                           label set, the training summary and a reference check
       MODEL_CARD.md       the bundle's model card
 
-Two kinds of graph are written, named by ``graph.kind`` in ``preprocessing.json``:
+Three kinds of graph are read, named by ``graph.kind`` in ``preprocessing.json``;
+the first two are written for Whisper bundles (``graph_input``):
 
-``"whisper_log_mel"``
-    For bundles on ``whisper_encoder`` features: the *whole* model in one graph.
-    Input ``mel``, float32 ``[1, 80, frames]`` (Whisper's log-mel of 16 kHz audio,
-    unpadded, ``frames = n_samples // 160 <= 3000``), through the Whisper tiny.en
-    encoder, pooling of the selected hidden states over frames, the bundle's
+``"whisper_waveform"`` (the default: a portable model)
+    The *whole* model in one graph, preprocessing included. Input ``waveform``, float32
+    ``[batch, samples]``: 16 kHz mono samples of whole recordings (rows of equal length
+    form a batch; a timeline's 2 s windows run together). In the graph: the loudness
+    scaling of loudness-normalised bundles (ITU-R BS.1770 integrated loudness as
+    pyloudnorm measures it, gain to the bundle's target; within 1e-5 dB of pyloudnorm),
+    the analysed window (``offset``, ``duration``, ``max_seconds``: cut after the
+    loudness is measured on the whole input), Whisper's log-mel, the Whisper tiny.en
+    encoder, pooling of the selected hidden states over frames and the bundle's
     classifier (a ``StandardScaler`` + ``LogisticRegression`` pipeline is folded in as
     tensor operations; other scikit-learn models are converted with skl2onnx and
-    joined to the encoder graph), to ``probabilities`` ``[1, n_classes]``. The log-mel
-    recipe is spelled out in ``preprocessing.log_mel`` and implemented in NumPy by
-    :func:`whisper_log_mel_numpy`.
+    joined to the encoder graph), to ``probabilities`` ``[batch, n_classes]``. A caller
+    in any language decodes, averages channels to mono, resamples to 16 kHz and refuses
+    silent or too short audio (``preprocessing.caller``); only a bundle that trims
+    silence leaves that step to it too. See :mod:`emovox.export_waveform`.
+``"whisper_log_mel"`` (``graph_input="log_mel"``, and earlier exports)
+    As above from the log-mel on: input ``mel``, float32 ``[1, 80, frames]`` (Whisper's
+    log-mel of the analysed window, unpadded, ``frames = n_samples // 160 <= 3000``);
+    loudness scaling (``preprocessing.signal``) and the log-mel
+    (``preprocessing.log_mel``, :func:`whisper_log_mel_numpy`) run in Python first.
 ``"features"``
     For any other features (ComParE, eGeMAPS, MFCC statistics, sequences...): the
     classifier only. Input ``features``, float32 ``[batch, dim]`` (the flattened
     output of the emovox extractor named in ``features``), output ``probabilities``.
     scikit-learn models are converted with skl2onnx, PyTorch networks with
     ``torch.onnx.export`` (with their standardisation folded in).
+
+``int8=True`` (``emovox export --onnx DIR --int8``) quantises the graph's MatMul weights
+to int8 (ONNX Runtime dynamic quantisation; the preprocessing and the classifier head
+stay float32): faster on CPUs, with probabilities that move (docs/RESULTS.md).
 
 :class:`~emovox.recognizer.OnnxRecognizer` (also importable from here) runs such a
 folder on ONNX Runtime (:mod:`emovox.inference.onnx_backend`) with every verb and the

@@ -6,6 +6,11 @@ input, the classes, the "uncertain" threshold) and, for speaker-normalised model
 ``adaptation.npz`` (the reference statistics and the normalised linear head; see
 :mod:`emovox.export_adaptation`). Every fault in them is one
 :class:`~emovox.errors.BundleError` line naming the file.
+
+A ``whisper_waveform`` graph gets each recording (decoded, mono, 16 kHz, checked for
+silence and length here) and does the rest itself; equal-length recordings (a
+timeline's windows) go through it in one ``session.run``. A ``whisper_log_mel`` graph
+(earlier exports) gets the log-mel computed here after the loudness scaling.
 """
 
 from __future__ import annotations
