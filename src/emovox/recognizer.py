@@ -425,9 +425,9 @@ class OnnxRecognizer(Recognizer):
     """:class:`Recognizer` on an exported ONNX folder, with ONNX Runtime only.
 
     Every verb of :class:`Recognizer` works, timelines and streams included, with the
-    same results (probabilities within 1e-3). ``whisper_log_mel`` graphs need neither
-    PyTorch nor scikit-learn; ``features`` graphs compute their input with the emovox
-    extractor named in the spec.
+    same results (probabilities within 1e-3). Whisper graphs (``whisper_waveform``,
+    ``whisper_log_mel``) need neither PyTorch nor scikit-learn; ``features`` graphs
+    compute their input with the emovox extractor named in the spec.
 
     Parameters
     ----------
