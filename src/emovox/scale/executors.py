@@ -193,8 +193,9 @@ class RayPool(Executor):
         if isinstance(model, str | os.PathLike):
             model = PackedModel.of(model)
         remote = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(_RayWorker)
-        model_ref = ray.put(model)
-        self.actors = [remote.remote(model_ref, adapt) for _ in range(workers)]
+        # The model goes with each actor's arguments (not a shared object-store
+        # reference, which a restarted actor could find gone: ray issue 53727).
+        self.actors = [remote.remote(model, adapt) for _ in range(workers)]
 
     def pids(self) -> list[int]:
         return list(self.ray.get([actor.pid.remote() for actor in self.actors]))

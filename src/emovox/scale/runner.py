@@ -231,7 +231,7 @@ def run_job(
                    and adapt in ("auto", "batch"))
     group_of = _grouper(group_by, extras)
     size = batch_files or BATCH_FILES
-    if total is not None:  # small jobs: several batches per worker
+    if batch_files is None and total is not None:  # small jobs: several batches per worker
         size = max(1, min(size, math.ceil(max(1, todo_estimate or 0) / (4 * executor.workers))))
 
     pending: dict[str, dict[str, Any]] = {}  # items of batches in flight

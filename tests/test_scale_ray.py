@@ -1,0 +1,117 @@
+"""Batch jobs on Ray: a local cluster started here (one per module, 2 CPUs, object store
+bounded) and, with EMOVOX_TEST_TWO_NODE=1, two nodes on loopback started with
+`ray start` in their own processes (about a minute: not run by default in CI)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import real_corpus
+
+from emovox.scale.runner import read_results, run_job
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.corpora
+CLASSES = ["angry", "disgust", "fearful", "happy", "neutral", "sad"]
+
+
+@pytest.fixture(scope="module")
+def files() -> list[str]:
+    """Twelve real CREMA-D utterances, four of each of three speakers."""
+    folder = real_corpus("crema-d/AudioWAV")
+    return [str(path) for speaker in ("1001", "1002", "1003")
+            for path in sorted(folder.glob(f"{speaker}_*"))[:4]]
+
+
+@pytest.fixture(scope="module")
+def expected(files, tmp_path_factory) -> pd.DataFrame:
+    """The local engine's answer (in this process)."""
+    out = tmp_path_factory.mktemp("local") / "out.parquet"
+    run_job([{"file": f} for f in files], out, jobs=1, progress=False)
+    return read_results(out).sort_values("file").reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def same_rows(result: pd.DataFrame, expected: pd.DataFrame) -> None:
+    result = result.sort_values("file").reset_index(drop=True)
+    assert list(result["file"]) == list(expected["file"])  # each file exactly once
+    np.testing.assert_allclose(result[CLASSES].to_numpy(float),
+                               expected[CLASSES].to_numpy(float), atol=1e-6)
+
+
+def test_ray_answers_as_local_and_survives_a_killed_worker(cluster, files, expected,
+                                                           tmp_path):
+    killed: list[int] = []
+
+    def kill_one(summary, executor):
+        if not killed:
+            killed.append(executor.pids()[0])
+            os.kill(killed[0], signal.SIGKILL)  # Ray restarts it and retries its batches
+
+    out = tmp_path / "out.parquet"
+    summary = run_job([{"file": f} for f in files], out, engine="ray", jobs=2,
+                      total=len(files), progress=False, on_batch=kill_one)
+    assert killed and summary.workers == 2 and summary.failures == []
+    same_rows(read_results(out), expected)
+    # A re-run on Ray skips every file.
+    again = run_job([{"file": f} for f in files], out, engine="ray", jobs=1, progress=False)
+    assert again.encoded == 0 and again.done_before == len(files)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(os.environ.get("EMOVOX_TEST_TWO_NODE") != "1",
+                    reason="two `ray start` nodes take about a minute: "
+                           "set EMOVOX_TEST_TWO_NODE=1")
+def test_two_nodes_on_loopback(files, expected, tmp_path):
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port = _free_port()
+    address = f"127.0.0.1:{port}"
+    common = ["--num-cpus=1", "--block", "--object-store-memory=150000000",
+              "--node-ip-address=127.0.0.1"]
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    nodes = [subprocess.Popen([ray_bin, "start", "--head", f"--port={port}",
+                               "--include-dashboard=false",
+                               f"--ray-client-server-port={_free_port()}", *common],
+                              env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        time.sleep(8)
+        nodes.append(subprocess.Popen([ray_bin, "start", f"--address={address}", *common],
+                                      env=env, start_new_session=True,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(8)
+        out = tmp_path / "out.parquet"
+        done = subprocess.run([str(Path(sys.executable).with_name("emovox")), "predict",
+                               *files, "-o", str(out), "--engine", "ray", "--address",
+                               address, "--jobs", "2"], capture_output=True, text=True,
+                              timeout=300, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        same_rows(read_results(out), expected)
+    finally:
+        for node in reversed(nodes):  # each node's process group, by its id
+            try:
+                os.killpg(node.pid, signal.SIGTERM)
+                node.wait(timeout=30)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                os.killpg(node.pid, signal.SIGKILL)
