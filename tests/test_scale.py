@@ -116,7 +116,9 @@ def test_jobs_default_follows_the_work():
 
 
 def test_a_big_manifest_streams(files, tmp_path):
-    """100,000 rows (paths repeating): first results within 10 s, driver under 1 GB."""
+    """100,000 rows (paths repeating): results come before the manifest is read through
+    (streamed, not listed first), and the driver stays under 1 GB. The time to the
+    first result is measured in benchmarks/scale.py, not asserted here."""
     manifest = tmp_path / "big.csv"
     rows = pd.DataFrame({"path": [files[i % len(files)] for i in range(100_000)],
                          "call": [f"c{i}" for i in range(100_000)]})
@@ -127,8 +129,9 @@ def test_a_big_manifest_streams(files, tmp_path):
         from emovox.scale.runner import run_job
         source = {str(manifest)!r}
         s = run_job(iter_items([source]), {str(tmp_path / "out.parquet")!r}, jobs=1,
+                    batch_files=4,
                     total=manifest_rows(source), progress=False)
-        print(json.dumps({{"first": s.first_result_seconds, "files": s.files,
+        print(json.dumps({{"first_rows": s.rows_before_first_result, "files": s.files,
                           "duplicates": s.duplicates,
                           "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
     """)
@@ -137,7 +140,7 @@ def test_a_big_manifest_streams(files, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["files"] == len(files) and summary["duplicates"] == 100_000 - len(files)
-    assert summary["first"] < 10, summary
+    assert summary["first_rows"] < 50_000, summary
     assert summary["rss_mb"] < 1024, summary
     result = read_results(tmp_path / "out.parquet")
     assert sorted(result["file"]) == sorted(files)  # once each, first row's columns

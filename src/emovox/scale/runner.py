@@ -91,6 +91,9 @@ class JobSummary:
         Audio encoded by this run, in seconds.
     first_result_seconds : float or None
         Seconds until the first batch was stored.
+    rows_before_first_result : int or None
+        Input rows read when the first batch was stored: far fewer than the input's
+        when inputs are streamed rather than listed first.
     workers : int
         Worker processes.
     engine : str
@@ -107,6 +110,7 @@ class JobSummary:
     seconds: float = 0.0
     audio_seconds: float = 0.0
     first_result_seconds: float | None = None
+    rows_before_first_result: int | None = None
     workers: int = 1
     engine: str = "local"
 
@@ -268,6 +272,7 @@ def run_job(
             if number >= 0:
                 if summary.first_result_seconds is None:
                     summary.first_result_seconds = time.perf_counter() - started
+                    summary.rows_before_first_result = summary.files + summary.duplicates
                 summary.encoded += len(frame)
                 summary.audio_seconds += float(frame["duration"].sum())
                 if not needs_stats:
