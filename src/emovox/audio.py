@@ -7,6 +7,7 @@ file and says what is wrong in one line, so a batch can report it and move on.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -369,3 +370,54 @@ def check_durations(
         else:
             durations[path] = duration
     return durations, failures
+
+
+def open_blocks(source: str | os.PathLike[str] | np.ndarray, sample_rate: int | None,
+                chunk_seconds: float, name: str | None = None
+                ) -> tuple[str, int, Iterator[np.ndarray]]:
+    """A recording (a file, or samples in memory) as mono float32 blocks.
+
+    Parameters
+    ----------
+    source : str, PathLike or np.ndarray
+        An audio file, or samples of shape (n,) or (n, channels).
+    sample_rate : int, optional
+        Rate of an array ``source`` in Hz (required then).
+    chunk_seconds : float
+        Seconds per block.
+    name : str, optional
+        How errors and results name it (default: the path, or ``"<signal>"``).
+
+    Returns
+    -------
+    (str, int, iterator of np.ndarray)
+        The name, the rate in Hz and the blocks (files are decoded as they are read).
+
+    Raises
+    ------
+    AudioError
+        An unusable file (checked now) or non-finite samples (when reached).
+    ValueError
+        An array without a valid ``sample_rate``.
+    """
+    if isinstance(source, np.ndarray):
+        if sample_rate is None or sample_rate <= 0:
+            raise ValueError("sample_rate (Hz) is needed for an in-memory signal")
+        label = name or "<signal>"
+        mono = to_mono_float32(source, label)
+        chunk = max(1, round(chunk_seconds * sample_rate))
+        return label, int(sample_rate), _array_blocks(mono, chunk, label)
+    path = Path(source)
+    info = audio_info(path)  # AudioError naming the file when it is unusable
+    if info.samplerate <= 0:
+        raise AudioError(path, f"invalid sample rate {info.samplerate}")
+    chunk = max(1, round(chunk_seconds * info.samplerate))
+    return name or str(source), int(info.samplerate), stream_mono(path, chunk)
+
+
+def _array_blocks(mono: np.ndarray, chunk: int, source: str) -> Iterator[np.ndarray]:
+    for start in range(0, len(mono), chunk):
+        block = mono[start:start + chunk]
+        if not np.all(np.isfinite(block)):
+            raise AudioError(source, "contains NaN or infinite samples")
+        yield block

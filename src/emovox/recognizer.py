@@ -344,6 +344,7 @@ class Recognizer(FileVerbs):
         keep_nonspeech: bool = True,
         name: str | None = None,
         vad_options: VadOptions | None = None,
+        speakers: int | str | None = None,
     ) -> pd.DataFrame:
         """Emotion over time: windows of ``window`` s every ``hop`` s over the speech.
 
@@ -371,13 +372,18 @@ class Recognizer(FileVerbs):
             Value of the ``file`` index level.
         vad_options : VadOptions, optional
             Detector and smoothing parameters.
+        speakers : int or "auto", optional
+            A conversation: separate its voices (``"auto"``: find how many), add a
+            ``speaker`` column and adapt to each speaker on their own; see
+            :mod:`emovox.diarization` and :func:`emovox.conversation.speaker_summary`.
 
         Returns
         -------
         pandas.DataFrame
             Indexed by ``(file, start, end)``; columns ``emotion``, ``confidence``, one
-            probability per class, ``speech`` and ``speech_ratio``. ``attrs`` holds
-            ``duration``, ``vad``, ``speech_segments``, ``window``, ``hop``.
+            probability per class, ``speech`` and ``speech_ratio`` (and ``speaker``).
+            ``attrs`` holds ``duration``, ``vad``, ``speech_segments``, ``window``,
+            ``hop`` (and ``speakers``, ``speaker_turns``).
 
         Raises
         ------
@@ -388,7 +394,8 @@ class Recognizer(FileVerbs):
 
         return timeline(self.engine, source, sample_rate, window=window, hop=hop, vad=vad,
                         chunk_seconds=chunk_seconds, min_speech=min_speech,
-                        keep_nonspeech=keep_nonspeech, name=name, vad_options=vad_options)
+                        keep_nonspeech=keep_nonspeech, name=name, vad_options=vad_options,
+                        speakers=speakers)
 
     def iter_timeline(
         self,

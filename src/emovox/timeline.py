@@ -32,23 +32,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from emovox.audio import audio_info, stream_mono, to_mono_float32
+from emovox.audio import audio_info, open_blocks
 from emovox.errors import AudioError
 from emovox.fileio import atomic_write_text
+from emovox.inference.engine import SpeakerAdapters
 from emovox.inference.windows import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_HOP,
     DEFAULT_MIN_SPEECH,
     DEFAULT_WINDOW,
     check_window,
-    window_bounds,
+    stream_windows,
     window_count,
-    window_samples,
 )
 from emovox.vad import VadOptions, VoiceActivityStream, resolve_vad
 
 if TYPE_CHECKING:
     from emovox.adaptation import FeatureAdapter
+    from emovox.diarization import Diarization
     from emovox.inference.engine import Engine
 
 __all__ = [
@@ -70,37 +71,6 @@ __all__ = [
 #: Columns after the class probabilities.
 SPEECH_COLUMNS = ("speech", "speech_ratio")
 
-_SIGNAL_NAME = "<signal>"
-
-
-# ----------------------------------------------------------------------------- reading
-
-
-def _array_blocks(signal: np.ndarray, chunk: int, source: str) -> Iterator[np.ndarray]:
-    mono = to_mono_float32(signal, source)
-    for start in range(0, len(mono), chunk):
-        block = mono[start:start + chunk]
-        if not np.all(np.isfinite(block)):
-            raise AudioError(source, "contains NaN or infinite samples")
-        yield block
-
-
-def _open(source: str | os.PathLike[str] | np.ndarray, sample_rate: int | None,
-          chunk_seconds: float, name: str | None) -> tuple[str, int, Iterator[np.ndarray]]:
-    if isinstance(source, np.ndarray):
-        if sample_rate is None or sample_rate <= 0:
-            raise ValueError("sample_rate (Hz) is needed for an in-memory signal")
-        label = name or _SIGNAL_NAME
-        chunk = max(1, round(chunk_seconds * sample_rate))
-        return label, int(sample_rate), _array_blocks(source, chunk, label)
-    path = Path(source)
-    info = audio_info(path)  # AudioError naming the file when it is unusable
-    if info.samplerate <= 0:
-        raise AudioError(path, f"invalid sample rate {info.samplerate}")
-    chunk = max(1, round(chunk_seconds * info.samplerate))
-    return name or str(source), int(info.samplerate), stream_mono(path, chunk)
-
-
 # ----------------------------------------------------------------------------- timeline
 
 
@@ -117,6 +87,7 @@ def iter_timeline(
     keep_nonspeech: bool = True,
     name: str | None = None,
     vad_options: VadOptions | None = None,
+    speakers: int | str | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Classify windows of a recording chunk by chunk, yielding each batch of rows.
 
@@ -145,6 +116,10 @@ def iter_timeline(
         Value of the ``file`` index level (default: the path, or ``"<signal>"``).
     vad_options : VadOptions, optional
         Detector and smoothing parameters.
+    speakers : int or "auto", optional
+        A conversation: separate the voices first (:func:`emovox.diarization.diarize`,
+        ``"auto"`` finds how many), add a ``speaker`` column, and adapt to each speaker
+        with their own statistics. None (default): one voice, no ``speaker`` column.
 
     Yields
     ------
@@ -153,7 +128,9 @@ def iter_timeline(
         documentation for the columns). The last frame yielded (possibly empty)
         carries ``attrs`` with ``duration``, ``vad`` (the detector used),
         ``speech_segments`` (list of ``(start, end)``), ``window``, ``hop`` and
-        ``min_speech``; ``speech_segments`` is None without a detector.
+        ``min_speech``; ``speech_segments`` is None without a detector. With
+        ``speakers`` also ``speakers`` (labels), ``speaker_turns`` (list of ``(start,
+        end, speaker)``) and ``diarization_seconds`` (time the first pass took).
 
     Raises
     ------
@@ -164,54 +141,49 @@ def iter_timeline(
     """
     check_window(window, hop, min_speech, chunk_seconds)
     method = resolve_vad(vad)
-    label, sr, blocks = _open(source, sample_rate, chunk_seconds, name)
-    win_n, hop_n = window_samples(window, hop, sr)
-    detector = VoiceActivityStream(method, sr, vad_options) if method else None
-    # This timeline's own adaptation state: concurrent timelines share none of it.
-    adapter = engine.adapter_for("stream")
+    label, sr, blocks = open_blocks(source, sample_rate, chunk_seconds, name)
+    diarization = None
+    if speakers is not None:
+        # A first pass over the file: who speaks when (its detector serves both passes).
+        from emovox.diarization import diarize
+
+        diarization = diarize(source, sample_rate, speakers=speakers, vad=method,
+                              chunk_seconds=chunk_seconds, name=label,
+                              vad_options=vad_options)
+        detector = diarization.detector
+    else:
+        detector = VoiceActivityStream(method, sr, vad_options) if method else None
+    # This timeline's own adaptation state: concurrent timelines share none of it; in a
+    # conversation, one state per speaker (never pooled across voices).
+    adapters = SpeakerAdapters(engine) if diarization is not None else None
+    adapter = engine.adapter_for("stream") if diarization is None else None
     columns = ["emotion", "confidence", *engine.classes, *SPEECH_COLUMNS]
+    if diarization is not None:
+        columns.append("speaker")
 
-    buffer = np.zeros(0, np.float32)
-    buffer_start = 0  # file sample index of buffer[0]
-    read = 0
-    k = 0  # next window to classify
-    for block in blocks:
-        buffer = np.concatenate([buffer, block]) if buffer.size else block
-        read += block.size
-        if detector is not None:
-            detector.feed(block)
-        ready = []
-        while True:
-            start = k * hop_n
-            end = start + win_n
-            if end > read or (detector is not None and end / sr > detector.final_seconds):
-                break
-            ready.append((start, end))
-            k += 1
-        if ready:
-            frame = _classify(engine, label, sr, buffer, buffer_start, ready, detector,
-                              min_speech, keep_nonspeech, columns, adapter)
-            drop = k * hop_n - buffer_start
-            buffer, buffer_start = buffer[drop:], buffer_start + drop
-            if len(frame):
-                yield frame
-
-    if read == 0:
-        raise AudioError(label, "no audio samples (empty or truncated file)")
-    if detector is not None:
-        detector.finish()
-    ready = list(window_bounds(read, sr, window, hop, first=k))
-    frame = _classify(engine, label, sr, buffer, buffer_start, ready, detector,
-                      min_speech, keep_nonspeech, columns, adapter)
-    frame.attrs.update({
-        "duration": read / sr,
-        "vad": method,
-        "speech_segments": detector.segments() if detector is not None else None,
-        "window": window,
-        "hop": hop,
-        "min_speech": min_speech,
-    })
-    yield frame
+    for ready in stream_windows(blocks, sr, window, hop, detector,
+                                feed=diarization is None):
+        if not ready.last and not ready.windows:
+            continue
+        if ready.last and ready.samples_read == 0:
+            raise AudioError(label, "no audio samples (empty or truncated file)")
+        frame = _classify(engine, label, sr, ready.buffer, ready.offset, ready.windows,
+                          detector, min_speech, keep_nonspeech, columns, adapter,
+                          diarization, adapters)
+        if ready.last:
+            frame.attrs.update({
+                "duration": ready.samples_read / sr,
+                "vad": method,
+                "speech_segments": detector.segments() if detector is not None else None,
+                "window": window,
+                "hop": hop,
+                "min_speech": min_speech,
+            })
+            if diarization is not None:
+                frame.attrs.update(diarization.attrs())
+            yield frame
+        elif len(frame):
+            yield frame
 
 
 def timeline(engine: Engine, source: str | os.PathLike[str] | np.ndarray,
@@ -231,9 +203,11 @@ def timeline(engine: Engine, source: str | os.PathLike[str] | np.ndarray,
 def _classify(engine: Engine, label: str, sr: int, buffer: np.ndarray, offset: int,
               windows: list[tuple[int, int]], detector: VoiceActivityStream | None,
               min_speech: float, keep_nonspeech: bool, columns: list[str],
-              adapter: FeatureAdapter | None = None) -> pd.DataFrame:
+              adapter: FeatureAdapter | None = None, diarization: Diarization | None = None,
+              adapters: SpeakerAdapters | None = None) -> pd.DataFrame:
     """Rows of ``windows`` (file sample ranges, inside ``buffer`` which starts at ``offset``),
-    adapted with the timeline's own ``adapter``."""
+    adapted with the timeline's own ``adapter``, or in a conversation (``diarization``)
+    with the ``adapters`` of each window's speaker."""
     classes = engine.classes
     index_rows, ratios, speech, signals, speech_rows = [], [], [], [], []
     for start, end in windows:
@@ -260,14 +234,26 @@ def _classify(engine: Engine, label: str, sr: int, buffer: np.ndarray, offset: i
     frame = pd.DataFrame({"emotion": pd.Series([None] * len(index_rows), dtype=object),
                           "confidence": np.nan, **dict.fromkeys(classes, np.nan)},
                          index=range(len(index_rows)))
-    if feature_rows:  # silent or too short windows are kept without an emotion
-        probabilities = engine.rows(encoded, pd.MultiIndex.from_tuples(
-            [index_rows[i] for i in feature_rows]), adapter)
-        frame.loc[feature_rows, "emotion"] = probabilities["emotion"].to_numpy()
-        frame.loc[feature_rows, ["confidence", *classes]] = (
+    # Who speaks in each window (the turn covering most of it), and whose statistics
+    # adapt its features: the timeline's own, or its speaker's.
+    who = ([diarization.speaker_of(r[1], r[2], nearest=flag)
+            for r, flag in zip(index_rows, speech, strict=True)]
+           if diarization is not None else [None] * len(index_rows))
+    groups: dict[str | None, list[int]] = {}
+    for position, row in enumerate(feature_rows):  # time order kept within each group
+        groups.setdefault(who[row], []).append(position)
+    for speaker, positions in groups.items():  # silent or too short windows: no emotion
+        rows = [feature_rows[p] for p in positions]
+        state = adapters[speaker] if adapters is not None and speaker is not None else adapter
+        probabilities = engine.rows(encoded.take(positions), pd.MultiIndex.from_tuples(
+            [index_rows[i] for i in rows]), state)
+        frame.loc[rows, "emotion"] = probabilities["emotion"].to_numpy()
+        frame.loc[rows, ["confidence", *classes]] = (
             probabilities[["confidence", *classes]].to_numpy(dtype=float))
     frame["speech"] = np.asarray(speech, dtype=bool)
     frame["speech_ratio"] = np.asarray(ratios, dtype=float)
+    if diarization is not None:
+        frame["speaker"] = pd.Series(who, dtype=object)
     frame.index = index
     return frame[columns]
 
@@ -505,7 +491,8 @@ def plot_timeline(frame: pd.DataFrame, out_png: str | os.PathLike[str],
     The upper panel stacks the probabilities of each window at its centre (a hatched
     background shows through where a window was not classified); the lower strip
     marks the speech the detector found (``attrs["speech_segments"]`` when present,
-    otherwise the windows flagged as speech).
+    otherwise the windows flagged as speech). A timeline with speakers gets one panel
+    per speaker (each with that speaker's windows only) and a strip of who spoke when.
 
     Parameters
     ----------
@@ -543,7 +530,8 @@ def plot_timeline(frame: pd.DataFrame, out_png: str | os.PathLike[str],
     rows = frame.xs(file, level="file").sort_index()
     starts = rows.index.get_level_values("start").to_numpy(float)
     ends = rows.index.get_level_values("end").to_numpy(float)
-    classes = [c for c in rows.columns if c not in ("emotion", "confidence", *SPEECH_COLUMNS)]
+    classes = [c for c in rows.columns
+               if c not in ("emotion", "confidence", "speaker", *SPEECH_COLUMNS)]
     probabilities = np.nan_to_num(rows[classes].to_numpy(float))
     centres = (starts + ends) / 2
     duration = float(frame.attrs.get("duration", ends.max()))
@@ -551,29 +539,44 @@ def plot_timeline(frame: pd.DataFrame, out_png: str | os.PathLike[str],
     if segments is None:
         segments = _merge([(s, e) for s, e, flag in zip(starts, ends, rows["speech"],
                                                          strict=True) if flag])
+    # A conversation: one lane per speaker, each showing only that speaker's windows.
+    who = rows["speaker"].to_numpy(object) if "speaker" in rows.columns else None
+    lanes: list[str | None] = ([str(s) for s in dict.fromkeys(
+        frame.attrs.get("speakers") or []) or dict.fromkeys(who[pd.notna(who)])]
+        if who is not None else [])
+    lanes = lanes or [None]
+    turns = frame.attrs.get("speaker_turns") if len(files) == 1 and lanes[0] else None
 
-    fig = _new_figure(figsize=(min(18.0, 7.0 + duration / 60.0), 4.6))
-    grid = fig.add_gridspec(2, 1, height_ratios=[5, 1])
-    ax = fig.add_subplot(grid[0])
-    strip = fig.add_subplot(grid[1], sharex=ax)
+    fig = _new_figure(figsize=(min(18.0, 7.0 + duration / 60.0), 1.0 + 3.6 * len(lanes)
+                               if len(lanes) == 1 else 1.4 + 2.2 * len(lanes)))
+    grid = fig.add_gridspec(len(lanes) + 1, 1, height_ratios=[5] * len(lanes) + [1])
+    axes = [fig.add_subplot(grid[0])]
+    axes += [fig.add_subplot(grid[k], sharex=axes[0]) for k in range(1, len(lanes))]
+    strip = fig.add_subplot(grid[len(lanes)], sharex=axes[0])
     from matplotlib.patches import Patch, Rectangle
     from matplotlib.ticker import MultipleLocator
 
     unclassified = {"hatch": "////", "edgecolor": "0.78", "linewidth": 0}
-    ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, zorder=0,
-                           **unclassified))
-    bottom = np.zeros(len(centres))
-    palette = iter(["#2ca02c", "#ff7f0e", "#7f7f7f", "#bcbd22", "#aec7e8", "#98df8a"])
-    for name, values in zip(classes, probabilities.T, strict=True):
-        colour = EMOTION_COLOURS.get(name) or next(palette, None)
-        ax.fill_between(centres, bottom, bottom + values, step="mid", color=colour,
-                        linewidth=0, label=name)
-        bottom = bottom + values
-    ax.set_ylim(0, 1)
-    ax.set_xlim(0, duration)
-    ax.set_ylabel("probability")
-    ax.yaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f}%")
-    ax.tick_params(labelbottom=False)
+    speaker_colours = dict(zip(lanes, ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3",
+                                       "#937860", "#da8bc3", "#8c8c8c"] * 4, strict=False))
+    for ax, lane in zip(axes, lanes, strict=True):
+        ax.add_patch(Rectangle((0, 0), 1, 1, transform=ax.transAxes, fill=False, zorder=0,
+                               **unclassified))
+        values_of = probabilities if lane is None else np.where(
+            (who == lane)[:, None], probabilities, 0.0)
+        bottom = np.zeros(len(centres))
+        palette = iter(["#2ca02c", "#ff7f0e", "#7f7f7f", "#bcbd22", "#aec7e8", "#98df8a"])
+        for name, values in zip(classes, values_of.T, strict=True):
+            colour = EMOTION_COLOURS.get(name) or next(palette, None)
+            ax.fill_between(centres, bottom, bottom + values, step="mid", color=colour,
+                            linewidth=0, label=name)
+            bottom = bottom + values
+        ax.set_ylim(0, 1)
+        ax.set_xlim(0, duration)
+        ax.set_ylabel("probability" if lane is None else f"{lane}\nprobability")
+        ax.yaxis.set_major_formatter(lambda v, _pos: f"{100 * v:.0f}%")
+        ax.tick_params(labelbottom=False)
+    ax = axes[0]
     handles, _labels = ax.get_legend_handles_labels()
     handles.append(Patch(facecolor="white", label="not classified", **unclassified))
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
@@ -581,12 +584,21 @@ def plot_timeline(frame: pd.DataFrame, out_png: str | os.PathLike[str],
     window = frame.attrs.get("window")
     detail = f"windows of {window:g} s every {frame.attrs['hop']:g} s" if window else ""
     ax.set_title(title or f"{Path(str(file)).name} — emotion over time"
+                 + (f", {len(lanes)} speaker(s)" if lanes[0] else "")
                  + (f" ({detail})" if detail else ""), loc="left")
 
+    if turns:  # who spoke when, one colour per speaker
+        for begin, stop, speaker in turns:
+            strip.axvspan(begin, stop, color=speaker_colours.get(str(speaker), "tab:green"),
+                          alpha=0.8, linewidth=0)
+        strip.legend(handles=[Patch(color=c, label=s) for s, c in speaker_colours.items()],
+                     loc="upper left", bbox_to_anchor=(1.01, 1.3), frameon=False, fontsize=9,
+                     ncols=min(4, len(lanes)))
+        segments = []
     for begin, stop in segments:
         strip.axvspan(begin, stop, color="tab:green", alpha=0.6, linewidth=0)
     strip.set_yticks([])
-    strip.set_ylabel("speech", rotation=0, ha="right", va="center")
+    strip.set_ylabel("speaker" if turns else "speech", rotation=0, ha="right", va="center")
     strip.set_xlabel("time (s)" if duration <= 120 else "time (h:mm:ss)")
     if duration > 120:
         step = next((s for s in (30, 60, 120, 300, 600, 900, 1800) if duration / s <= 10), 3600)

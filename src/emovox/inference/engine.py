@@ -62,6 +62,12 @@ class Encoded:
     plain: np.ndarray | None
     usable: np.ndarray
 
+    def take(self, rows: Sequence[int] | np.ndarray) -> Encoded:
+        """The usable rows ``rows`` (positions among the usable ones) as their own batch."""
+        rows = np.asarray(rows, dtype=int)
+        return Encoded(self.features[rows], None if self.plain is None else self.plain[rows],
+                       np.ones(len(rows), bool))
+
 
 class Backend(ABC):
     """A model runtime: signals in, features and probabilities out.
@@ -146,12 +152,17 @@ class Engine:
         """Class names, the order of the probability columns."""
         return list(self.backend.classes)
 
-    def adapter_for(self, kind: AdaptMode) -> FeatureAdapter | None:
+    def adapter_for(self, kind: AdaptMode, calibration: bool = True
+                    ) -> FeatureAdapter | None:
         """A fresh adaptation state for one call: ``kind`` is what ``auto`` means there
-        (``"batch"`` for files, ``"stream"`` for timelines and live streams)."""
+        (``"batch"`` for files, ``"stream"`` for timelines and live streams).
+        ``calibration=False`` leaves the calibration out (one of several voices)."""
         if self.adapter is None:
             return None
-        return self.adapter.fork(kind if self.adapt == "auto" else self.adapter.mode)
+        fork = self.adapter.fork(kind if self.adapt == "auto" else self.adapter.mode)
+        if not calibration:
+            fork.calibration = None
+        return fork
 
     def probabilities(self, encoded: Encoded, adapter: FeatureAdapter | None
                       ) -> np.ndarray:
@@ -204,3 +215,33 @@ class Engine:
     def calibrated(self) -> bool:
         """Whether a calibration fixes the adaptation statistics."""
         return self.adapter is not None and self.adapter.calibration is not None
+
+
+class SpeakerAdapters:
+    """One adaptation state per speaker of a conversation, created on first use.
+
+    Each speaker's statistics (running, or the batch of their own windows) come from
+    their own rows only: two voices never share a state. A calibration recording is
+    one voice, not known to be any of these speakers, so it is not applied to them (a
+    warning says so once).
+
+    Parameters
+    ----------
+    engine : Engine
+        The model and its adaptation rule.
+    kind : {"stream", "batch"}
+        What ``auto`` means here (``"stream"`` for timelines).
+    """
+
+    def __init__(self, engine: Engine, kind: AdaptMode = "stream") -> None:
+        self.engine = engine
+        self.kind: AdaptMode = kind
+        self.by_speaker: dict[str, FeatureAdapter | None] = {}
+        if engine.calibrated:
+            warnings.warn("the calibration is of one voice: in a conversation each speaker "
+                          "is adapted to their own speech instead", UserWarning, stacklevel=3)
+
+    def __getitem__(self, speaker: str) -> FeatureAdapter | None:
+        if speaker not in self.by_speaker:
+            self.by_speaker[speaker] = self.engine.adapter_for(self.kind, calibration=False)
+        return self.by_speaker[speaker]

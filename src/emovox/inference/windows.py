@@ -3,13 +3,18 @@
 The first window starts at 0 and one starts every ``hop`` seconds. With ``partial``
 (a timeline), the last window ends at the end of the audio and may be shorter than
 ``window``; without (calibration), only whole windows are taken. Timelines, live
-streams, calibration and the server's work bound all use these functions.
+streams, calibration and the server's work bound all use these functions;
+:func:`stream_windows` cuts a recording read in blocks (timelines, diarization).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 #: Seconds per window.
 DEFAULT_WINDOW = 2.0
@@ -89,3 +94,85 @@ def window_bounds(samples: int, sample_rate: int, window: float = DEFAULT_WINDOW
     win_n, hop_n = window_samples(window, hop, sample_rate)
     for k in range(first, window_count(samples, sample_rate, window, hop, partial)):
         yield k * hop_n, min(k * hop_n + win_n, samples)
+
+
+@dataclass
+class ReadyWindows:
+    """Windows whose samples (and speech decisions) are all in, from :func:`stream_windows`.
+
+    Attributes
+    ----------
+    buffer : np.ndarray
+        Samples from ``offset`` on (the windows' samples are ``buffer[start - offset:
+        end - offset]``).
+    offset : int
+        File sample index of ``buffer[0]``.
+    windows : list of (int, int)
+        ``(start, end)`` sample bounds, in order.
+    samples_read : int
+        Samples read so far.
+    last : bool
+        The end of the audio (this batch closes the stream; it may be empty).
+    """
+
+    buffer: np.ndarray
+    offset: int
+    windows: list[tuple[int, int]]
+    samples_read: int
+    last: bool
+
+
+def stream_windows(blocks: Iterable[np.ndarray], sample_rate: int, window: float,
+                   hop: float, detector: Any = None, feed: bool = True
+                   ) -> Iterator[ReadyWindows]:
+    """Cut blocks of samples into windows as soon as they are complete.
+
+    Only the samples of windows not yet handed out are kept, so memory does not grow
+    with the recording. With a voice activity ``detector`` (an
+    :class:`~emovox.vad.VoiceActivityStream`) a window is handed out once the
+    detector's decisions over it are final.
+
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray
+        Mono samples in order.
+    sample_rate : int
+        Their rate in Hz.
+    window, hop : float
+        Window length and the step between window starts, in seconds.
+    detector : VoiceActivityStream, optional
+        Fed with every block (when ``feed``) and finished at the end.
+    feed : bool
+        False when ``detector`` has already heard the whole audio (a first pass).
+
+    Yields
+    ------
+    ReadyWindows
+        One per block that completed windows, then a last one (``last=True``) with the
+        windows that end at the end of the audio.
+    """
+    win_n, hop_n = window_samples(window, hop, sample_rate)
+    buffer = np.zeros(0, np.float32)
+    offset = read = k = 0  # k: next window to hand out
+    for block in blocks:
+        buffer = np.concatenate([buffer, block]) if buffer.size else block
+        read += block.size
+        if detector is not None and feed:
+            detector.feed(block)
+        ready = []
+        while True:
+            start = k * hop_n
+            end = start + win_n
+            if end > read or (detector is not None and end / sample_rate
+                              > detector.final_seconds):
+                break
+            ready.append((start, end))
+            k += 1
+        if ready:
+            yield ReadyWindows(buffer, offset, ready, read, False)
+            drop = k * hop_n - offset
+            buffer, offset = buffer[drop:], offset + drop
+    if detector is not None and read:
+        detector.finish()
+    yield ReadyWindows(buffer, offset,
+                       list(window_bounds(read, sample_rate, window, hop, first=k)), read, True)

@@ -1,0 +1,257 @@
+"""Conversations: who spoke when, and how each speaker felt (issue 14).
+
+Builds two- and three-speaker conversations from corpus utterances in a temporary
+folder (never kept): the speakers of one conversation come from one corpus; turns of
+1-8 s alternate between them (a turn is one speaker's utterances of one emotion, their
+silences trimmed, cut to the drawn length), separated by pauses of 0.1-1.0 s or
+overlapping the previous turn by 0.2-0.5 s (a quarter of the changes), over a low
+noise floor. Each turn's speaker and emotion are known.
+
+Printed, in one run:
+
+- the diarization error rate (pyannote.metrics, 0.25 s collar, overlap scored) of
+  :func:`emovox.diarization.diarize` with the number of speakers found (``auto``) and
+  given, and how often ``auto`` found the right number;
+- per-turn emotion UAR (the mean probabilities of the timeline windows centred in the
+  turn) of the default bundle's timeline with per-speaker adaptation
+  (``speakers="auto"``), with recording-wide adaptation (one running state), unadapted,
+  and of the turns predicted as separate files, each speaker's turns adapted together
+  (their own speaker's statistics, the speaker known);
+- the time of the diarization pass against the plain timeline of the same recording.
+
+The default bundle was trained on these corpora's speakers: the UARs compare
+adaptation schemes on the same model, they are not accuracy estimates for new voices.
+
+Usage: ``python benchmarks/conversations.py [--per-count 4] [--minutes 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from common import add_corpora_argument, corpora_root
+from sklearn.metrics import balanced_accuracy_score
+
+RATE = 16_000
+CLASSES = ("angry", "disgust", "fearful", "happy", "neutral", "sad")
+SOURCES = ("crema-d/AudioWAV", "ravdess/Audio_Speech_Actors_01-24", "emodb/wav")
+TURN_SECONDS = (1.0, 8.0)
+PAUSE_SECONDS = (0.1, 1.0)
+OVERLAP_SECONDS = (0.2, 0.5)
+OVERLAP_SHARE = 0.25
+NOISE_LEVEL = 1e-3
+COLLAR = 0.25
+
+
+@dataclass
+class Turn:
+    """One speaker's turn in a built conversation."""
+
+    start: float
+    end: float
+    speaker: str
+    emotion: str
+    samples: np.ndarray
+
+
+def trimmed(path: str) -> np.ndarray:
+    """An utterance without its leading and trailing silence."""
+    import librosa
+
+    from emovox.audio import load_audio
+
+    signal = load_audio(path, RATE)
+    _, (a, b) = librosa.effects.trim(signal, top_db=35, frame_length=512, hop_length=128)
+    return signal[a:b]
+
+
+def build(table: pd.DataFrame, n_speakers: int, seconds: float,
+          rng: np.random.Generator) -> tuple[np.ndarray, list[Turn]]:
+    """A conversation of ``n_speakers`` speakers of ``table`` lasting about ``seconds``."""
+    voices = rng.choice(sorted(table["speaker"].unique()), n_speakers, replace=False)
+    pools = {v: table[table["speaker"] == v] for v in voices}
+    turns: list[Turn] = []
+    cursor, current = 0.0, None
+    while cursor < seconds:
+        speaker = rng.choice([v for v in voices if v != current])
+        pool = pools[speaker]
+        emotion = rng.choice(sorted(pool["emotion"].unique()))
+        files = pool[pool["emotion"] == emotion]["path"].to_numpy()
+        target = rng.uniform(*TURN_SECONDS)
+        pieces, length = [], 0
+        for path in rng.permutation(files):
+            piece = trimmed(path)
+            pieces += [piece, np.zeros(round(0.15 * RATE), np.float32)]
+            length += piece.size
+            if length >= target * RATE:
+                break
+        speech = np.concatenate(pieces[:-1])[: round(target * RATE)]
+        if speech.size < RATE:
+            continue
+        if turns and rng.random() < OVERLAP_SHARE:
+            start = max(turns[-1].start + 0.5, cursor - rng.uniform(*OVERLAP_SECONDS))
+        else:
+            start = cursor + (rng.uniform(*PAUSE_SECONDS) if turns else 0.5)
+        turns.append(Turn(round(start, 3), round(start + speech.size / RATE, 3),
+                          str(speaker), str(emotion), speech))
+        cursor, current = turns[-1].end, speaker
+    total = round((cursor + 0.5) * RATE)
+    mix = NOISE_LEVEL * rng.standard_normal(total)
+    for turn in turns:
+        a = round(turn.start * RATE)
+        mix[a:a + turn.samples.size] += turn.samples
+    return np.clip(mix, -1, 1).astype(np.float32), turns
+
+
+def der(turns: list[Turn], hypothesis: list[tuple[float, float, str]]) -> float:
+    """Diarization error rate of ``hypothesis`` against the built turns."""
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    reference, found = Annotation(), Annotation()
+    for k, turn in enumerate(turns):
+        reference[Segment(turn.start, turn.end), k] = turn.speaker
+    for k, (a, b, speaker) in enumerate(hypothesis):
+        found[Segment(a, b), k] = speaker
+    return float(DiarizationErrorRate(collar=COLLAR, skip_overlap=False)(reference, found))
+
+
+def turn_labels(frame: pd.DataFrame, turns: list[Turn], classes: list[str]) -> list[str]:
+    """Per turn, the class of the mean probabilities of the windows centred in it
+    (the window overlapping it most when none is)."""
+    voiced = frame[frame["emotion"].notna()]
+    starts = voiced.index.get_level_values("start").to_numpy(float)
+    ends = voiced.index.get_level_values("end").to_numpy(float)
+    centres = (starts + ends) / 2
+    proba = voiced[classes].to_numpy(float)
+    out = []
+    for turn in turns:
+        inside = (centres >= turn.start) & (centres < turn.end)
+        if not inside.any():
+            overlap = np.minimum(ends, turn.end) - np.maximum(starts, turn.start)
+            inside = overlap == overlap.max()
+        out.append(classes[int(np.argmax(proba[inside].mean(axis=0)))])
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_corpora_argument(parser)
+    parser.add_argument("--per-count", type=int, default=4,
+                        help="conversations per speaker count (2 and 3)")
+    parser.add_argument("--minutes", type=float, default=2.0, help="length of each")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    root = corpora_root(args)
+
+    import torch
+
+    from emovox.corpora import load_corpus
+    from emovox.diarization import diarize
+    from emovox.recognizer import Recognizer
+
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    tables = [load_corpus(root / s).table for s in SOURCES]
+    tables = [t[t["emotion"].isin(CLASSES)] for t in tables]
+    adapted, plain = Recognizer(), Recognizer(adapt="none")
+    classes = adapted.classes
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="emovox-conversations-") as tmp:
+        for n_speakers in (2, 3):
+            for k in range(args.per_count):
+                table = tables[k % len(tables)]
+                signal, turns = build(table, n_speakers, args.minutes * 60, rng)
+                path = Path(tmp) / f"conversation-{n_speakers}-{k}.flac"
+                sf.write(path, signal, RATE, subtype="PCM_16")
+                found = diarize(path, speakers="auto")
+                given = diarize(path, speakers=n_speakers)
+                began = time.perf_counter()
+                wide = adapted.predict_timeline(path)
+                plain_seconds = time.perf_counter() - began
+                began = time.perf_counter()
+                per_speaker = adapted.predict_timeline(path, speakers="auto")
+                speaker_seconds = time.perf_counter() - began
+                unadapted = plain.predict_timeline(path)
+                # Oracle: each turn its own file, each speaker's turns adapted together.
+                alone = {}
+                for speaker in sorted({t.speaker for t in turns}):
+                    mine = [i for i, t in enumerate(turns) if t.speaker == speaker]
+                    files = []
+                    for i in mine:
+                        files.append(str(Path(tmp) / f"turn-{n_speakers}-{k}-{i}.flac"))
+                        sf.write(files[-1], turns[i].samples, RATE, subtype="PCM_16")
+                    result = adapted.predict_files(files, progress=False)
+                    for i, file in zip(mine, files, strict=True):
+                        alone[i] = str(result.xs(file, level="file")["emotion"].iloc[0])
+                truth = [t.emotion for t in turns]
+                rows.append({
+                    "speakers": n_speakers, "corpus": str(table["corpus"].iloc[0]),
+                    "seconds": len(signal) / RATE, "turns": len(turns),
+                    "der_auto": der(turns, found.turns), "der_given": der(turns, given.turns),
+                    "found": len(found.speakers),
+                    "diarization_s": per_speaker.attrs["diarization_seconds"],
+                    "timeline_s": plain_seconds, "speaker_timeline_s": speaker_seconds,
+                    "truth": truth,
+                    "per_speaker": turn_labels(per_speaker, turns, classes),
+                    "recording": turn_labels(wide, turns, classes),
+                    "unadapted": turn_labels(unadapted, turns, classes),
+                    "separate": [alone[i] for i in range(len(turns))],
+                })
+                r = rows[-1]
+                print(f"{n_speakers} speakers, {r['corpus']}, {r['seconds']:.0f} s, "
+                      f"{r['turns']} turns: DER auto {r['der_auto']:.3f} (found {r['found']}),"
+                      f" given {r['der_given']:.3f}; diarization {r['diarization_s']:.1f} s, "
+                      f"timeline {r['timeline_s']:.1f} s", file=sys.stderr, flush=True)
+    report(rows, args)
+
+
+def report(rows: list[dict], args: argparse.Namespace) -> None:
+    """Print the summary of every conversation count."""
+    print(f"conversations: {args.per_count} per speaker count, ~{args.minutes:g} min each, "
+          f"speakers of one corpus each (CREMA-D, RAVDESS speech, EmoDB in turn), seed "
+          f"{args.seed}, {args.threads} thread(s)")
+    print(f"{'':36}{'2 speakers':>14}{'3 speakers':>14}")
+
+    def line(name: str, values: list[str]) -> None:
+        print(f"{name:36}" + "".join(f"{v:>14}" for v in values))
+
+    groups = [[r for r in rows if r["speakers"] == n] for n in (2, 3)]
+    line("turns (total)", [str(sum(r["turns"] for r in g)) for g in groups])
+    line("DER, speakers found (auto)", [f"{np.mean([r['der_auto'] for r in g]):.3f}"
+                                        for g in groups])
+    line("DER, number of speakers given", [f"{np.mean([r['der_given'] for r in g]):.3f}"
+                                           for g in groups])
+    line("auto found the right number", [f"{sum(r['found'] == r['speakers'] for r in g)}"
+                                         f"/{len(g)}" for g in groups])
+    for key, name in (("per_speaker", "turn UAR, per-speaker adaptation"),
+                      ("recording", "turn UAR, recording-wide adaptation"),
+                      ("unadapted", "turn UAR, unadapted"),
+                      ("separate", "turn UAR, separate files, own spk")):
+        values = []
+        for g in groups:
+            truth = [label for r in g for label in r["truth"]]
+            predicted = [label for r in g for label in r[key]]
+            values.append(f"{balanced_accuracy_score(truth, predicted):.3f}")
+        line(name, values)
+    ratio = [np.sum([r["diarization_s"] for r in g]) / np.sum([r["timeline_s"] for r in g])
+             for g in groups]
+    line("diarization / plain timeline time", [f"{100 * v:.0f} %" for v in ratio])
+    total = [np.sum([r["speaker_timeline_s"] for r in g]) / np.sum([r["timeline_s"] for r in g])
+             for g in groups]
+    line("timeline with speakers / without", [f"{v:.2f}x" for v in total])
+
+
+if __name__ == "__main__":
+    main()
