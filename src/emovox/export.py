@@ -53,6 +53,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import shutil
 import tempfile
@@ -359,9 +360,15 @@ def quantize_int8(source: Path, target: Path) -> dict[str, Any]:
         raise missing_onnx("onnxruntime (quantization)", error) from None
     nodes = onnx.load_model(str(source), load_external_data=False).graph.node
     kept = [n.name for n in nodes if n.name.startswith(FLOAT_NODES)]
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
-                     op_types_to_quantize=["MatMul"], nodes_to_exclude=kept,
-                     extra_options={"MatMulConstBOnly": True})
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to run pre-processing, logged on the root
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=kept,
+                         extra_options={"MatMulConstBOnly": True})
+    finally:
+        root.setLevel(level)
     quantised = sum(n.op_type == "DynamicQuantizeLinear" for n in
                     onnx.load_model(str(target), load_external_data=False).graph.node)
     return {"method": "onnxruntime.quantization.quantize_dynamic, weight_type QInt8, "
