@@ -1,7 +1,8 @@
 """Fuzz emovox.audio decoding with arbitrary bytes (atheris, coverage-guided).
 
 Each input is written to a file and read with :func:`emovox.audio.audio_info`,
-:func:`emovox.audio.load_audio` and :func:`emovox.audio.check_durations`. The only
+:func:`emovox.audio.load_audio`, :func:`emovox.audio.check_durations` and
+:func:`emovox.audio.stream_mono` (blocks of a minute, as timelines read). The only
 acceptable failure is an :class:`~emovox.errors.AudioError` with a one-line message
 naming the file; any other exception (or a crash, or memory past ``-rss_limit_mb``)
 is a finding. The first input byte also picks the read options (offset, duration,
@@ -29,7 +30,7 @@ import numpy as np
 import soundfile as sf
 
 with atheris.instrument_imports():
-    from emovox.audio import audio_info, check_durations, load_audio
+    from emovox.audio import audio_info, check_durations, load_audio, stream_mono
     from emovox.errors import AudioError
 
 #: (format, subtype) of the seed files: every container soundfile writes, common depths.
@@ -42,6 +43,10 @@ SEED_FORMATS = [
     ("IRCAM", "PCM_16"), ("VOC", "PCM_16"), ("MAT5", "DOUBLE"), ("PAF", "PCM_16"),
     ("SVX", "PCM_16"), ("HTK", "PCM_16"), ("SDS", "PCM_16"), ("XI", "DPCM_16"),
 ]
+#: Seconds per block of :func:`stream_mono`, as timelines read long recordings.
+STREAM_SECONDS = 60.0
+#: Blocks of a stream decoded per input (bounds the time of one input).
+STREAM_BLOCKS = 8
 #: Read options chosen by the first byte: (offset, duration, max_duration).
 OPTIONS = [(0.0, None, None), (0.0, None, 600.0), (0.05, 0.2, None), (1.0, None, None),
            (0.0, 0.5, 1.0)]
@@ -95,6 +100,18 @@ def check_message(error: AudioError) -> None:
         raise AssertionError(f"badly formed AudioError: {message!r}")
 
 
+def stream(block_frames: int) -> None:
+    """Decode the file as a timeline does: :func:`stream_mono` block by block."""
+    try:
+        for count, block in enumerate(stream_mono(TARGET, block_frames), start=1):
+            if block.dtype != np.float32 or block.ndim != 1 or not block.size:
+                raise AssertionError(f"stream_mono yielded {block.dtype} {block.shape}")
+            if count >= STREAM_BLOCKS:
+                break
+    except AudioError as error:
+        check_message(error)
+
+
 def test_one_input(data: bytes) -> None:
     """Decode ``data``; anything but an AudioError is a finding."""
     offset, duration, max_duration = OPTIONS[data[0] % len(OPTIONS)] if data else OPTIONS[0]
@@ -105,6 +122,8 @@ def test_one_input(data: bytes) -> None:
         reached_subtype(info.subtype)
     except AudioError as error:
         check_message(error)
+    else:
+        stream(max(1, round(STREAM_SECONDS * info.samplerate)))
     _, failures = check_durations([TARGET], 600.0)
     for _, reason in failures:
         if str(TARGET) not in reason or "\n" in reason:
