@@ -217,6 +217,10 @@ def predict(
                                           "energy")] = "silero",
     no_vad: Annotated[bool, typer.Option("--no-vad", help="Timeline: classify every "
                                                          "window, speech or not")] = False,
+    speakers: Annotated[str | None, typer.Option(
+        help="Timeline of a conversation: separate the voices ('auto' finds how many, or "
+             "give N), add a speaker column and a per-speaker summary, adapt per speaker")
+    ] = None,
     plot: Annotated[Path | None, typer.Option(
         help="Timeline: save a PNG here (several files: NAME-<file>.png)")] = None,
     resume: Annotated[bool, typer.Option(
@@ -260,6 +264,15 @@ def predict(
             _fail(f"--window/--hop: {error}")
         if vad not in VAD_METHODS:
             _fail(f"--vad must be {' or '.join(VAD_METHODS)}, not {vad!r}")
+        if speakers is not None:
+            from emovox.diarization import check_speakers
+
+            try:
+                speakers = check_speakers(speakers)  # type: ignore[assignment]
+            except ValueError as error:
+                _fail(f"--speakers: {error}")
+    elif speakers is not None:
+        _fail("--speakers separates the voices of a timeline: add --timeline")
     elif plot:
         _fail("--plot draws a timeline: add --timeline")
     if resume and (output is None or output_format == "table"):
@@ -297,8 +310,11 @@ def predict(
                                 + (" ..." if len(paths) > 8 else "")),
                          highlight=False, soft_wrap=True)
     options = {"window": window, "hop": hop, "vad": None if no_vad else vad}
+    if speakers is not None:
+        options["speakers"] = speakers
     columns = ["file", "start", "end", "emotion", "confidence", *recognizer.classes]
     columns += ["speech", "speech_ratio"] if timeline else ["basis"]
+    columns += ["speaker"] if speakers is not None else []
     writer = None
     if output and output_format != "table":
         try:
@@ -467,6 +483,8 @@ def _predict_timelines(recognizer, paths: list[str], options: dict,
             writer.add(frame)
         else:
             frames.append(frame)
+        if "speaker" in frame.columns:  # a conversation: how each speaker felt
+            _print_speakers(frame, path)
         if plot is not None and len(frame):
             target = plot if single else plot.with_name(
                 f"{plot.stem}-{Path(path).stem}{plot.suffix or '.png'}")
@@ -475,6 +493,17 @@ def _predict_timelines(recognizer, paths: list[str], options: dict,
             plotted.add(target)
             plot_timeline(frame, target)
     return frames, failures
+
+def _print_speakers(frame: pd.DataFrame, path: str) -> None:
+    """The per-speaker summary of a conversation's timeline, on stderr."""
+    from emovox.conversation import speaker_summary, strongest_moments
+
+    errors.print(_frame_table(speaker_summary(frame), digits=2, title=escape(
+        f"{Path(path).name}: speakers (share of each one's speech time per emotion)")))
+    moments = strongest_moments(frame)
+    if len(moments):
+        errors.print(_frame_table(moments.set_index("speaker"), title="strongest moments"))
+
 
 def _load(config: Path, overrides: list[str] | None):
     from emovox.config import load_config

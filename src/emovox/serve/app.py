@@ -423,6 +423,31 @@ def _default(function: Callable[..., Any], name: str, fallback: float) -> float:
     return float(default) if isinstance(default, (int, float)) else fallback
 
 
+def conversation_json(frame: pd.DataFrame) -> dict[str, Any]:
+    """``speakers`` (per-speaker summary and strongest moments) and ``speaker_turns``
+    of a timeline made with speakers."""
+    from emovox.conversation import speaker_summary, strongest_moments
+
+    summary = speaker_summary(frame)
+    moments = strongest_moments(frame)
+    speakers = []
+    for speaker, row in summary.iterrows():
+        mine = moments[moments["speaker"] == speaker]
+        speakers.append({
+            "speaker": str(speaker),
+            "speech_seconds": round(float(row["speech_seconds"]), 3),
+            "speech_share": round(float(row["speech_share"]), 4),
+            "main_emotion": _json_value(row["main_emotion"]),
+            "emotions": {str(c): round(float(row[c]), 4) for c in summary.columns
+                         if c not in ("speech_seconds", "speech_share", "main_emotion")},
+            "moments": [{"start": float(m.start), "end": float(m.end),
+                         "emotion": str(m.emotion), "confidence": round(float(m.confidence), 4)}
+                        for m in mine.itertuples()]})
+    turns = [{"start": float(a), "end": float(b), "speaker": str(w)}
+             for a, b, w in frame.attrs.get("speaker_turns", [])]
+    return {"speakers": speakers, "speaker_turns": turns}
+
+
 def timeline_options(query: Mapping[str, str],
                      predict_timeline: Callable[..., Any] | None = None) -> dict[str, Any]:
     """The validated ``window``, ``hop`` and ``vad`` of a timeline request.
@@ -439,7 +464,7 @@ def timeline_options(query: Mapping[str, str],
     -------
     dict
         ``window`` and ``hop`` in seconds (always), ``vad`` (a name or None, only when
-        given).
+        given), ``speakers`` (``"auto"`` or a number, only when given).
 
     Raises
     ------
@@ -448,7 +473,7 @@ def timeline_options(query: Mapping[str, str],
         [:data:`MIN_WINDOW`, :data:`MAX_WINDOW`], ``hop`` under :data:`MIN_HOP` or
         ``window / MAX_OVERLAP`` or over ``window``, ``vad`` not a detector.
     """
-    check_query(query, ("window", "hop", "vad"))
+    check_query(query, ("window", "hop", "vad", "speakers"))
     defaults = {name: _default(predict_timeline, name, fallback) if predict_timeline
                 else fallback for name, fallback in (("window", DEFAULT_WINDOW),
                                                      ("hop", DEFAULT_HOP))}
@@ -470,6 +495,16 @@ def timeline_options(query: Mapping[str, str],
         else:
             raise ApiError(422, f"vad must be one of {', '.join(VAD_METHODS)} or none, "
                                 f"got {vad[:40]!r}", field="vad")
+    speakers = query.get("speakers")
+    if speakers is not None:  # a conversation: separate the voices (auto or N)
+        from emovox.diarization import MAX_SPEAKERS, check_speakers
+
+        try:
+            options["speakers"] = check_speakers(speakers[:8])
+        except ValueError as error:
+            raise ApiError(422, str(error), field="speakers") from None
+        if options["speakers"] != "auto" and options["speakers"] > MAX_SPEAKERS:
+            raise ApiError(422, f"speakers: at most {MAX_SPEAKERS}", field="speakers")
     return options
 
 
@@ -640,8 +675,12 @@ def create_app(
             segment.update({k: v for k, v in extra.items()
                             if v is None or isinstance(v, (str, int, float, bool))})
             segments.append(segment)
-        return {"file": upload.filename, "duration": round(duration, 3), "classes": classes,
-                "segments": segments, "seconds": round(time.perf_counter() - start, 4)}
+        answer = {"file": upload.filename, "duration": round(duration, 3), "classes": classes,
+                  "segments": segments}
+        if "speaker" in frame.columns:  # a conversation: who spoke when, how each felt
+            answer.update(conversation_json(frame))
+        answer["seconds"] = round(time.perf_counter() - start, 4)
+        return answer
 
     async def run(upload: Upload, func: Callable[..., dict[str, Any]], *args: Any
                   ) -> dict[str, Any]:

@@ -8,6 +8,8 @@
 const CONFIG = Object.assign({
   /** Recordings at least this long (s) also get a timeline, when the model offers one. */
   timelineMinSeconds: 12,
+  /** Speakers of a timeline: "auto" separates the voices (per-speaker summary), "" never. */
+  timelineSpeakers: "auto",
   /** Sample rate of the WAV files the page makes from recordings. */
   wavSampleRate: 16000,
   /** Longest microphone recording (s); the server's own limit applies too. */
@@ -314,7 +316,8 @@ function renderTimeline(data) {
   box.replaceChildren();
   $("timeline-legend").replaceChildren();
   if (!segments.length) { $("timeline-card").hidden = true; return; }
-  const W = 900, H = 250, L = 40, R = 12, T = 12, strip = 16, B = 46;
+  const turns = data.speaker_turns || [];
+  const W = 900, H = turns.length ? 272 : 250, L = 40, R = 12, T = 12, strip = 16, B = turns.length ? 68 : 46;
   const plotH = H - T - B;
   const end = Math.max(data.duration || 0, ...segments.map((s) => s.end));
   const x = (t) => L + (t / end) * (W - L - R);
@@ -387,7 +390,27 @@ function renderTimeline(data) {
     rect.append(title);
     root.append(rect);
   }
+  // A conversation: who spoke when, one colour per speaker, under the emotions.
+  const speakerColours = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c"];
+  const speakerNames = (data.speakers || []).map((s) => s.speaker);
+  for (const turn of turns) {
+    const rect = svg("rect", {
+      x: x(turn.start), y: stripY + strip + 4, width: Math.max(1, x(turn.end) - x(turn.start)), height: strip,
+      fill: speakerColours[Math.max(0, speakerNames.indexOf(turn.speaker)) % speakerColours.length],
+    });
+    const title = svg("title");
+    title.textContent = `${turn.start.toFixed(1)}–${turn.end.toFixed(1)} s: ${turn.speaker}`;
+    rect.append(title);
+    root.append(rect);
+  }
   box.append(root);
+  (data.speakers || []).forEach((s, i) => {
+    const top = Object.entries(s.emotions).filter(([e]) => e !== "unclassified")
+      .sort((a, b) => b[1] - a[1]).slice(0, 3).map(([e, v]) => `${e} ${pct(v)}`).join(", ");
+    $("timeline-legend").append(el("span", { class: "speaker" },
+      el("i", { style: `background:${speakerColours[i % speakerColours.length]}` }),
+      el("span", { text: `${s.speaker}: ${s.speech_seconds.toFixed(0)} s of speech (${pct(s.speech_share)}) — ${top}` })));
+  });
   for (const name of classes) {
     const style = emotionStyle(name);
     $("timeline-legend").append(el("span", {}, el("i", { style: `background:${style.color}` }),
@@ -437,7 +460,8 @@ async function analyse(blob, filename) {
   }
   if (state.model && state.model.timeline && result.duration >= CONFIG.timelineMinSeconds) {
     try {
-      renderTimeline(await postAudio("/api/timeline", sent, name));
+      const query = CONFIG.timelineSpeakers ? `?speakers=${encodeURIComponent(CONFIG.timelineSpeakers)}` : "";
+      renderTimeline(await postAudio(`/api/timeline${query}`, sent, name));
     } catch (error) {
       showAlert(`Timeline: ${error.message}`);
     }
