@@ -77,7 +77,7 @@ def _assert_same(a: Any, b: Any, classes: list[str]) -> None:
 
 # ------------------------------------------------------------------ parity
 def test_native_and_onnx_agree_on_every_verb(default_onnx, tmp_path):
-    native, onnx_rec = Recognizer(n_jobs=1), OnnxRecognizer(default_onnx)
+    native, onnx_rec = Recognizer(n_jobs=1, runtime="torch"), OnnxRecognizer(default_onnx)
     classes = native.classes
     assert onnx_rec.classes == classes
     paths = _voices(tmp_path)
@@ -86,7 +86,7 @@ def test_native_and_onnx_agree_on_every_verb(default_onnx, tmp_path):
                  onnx_rec.predict_files(paths, progress=False), classes)
     _assert_same(native.predict_file(paths[0]), onnx_rec.predict_file(paths[0]), classes)
     lone = native.predict_file(paths[0])
-    plain = Recognizer(n_jobs=1, adapt="none").predict_file(paths[0])
+    plain = Recognizer(n_jobs=1, adapt="none", runtime="torch").predict_file(paths[0])
     np.testing.assert_allclose(_probabilities(lone, classes), _probabilities(plain, classes))
     # a signal at another rate
     signal = synth_voice(2.5, 44100, seed=3)
@@ -120,7 +120,7 @@ def test_uncertain_answers_survive_the_export(uncertain, tmp_path):
 
 def test_calibration_below_the_threshold_applies_on_neither_runtime(default_onnx, tmp_path):
     paths = _voices(tmp_path, n=3)
-    for recognizer in (Recognizer(n_jobs=1), OnnxRecognizer(default_onnx)):
+    for recognizer in (Recognizer(n_jobs=1, runtime="torch"), OnnxRecognizer(default_onnx)):
         with pytest.warns(UserWarning, match="calibration not applied"):
             assert recognizer.calibrate(paths) == 3
         assert not recognizer.calibrated
@@ -128,7 +128,7 @@ def test_calibration_below_the_threshold_applies_on_neither_runtime(default_onnx
 
 # ------------------------------------------------------------------ isolation
 def test_a_live_stream_leaves_the_recognizers_files_unchanged(tmp_path):
-    recognizer = Recognizer(n_jobs=1)
+    recognizer = Recognizer(n_jobs=1, runtime="torch")
     paths = _voices(tmp_path)
     before = recognizer.predict_files(paths, progress=False)
     live = recognizer.stream(window=2.0, hop=0.5, vad=None)
@@ -140,12 +140,12 @@ def test_a_live_stream_leaves_the_recognizers_files_unchanged(tmp_path):
     assert recognizer.adapter.mode == "batch"
 
 
-def test_inference_imports_no_training_code(default_onnx):
+def test_inference_imports_no_training_code():
     code = (
         "import sys\n"
         "import emovox.recognizer, emovox.timeline, emovox.listen, emovox.serve.app\n"
         "import emovox.inference.engine, emovox.inference.onnx_backend\n"
-        f"r = emovox.recognizer.Recognizer({str(default_onnx)!r})\n"
+        "r = emovox.recognizer.Recognizer()  # the packaged model, as the CLI runs it\n"
         "from emovox.synth import synth_voice\n"
         "r.predict_signal(synth_voice(1.5), 16000)\n"
         "bad = [m for m in sys.modules if m.startswith('emovox.') and m.split('.')[1] in\n"
@@ -198,3 +198,20 @@ def test_a_long_file_is_answered_from_all_of_it(tmp_path):
     voiced = timeline[timeline["emotion"].notna()]
     np.testing.assert_allclose(_probabilities(whole, classes)[0],
                                _probabilities(voiced, classes).mean(axis=0), atol=1e-9)
+
+
+def test_the_packaged_onnx_model_is_the_packaged_bundle():
+    """The command line runs the packaged export: it must answer as the bundle does."""
+    from emovox.inference.packaged import packaged_onnx
+
+    folder = packaged_onnx()
+    assert folder is not None, ("src/emovox/bundles/default-onnx is missing or stale: "
+                                "emovox export --onnx src/emovox/bundles/default-onnx")
+    auto, native = Recognizer(n_jobs=1), Recognizer(n_jobs=1, runtime="torch")
+    assert (auto.engine_name, native.engine_name) == ("onnx", "torch")
+    signal = synth_voice(2.5, 22050, seed=9)
+    np.testing.assert_allclose(
+        _probabilities(auto.predict_signal(signal, 22050), auto.classes),
+        _probabilities(native.predict_signal(signal, 22050), native.classes), atol=TOLERANCE)
+    with pytest.raises(Exception, match="runtime must be"):
+        Recognizer(runtime="tensorflow")

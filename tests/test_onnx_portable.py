@@ -174,14 +174,15 @@ def test_waveform_export_matches_native(default_exports: tuple[Path, Path],
         sf.write(paths[-1], (0.1 + 0.1 * n) * synth_voice(1.5 + 0.1 * n, f0=110 + 12 * n,
                                                           seed=40 + n), RATE)
     for adapt in ("none", "batch"):
-        a = Recognizer(n_jobs=1, adapt=adapt).predict_files(paths, progress=False)
+        a = Recognizer(n_jobs=1, adapt=adapt, runtime="torch").predict_files(paths, progress=False)
         b = OnnxRecognizer(folder, adapt=adapt).predict_files(paths, progress=False)
         np.testing.assert_allclose(_probabilities(b, classes), _probabilities(a, classes),
                                    atol=TOLERANCE)
     # A timeline (many equal 2 s windows: one batch), adapted as a stream.
     signal = np.concatenate([synth_voice(3.0, seed=i) * (0.5 if i % 2 else 0.05)
                              for i in range(6)])
-    a = Recognizer(n_jobs=1).predict_timeline(signal, sample_rate=RATE, vad="energy")
+    a = Recognizer(n_jobs=1, runtime="torch").predict_timeline(signal, sample_rate=RATE,
+                                                              vad="energy")
     b = OnnxRecognizer(folder).predict_timeline(signal, sample_rate=RATE, vad="energy")
     assert a.index.equals(b.index) and a["emotion"].notna().sum() >= 10
     assert np.nanmax(np.abs(_probabilities(a, classes) - _probabilities(b, classes))) < TOLERANCE

@@ -252,7 +252,6 @@ def predict(
     errors (bad options, a --format contradicting the --output extension).
     """
     from emovox.recognizer import Recognizer
-    from emovox.synth import synth_voice
     from emovox.timeline import ResultsFile, check_window, timeline_complete
     from emovox.vad import VAD_METHODS
 
@@ -326,6 +325,8 @@ def predict(
     failures: list[tuple[str, str]] = []
     skipped = 0
     if sample:
+        from emovox.synth import synth_voice  # scipy.signal: only when asked for
+
         signal = synth_voice(2.5)
         frames.append(recognizer.predict_timeline(signal, sample_rate=16000,
                                                   name="<synthetic voice>", **options)

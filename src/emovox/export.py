@@ -55,7 +55,6 @@ import hashlib
 import json
 import logging
 import math
-import shutil
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -68,7 +67,7 @@ import numpy as np
 from emovox import __version__
 from emovox.errors import BundleError
 from emovox.export_adaptation import linear_head_probabilities, write_adaptation
-from emovox.fileio import replace_folder
+from emovox.fileio import atomic_folder
 from emovox.inference.frontend import (
     MAX_MEL_FRAMES,
     N_FFT,
@@ -85,6 +84,7 @@ from emovox.inference.onnx_backend import (
     SPEC_FILE,
     missing_onnx,
 )
+from emovox.inference.packaged import bundle_digest
 from emovox.normalization import DEFAULT_PRIOR_WEIGHT
 from emovox.recognizer import MAX_FILE_SECONDS, OnnxRecognizer
 
@@ -170,6 +170,7 @@ def export_onnx(
         raise BundleError(f"graph_input must be one of {GRAPH_INPUTS}, got {graph_input!r}")
 
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+    source = bundle
     adapted = None
     if bundle.unadapted_model is not None:
         # The graph sees one recording at a time: it holds the model for no adaptation,
@@ -279,6 +280,8 @@ def export_onnx(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "emovox_version": __version__,
+        # The folder the bundle was loaded from (emovox.inference.packaged.bundle_digest).
+        "bundle_sha256": bundle_digest(source.path) if source.path is not None else None,
         "model_file": MODEL_FILE,
         "graph": {"kind": kind, "contains": contains, "opset": opset, "input": input_spec,
                   "output": {"name": "probabilities", "dtype": "float32",
@@ -303,9 +306,7 @@ def export_onnx(
             "description": "the pooled encoder features (input of the adaptation)"}
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
-    try:
+    with atomic_folder(out_dir) as work:
         onnx.save_model(proto, str(work / MODEL_FILE), save_as_external_data=False)
         if int8:
             float_model = work / "float32.onnx"
@@ -326,10 +327,6 @@ def export_onnx(
             spec["check"]["float32"] = _int8_check(work, float_model, check)
             float_model.unlink()
         (work / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-        replace_folder(work, out_dir)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -39,23 +39,54 @@ WHOLE = "whole recording"
 AGGREGATE_WINDOW, AGGREGATE_HOP = 2.0, 1.0
 
 
-def make_backend(model: Bundle | str | Path | None = None, n_jobs: int = -1) -> Backend:
+#: Model runtimes: ``auto`` runs the packaged default model on ONNX Runtime when its
+#: export is current (same answers, a fraction of the start-up), any other model as given.
+RUNTIMES = ("auto", "torch", "onnx")
+
+
+def make_backend(model: Bundle | str | Path | None = None, n_jobs: int = -1,
+                 runtime: str = "auto") -> Backend:
     """The runtime for a model: a bundle runs natively, an ONNX export on ONNX Runtime.
 
     Parameters
     ----------
     model : Bundle, str or Path, optional
         A loaded bundle, a bundle folder, an ONNX export folder (it holds
-        ``preprocessing.json``), or None for the packaged default bundle.
+        ``preprocessing.json``), or None for the packaged default model.
     n_jobs : int
         Processes for multi-file feature extraction.
+    runtime : {"auto", "torch", "onnx"}
+        For the default model: ``auto`` and ``onnx`` take its packaged ONNX export
+        (``onnx`` insists on it), ``torch`` the bundle. Other models run on the
+        runtime their folder is for; asking for the other one is an error.
+
+    Raises
+    ------
+    ConfigError
+        An unknown runtime, or one the model does not exist for.
     """
-    from emovox.inference.onnx_backend import SPEC_FILE
+    from emovox.inference.onnx_backend import SPEC_FILE, OnnxBackend
 
-    if isinstance(model, str | Path) and (Path(model) / SPEC_FILE).is_file():
-        from emovox.inference.onnx_backend import OnnxBackend
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    onnx_jobs = 1 if n_jobs < 0 else n_jobs
+    if model is None and runtime != "torch":
+        from emovox.inference.packaged import packaged_onnx
 
-        return OnnxBackend(model, n_jobs=1 if n_jobs < 0 else n_jobs)
+        folder = packaged_onnx()
+        if folder is not None:
+            return OnnxBackend(folder, n_jobs=onnx_jobs)
+        if runtime == "onnx":
+            raise ConfigError("the packaged ONNX model is missing, stale or onnxruntime is "
+                              "not installed; use runtime 'torch' or reinstall emovox")
+    is_export = isinstance(model, str | Path) and (Path(model) / SPEC_FILE).is_file()
+    if is_export:
+        if runtime == "torch":
+            raise ConfigError(f"{model} is an ONNX export: it runs on the 'onnx' runtime")
+        return OnnxBackend(model, n_jobs=onnx_jobs)  # type: ignore[arg-type]
+    if runtime == "onnx" and model is not None:
+        raise ConfigError(f"{model} is a bundle: export it first (emovox export --onnx DIR) "
+                          "to run it on ONNX Runtime")
     from emovox.bundle import Bundle, load_bundle
     from emovox.inference.torch_backend import TorchBackend
 
@@ -81,13 +112,18 @@ class Recognizer(FileVerbs):
         :mod:`emovox.adaptation`): ``"auto"`` uses the files predicted together
         (``batch``) for files and folders and running statistics (``stream``) for
         timelines and live streams. Ignored by models trained without normalisation.
+    runtime : {"auto", "torch", "onnx"}
+        Model runtime (see :func:`make_backend`): by default the packaged model runs
+        on ONNX Runtime, with the same answers as the native bundle.
     backend : Backend, optional
-        A ready runtime (then ``bundle`` and ``n_jobs`` are ignored).
+        A ready runtime (then ``bundle``, ``n_jobs`` and ``runtime`` are ignored).
     """
 
     def __init__(self, bundle: Bundle | str | Path | None = None, n_jobs: int = -1,
-                 adapt: str = "auto", backend: Backend | None = None) -> None:
-        self.backend = backend if backend is not None else make_backend(bundle, n_jobs)
+                 adapt: str = "auto", backend: Backend | None = None,
+                 runtime: str = "auto") -> None:
+        self.backend = backend if backend is not None else make_backend(bundle, n_jobs,
+                                                                        runtime)
         self.engine = Engine(self.backend, adapt)
         self.n_jobs = n_jobs
 

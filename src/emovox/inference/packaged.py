@@ -1,0 +1,67 @@
+"""The models that ship inside the package: the default bundle and its ONNX export.
+
+The ONNX export (``bundles/default-onnx``, made by ``emovox export --onnx
+src/emovox/bundles/default-onnx``) answers as the bundle does (probabilities within
+1e-6) and loads in a fraction of the time, without torch or scikit-learn, so the
+command line and the server use it by default. It records the digest of the bundle it
+was made from; a stale export (the bundle rebuilt, the export not) is never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from importlib import resources
+from pathlib import Path
+
+#: The files of a bundle whose content decides its answers.
+MODEL_FILES = ("bundle.json", "model.skops", "model_unadapted.skops", "reference_stats.npz",
+               "network/weights.safetensors", "network/neural.json")
+
+
+def bundles_root() -> Path:
+    """The folder of the packaged models."""
+    return Path(str(resources.files("emovox") / "bundles"))
+
+
+def bundle_digest(folder: str | Path) -> str:
+    """SHA-256 over a bundle's model files (names and contents), in a fixed order.
+
+    Parameters
+    ----------
+    folder : str or Path
+        A bundle folder.
+
+    Returns
+    -------
+    str
+        Hex digest; equal for bundles whose model files are byte-identical.
+    """
+    digest = hashlib.sha256()
+    for name in MODEL_FILES:
+        path = Path(folder) / name
+        if path.is_file():
+            digest.update(name.encode() + b"\0")
+            with path.open("rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
+def packaged_onnx() -> Path | None:
+    """The packaged ONNX export of the default bundle, if present, current and runnable.
+
+    Returns None when the export is missing, was made from another bundle than the
+    packaged one, or onnxruntime is not installed.
+    """
+    folder = bundles_root() / "default-onnx"
+    spec_file = folder / "preprocessing.json"
+    if not spec_file.is_file():
+        return None
+    try:
+        recorded = json.loads(spec_file.read_text()).get("bundle_sha256")
+        import onnxruntime  # noqa: F401  (the runtime it needs)
+    except (ValueError, ImportError):
+        return None
+    if recorded != bundle_digest(bundles_root() / "default"):
+        return None
+    return folder
