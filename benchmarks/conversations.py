@@ -5,7 +5,9 @@ folder (never kept): the speakers of one conversation come from one corpus; turn
 1-8 s alternate between them (a turn is one speaker's utterances of one emotion, their
 silences trimmed, cut to the drawn length), separated by pauses of 0.1-1.0 s or
 overlapping the previous turn by 0.2-0.5 s (a quarter of the changes), over a low
-noise floor. Each turn's speaker and emotion are known.
+noise floor. Each turn's speaker and emotion are known; its reference speech is what
+the silero detector finds in the turn alone (the files' own silences and noise are
+nobody's speech).
 
 Printed, in one run:
 
@@ -61,6 +63,7 @@ class Turn:
     speaker: str
     emotion: str
     samples: np.ndarray
+    speech: list[tuple[float, float]]  # where the turn is speech, in the conversation
 
 
 def trimmed(path: str) -> np.ndarray:
@@ -77,6 +80,8 @@ def trimmed(path: str) -> np.ndarray:
 def build(table: pd.DataFrame, n_speakers: int, seconds: float,
           rng: np.random.Generator) -> tuple[np.ndarray, list[Turn]]:
     """A conversation of ``n_speakers`` speakers of ``table`` lasting about ``seconds``."""
+    from emovox.vad import speech_segments
+
     voices = rng.choice(sorted(table["speaker"].unique()), n_speakers, replace=False)
     pools = {v: table[table["speaker"] == v] for v in voices}
     turns: list[Turn] = []
@@ -101,8 +106,13 @@ def build(table: pd.DataFrame, n_speakers: int, seconds: float,
             start = max(turns[-1].start + 0.5, cursor - rng.uniform(*OVERLAP_SECONDS))
         else:
             start = cursor + (rng.uniform(*PAUSE_SECONDS) if turns else 0.5)
+        # The reference speech: the detector on the turn alone (the corpus files carry
+        # silence and noise that are nobody's speech), as simulated-conversation
+        # benchmarks do.
+        spans = speech_segments(speech, RATE) or [(0.0, speech.size / RATE)]
         turns.append(Turn(round(start, 3), round(start + speech.size / RATE, 3),
-                          str(speaker), str(emotion), speech))
+                          str(speaker), str(emotion), speech,
+                          [(round(start + a, 3), round(start + b, 3)) for a, b in spans]))
         cursor, current = turns[-1].end, speaker
     total = round((cursor + 0.5) * RATE)
     mix = NOISE_LEVEL * rng.standard_normal(total)
@@ -118,8 +128,8 @@ def der(turns: list[Turn], hypothesis: list[tuple[float, float, str]]) -> float:
     from pyannote.metrics.diarization import DiarizationErrorRate
 
     reference, found = Annotation(), Annotation()
-    for k, turn in enumerate(turns):
-        reference[Segment(turn.start, turn.end), k] = turn.speaker
+    for k, (a, b, speaker) in enumerate((a, b, t.speaker) for t in turns for a, b in t.speech):
+        reference[Segment(a, b), k] = speaker
     for k, (a, b, speaker) in enumerate(hypothesis):
         found[Segment(a, b), k] = speaker
     return float(DiarizationErrorRate(collar=COLLAR, skip_overlap=False)(reference, found))

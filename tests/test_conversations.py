@@ -169,3 +169,27 @@ def test_plot_has_one_lane_per_speaker(conversation, recognizer, tmp_path):
     frame = recognizer.predict_timeline(signal, sample_rate=RATE, vad="energy", speakers=2)
     out = plot_timeline(frame, tmp_path / "conversation.png")
     assert out.stat().st_size > 10_000
+
+
+def test_api_timeline_with_speakers(conversation, recognizer, tmp_path):
+    pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+    import soundfile as sf
+    from fastapi.testclient import TestClient
+
+    from emovox.serve import create_app
+
+    signal, _ = conversation
+    path = tmp_path / "call.wav"
+    sf.write(path, signal, RATE)
+    with TestClient(create_app(recognizer)) as client:
+        bad = client.post("/api/timeline?speakers=zero", files={"file": ("call.wav", b"x")})
+        assert bad.status_code == 422 and bad.json()["field"] == "speakers"
+        with path.open("rb") as handle:
+            response = client.post("/api/timeline?speakers=2&vad=energy",
+                                   files={"file": ("call.wav", handle, "audio/wav")})
+    assert response.status_code == 200, response.text
+    data = response.json()
+    assert [s["speaker"] for s in data["speakers"]] == ["S1", "S2"]
+    assert {seg["speaker"] for seg in data["segments"] if seg["speech"]} == {"S1", "S2"}
+    assert sum(s["speech_share"] for s in data["speakers"]) == pytest.approx(1.0, abs=1e-3)
+    assert all(t["speaker"] in ("S1", "S2") for t in data["speaker_turns"])
