@@ -11,19 +11,19 @@ in a random order (fixed seed), separated by 0.3-1.5 s pauses of low noise, and
 remembers each utterance's (start, end, label). Then, in one run and with the same
 number of threads on both sides:
 
-- times ``Recognizer().predict_timeline(file)`` (default bundle, 2 s windows every
-  1 s, silero VAD) and scores it against the known labels: window UAR (each
-  classified window labelled by the utterance covering most of it) and utterance
-  UAR (the probabilities of an utterance's windows averaged; an utterance without a
-  classified window counts as wrong);
+- times the timeline (2 s windows every 1 s, silero VAD) of the same recording on each
+  runtime, and scores it against the known labels: window UAR (each classified window
+  labelled by the utterance covering most of it) and utterance UAR (the probabilities
+  of an utterance's windows averaged; an utterance without a classified window counts
+  as wrong). The runtimes: **before**, the landed path (the native bundle, each window
+  encoded alone); the native bundle with a chunk's windows batched; the packaged ONNX
+  export (float32, the default); and an int8 export (``--no-onnx`` skips the int8);
 - times CTranslate2 int8 encoding the same audio once with the same Whisper tiny.en
-  encoder (log-mel of 3, 10 or 30 s chunks, the fastest kept) and prints the ratio;
-- times ``predict_signal`` on a 3 s clip (p50) and one ``emovox predict one.wav``
-  command (wall time and peak RSS of the child process);
-- exports the default bundle to ONNX twice (float32, and ``--int8``: MatMul weights
-  quantised) into the temporary folder and times the same timeline on each export
-  (ONNX Runtime, the same threads), with its ratio to CTranslate2 int8 and its window
-  and utterance UAR (``--no-onnx`` skips this).
+  encoder (log-mel of 3, 10 or 30 s chunks, the fastest kept) and prints each
+  timeline's ratio to it;
+- times ``predict_signal`` on a real 3 s clip (p50, p95) on each runtime, and one
+  ``emovox predict one.wav`` command (wall time and peak RSS of the child process)
+  with the default model and with the native bundle.
 
 The bundle was trained on these corpora, so the UARs compare inference engines on
 the same recording; they are not accuracy estimates.
@@ -215,7 +215,7 @@ def latencies(recognizer: object, clip: np.ndarray, n: int = 30, warmup: int = 3
     return np.asarray(times)
 
 
-def cli_call(path: Path) -> tuple[float, float]:
+def cli_call(path: Path, *options: str) -> tuple[float, float]:
     """Wall seconds and peak RSS (MB) of ``emovox predict path`` in a fresh process.
 
     The peak is read with ``/usr/bin/time -v`` when it exists, else from
@@ -223,7 +223,7 @@ def cli_call(path: Path) -> tuple[float, float]:
     """
     emovox = Path(sys.executable).with_name("emovox")
     command = [str(emovox) if emovox.exists() else shutil.which("emovox") or "emovox",
-               "predict", str(path)]
+               "predict", *options, str(path)]
     timer = Path("/usr/bin/time")
     if timer.exists():
         command = [str(timer), "-v", *command]
@@ -247,43 +247,46 @@ def set_threads(recognizer: object, threads: int) -> None:
         inner.threads = threads
 
 
-def timeline_on_onnx(folder: Path, long_file: Path, utterances: list[Utterance], int8: bool,
-                     threads: int, ct2: float, report: Any) -> None:
-    """Export the default bundle (float32 or int8) and report its timeline's speed and UAR.
+class WindowByWindow:
+    """The landed timeline's encoding: a backend that encodes each window on its own."""
 
-    Parameters
-    ----------
-    folder : Path
-        Temporary folder to export into.
-    long_file : Path
-        The recording.
-    utterances : list of Utterance
-        Its true labels.
-    int8 : bool
-        Quantise the export's MatMul weights.
-    threads : int
-        ONNX Runtime intra-op threads.
-    ct2 : float
-        CTranslate2 int8 seconds for the same audio (the ratio's denominator).
-    report : callable
-        ``report(name, value)`` of :func:`main`.
-    """
-    from emovox.export import export_onnx
-    from emovox.recognizer import OnnxRecognizer
+    def __init__(self, backend: Any) -> None:
+        self.inner = backend
 
-    name = "ONNX int8" if int8 else "ONNX float32"
-    export = export_onnx(None, folder / ("int8" if int8 else "float32"), int8=int8)
-    recognizer = OnnxRecognizer(export, threads=threads)
-    recognizer.predict_signal(sf.read(utterances[0].path, dtype="float32")[0], RATE)  # warm
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def encode(self, signals: list[np.ndarray], sample_rate: int) -> Any:
+        from emovox.inference.engine import Encoded
+
+        parts = [self.inner.encode([signal], sample_rate) for signal in signals]
+        usable = np.array([bool(part.usable[0]) for part in parts])
+        kept = [part for part in parts if part.usable[0]]
+        n = len(self.inner.classes)
+        features = (np.concatenate([part.features for part in kept]) if kept
+                    else np.zeros((0, 0), np.float32))
+        plain = np.concatenate([part.plain for part in kept]) if kept else np.zeros((0, n))
+        return Encoded(features, plain, usable)
+
+
+def timed_timeline(name: str, recognizer: Any, long_file: Path,
+                   utterances: list[Utterance], ct2: float, report: Any) -> None:
+    """Time one timeline of ``long_file`` and report its speed, ratio and UARs."""
     duration = sf.info(long_file).duration
     started = time.perf_counter()
     frame = recognizer.predict_timeline(long_file)
     seconds = time.perf_counter() - started
     scores = score_timeline(frame, utterances, recognizer.classes)
-    report(f"timeline on {name}", f"{seconds:.1f} s, {duration / seconds:.0f}x real time, "
-           f"{seconds / ct2:.2f}x CTranslate2 int8")
-    report(f"timeline on {name}: window / utterance UAR",
+    report(f"timeline, {name}", f"{seconds:.1f} s, {duration / seconds:.0f}x real time, "
+           f"{seconds / ct2:.2f}x CTranslate2 int8; window / utterance UAR "
            f"{scores['window_uar']:.3f} / {scores['utterance_uar']:.3f}")
+
+
+def cli_native(path: Path) -> tuple[float, float]:
+    """:func:`cli_call` with the packaged bundle given by its folder (the native path)."""
+    from emovox.bundle import default_bundle_path
+
+    return cli_call(path, "--bundle", str(default_bundle_path()))
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
@@ -308,7 +311,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser.add_argument("--n", type=int, default=30, help="3 s clip repetitions")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--no-onnx", dest="onnx", action="store_false",
-                        help="skip the ONNX float32 / int8 timelines")
+                        help="skip the int8 export")
     add_corpora_argument(parser)
     args = parser.parse_args(argv)
     root = corpora_root(args)
@@ -335,26 +338,11 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
                f"{args.threads} thread(s) on both sides")
 
         wall, rss = cli_call(one)  # first child: RUSAGE_CHILDREN is its own peak
-        report("emovox predict one.wav", f"{wall:.2f} s wall, {rss:.0f} MB peak RSS")
-
-        from emovox.recognizer import Recognizer
-
-        recognizer = Recognizer(n_jobs=1)
-        set_threads(recognizer, args.threads)
-        recognizer.predict_signal(clip, RATE)  # loads the encoder and the VAD's imports
-        started = time.perf_counter()
-        frame = recognizer.predict_timeline(long_file)
-        seconds = time.perf_counter() - started
-        classified = int(frame["emotion"].notna().sum())
-        report("timeline (2 s / 1 s, silero VAD)",
-               f"{seconds:.1f} s, {duration / seconds:.0f}x real time, "
-               f"{classified} of {len(frame)} windows classified")
-        scores = score_timeline(frame, utterances, recognizer.classes)
-        report("timeline window UAR", f"{scores['window_uar']:.3f} "
-               f"({scores['windows']} windows overlapping an utterance)")
-        report("timeline utterance UAR", f"{scores['utterance_uar']:.3f} "
-               f"({scores['utterances_seen']} of {scores['utterances']} utterances "
-               "with a window)")
+        report("emovox predict one.wav (default: packaged ONNX)",
+               f"{wall:.2f} s wall, {rss:.0f} MB peak RSS")
+        wall, rss = cli_native(one)
+        report("emovox predict one.wav (native bundle, before)",
+               f"{wall:.2f} s wall, {rss:.0f} MB peak RSS")
 
         encode: dict[float, tuple[float, float]] = {
             chunk: ct2_encode_seconds(signal, chunk, args.threads) for chunk in (3, 10, 30)}
@@ -364,18 +352,35 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
                f"{ct2:.1f} s with {best:g} s chunks (" + ", ".join(
                    f"{c:g} s: {e:.1f}" for c, (e, _) in encode.items())
                + f"); log-mel {mel:.1f} s more")
-        report("timeline / CTranslate2", f"{seconds / ct2:.2f}x "
-               f"({seconds / (ct2 + mel):.2f}x counting CTranslate2's log-mel)")
 
-        native = latencies(recognizer, clip, n=args.n)
-        report(f"predict_signal 3 s clip (n={args.n})",
-               f"p50 {1000 * np.percentile(native, 50):.1f} ms, "
-               f"p95 {1000 * np.percentile(native, 95):.1f} ms")
+        from emovox.inference.packaged import packaged_onnx
+        from emovox.recognizer import OnnxRecognizer, Recognizer
 
+        native = Recognizer(n_jobs=1, runtime="torch")
+        set_threads(native, args.threads)
+        native.predict_signal(clip, RATE)  # loads the encoder and the VAD's imports
+        before = Recognizer(backend=WindowByWindow(native.backend))
+        runtimes: dict[str, Any] = {"native, window by window (before)": before,
+                                    "native, windows batched": native}
+        default = packaged_onnx()
+        if default is not None:
+            runtimes["ONNX float32 (packaged default)"] = OnnxRecognizer(
+                default, threads=args.threads)
         if args.onnx:
-            for int8 in (False, True):
-                timeline_on_onnx(folder, long_file, utterances, int8, args.threads, ct2,
-                                 report)
+            from emovox.export import export_onnx
+
+            runtimes["ONNX int8"] = OnnxRecognizer(
+                export_onnx(None, folder / "int8", int8=True), threads=args.threads)
+        for name, recognizer in runtimes.items():
+            recognizer.predict_signal(clip, RATE)  # warm
+            timed_timeline(name, recognizer, long_file, utterances, ct2, report)
+        for name, recognizer in runtimes.items():
+            if name.startswith("native, windows"):
+                continue  # one clip: the same work as window by window
+            times = latencies(recognizer, clip, n=args.n)
+            report(f"3 s clip, {name.replace(' (before)', '')}",
+                   f"p50 {1000 * np.percentile(times, 50):.1f} ms, "
+                   f"p95 {1000 * np.percentile(times, 95):.1f} ms")
 
     width = max(len(name) for name, _ in rows)
     print(f"\n$ {command.strip()}\n")
