@@ -68,6 +68,14 @@ def test_bad_mappings_are_clear_errors(bad, message):
         get_label_set(bad)
 
 
+def test_a_bad_value_is_quoted_on_one_line():
+    """Found by fuzz/fuzz_bundle.py: a bundle.json class given as a string with a
+    newline made the error span two lines."""
+    with pytest.raises(ConfigError) as excinfo:
+        get_label_set({"classes": {"x": "sad\nangry"}})
+    assert "\n" not in str(excinfo.value) and "['sad\\nangry']" in str(excinfo.value)
+
+
 def test_unknown_name():
     with pytest.raises(ConfigError, match="unknown label set"):
         get_label_set("nine")

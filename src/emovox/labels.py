@@ -65,7 +65,7 @@ class LabelSet:
             if isinstance(members, str):
                 raise ConfigError(
                     f"label set {self.name!r}: class {label!r} must list emotions, "
-                    f"e.g. [{members}]"
+                    f"e.g. [{members!r}]"  # repr: a value from a file stays one line
                 )
             for emotion in members:
                 if emotion not in CANONICAL_EMOTIONS:
