@@ -203,3 +203,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(pytest.mark.corpora)
         if not available:
             item.add_marker(pytest.mark.skip(reason=CORPORA_SKIP_REASON))
+
+
+@pytest.fixture(scope="module")
+def crema_twelve() -> list[str]:
+    """Twelve real CREMA-D utterances (2-3 s), four of each of three speakers."""
+    folder = real_corpus("crema-d/AudioWAV")
+    return [str(path) for speaker in ("1001", "1002", "1003")
+            for path in sorted(folder.glob(f"{speaker}_*"))[:4]]

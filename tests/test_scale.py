@@ -13,7 +13,6 @@ import textwrap
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import real_corpus
 from typer.testing import CliRunner
 
 from emovox.cli import app
@@ -25,11 +24,8 @@ CLASSES = ["angry", "disgust", "fearful", "happy", "neutral", "sad"]
 
 
 @pytest.fixture(scope="module")
-def files() -> list[str]:
-    """Twelve real CREMA-D utterances (2-3 s), four of each of three speakers."""
-    folder = real_corpus("crema-d/AudioWAV")
-    return [str(path) for speaker in ("1001", "1002", "1003")
-            for path in sorted(folder.glob(f"{speaker}_*"))[:4]]
+def files(crema_twelve: list[str]) -> list[str]:
+    return crema_twelve
 
 
 @pytest.fixture(scope="module")
