@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -158,8 +159,10 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
+            # A cluster of this machine only: on loopback, reachable from nowhere else.
             ray.init(num_cpus=num_cpus, object_store_memory=RAY_OBJECT_STORE_BYTES,
-                     include_dashboard=False, log_to_driver=False)
+                     include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")
     return ray
 
 
@@ -187,8 +190,13 @@ class RayPool(Executor):
     def __init__(self, model: ModelRef, adapt: str, workers: int | None = None,
                  address: str | None = None) -> None:
         ray = self.ray = connect_ray(address)
+        cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         if workers is None or workers < 1:
-            workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+            workers = cpus
+        elif workers > cpus:  # an actor needs a CPU: more would wait for one forever
+            warnings.warn(f"the Ray cluster has {cpus} CPU(s): running {cpus} worker(s), "
+                          f"not {workers}", UserWarning, stacklevel=2)
+            workers = cpus
         self.workers = workers
         if isinstance(model, str | os.PathLike):
             model = PackedModel.of(model)
