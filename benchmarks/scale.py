@@ -57,7 +57,8 @@ def main() -> None:
     files = pick_files(args.files)
     import ray
 
-    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False,
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
+             include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)
     rows = []
     for engine, jobs in (("local", 1), ("local", 2), ("ray", 1), ("ray", 2)):

@@ -38,7 +38,8 @@ def expected(files, tmp_path_factory) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False,
+    ray.init(address="local", num_cpus=2, object_store_memory=200 * 1024**2,
+             include_dashboard=False, _node_ip_address="127.0.0.1",
              log_to_driver=False)
     yield
     ray.shutdown()

@@ -159,8 +159,10 @@ def connect_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            # A cluster of this machine only: on loopback, reachable from nowhere else.
-            ray.init(num_cpus=num_cpus, object_store_memory=RAY_OBJECT_STORE_BYTES,
+            # A new cluster of this machine only (address="local": never a stale one
+            # found in Ray's temp folder), on loopback, reachable from nowhere else.
+            ray.init(address="local", num_cpus=num_cpus,
+                     object_store_memory=RAY_OBJECT_STORE_BYTES,
                      include_dashboard=False, log_to_driver=False,
                      _node_ip_address="127.0.0.1")
     return ray
