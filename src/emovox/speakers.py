@@ -27,6 +27,8 @@ SAMPLE_RATE = 16_000
 _N_FFT, _HOP, _N_MELS = 400, 160, 40
 #: Frames of one embedding (1.6 s), the length the encoder was trained on.
 PARTIAL_FRAMES = 160
+#: SHA-256 of ``resemblyzer/pretrained.pt`` (version 0.1.4), checked before it loads.
+GE2E_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
 #: Loudness the encoder's training audio was raised to (dBFS, never lowered).
 _TARGET_DBFS = -30.0
 
@@ -69,7 +71,13 @@ class VoiceEncoder:
     def __init__(self, path: Path | None = None, threads: int | None = None) -> None:
         import torch
 
-        state = torch.load(path or weights_path(), map_location="cpu", weights_only=True)
+        if path is None:  # the packaged weights: pinned like the emotion encoder's
+            from emovox.weights import verify_file
+
+            path = weights_path()
+            verify_file(path, GE2E_SHA256, "the GE2E speaker encoder of resemblyzer 0.1.4")
+        # weights_only: tensors and plain containers, never a pickled callable.
+        state = torch.load(path, map_location="cpu", weights_only=True)
         state = state.get("model_state", state)
         self.lstm = torch.nn.LSTM(_N_MELS, 256, 3, batch_first=True)
         self.linear = torch.nn.Linear(256, 256)

@@ -394,7 +394,6 @@ WHISPER_SHA256: dict[str, tuple[str, ...]] = {
     "base": ("221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54",
              "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408"),
 }
-_VERIFIED: set[tuple[str, int, int]] = set()
 
 
 def whisper_model_files(model: str = "tiny.en") -> list[Path]:
@@ -435,33 +434,22 @@ def whisper_model_files(model: str = "tiny.en") -> list[Path]:
 
 
 def verify_weights(model: str, files: list[Path]) -> None:
-    """Check the weight files of a packaged model against :data:`WHISPER_SHA256`.
-
-    Each file is hashed once per process (again if its size or time changes).
+    """Check the weight files of a packaged model against :data:`WHISPER_SHA256`
+    (:func:`emovox.weights.verify_file`).
 
     Raises
     ------
     ValueError
         A file is missing, or its SHA-256 differs from the pinned one.
     """
-    import hashlib
+    from emovox.weights import verify_file
 
     pinned = WHISPER_SHA256[model]
     if len(files) != len(pinned):
         raise ValueError(f"the Whisper {model} package holds {len(files)} weight files, "
                          f"expected {len(pinned)}: reinstall it")
     for path, expected in zip(files, pinned, strict=True):
-        stat = path.stat()
-        stamp = (str(path), stat.st_size, stat.st_mtime_ns)
-        if stamp in _VERIFIED:
-            continue
-        with path.open("rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256")
-        if digest.hexdigest() != expected:
-            raise ValueError(f"{path}: SHA-256 {digest.hexdigest()} is not the pinned "
-                             f"{expected} of Whisper {model}; refusing to load weights that "
-                             "changed (reinstall the package, or report it)")
-        _VERIFIED.add(stamp)
+        verify_file(path, expected, f"Whisper {model}")
 
 
 def whisper_model_dir() -> Path:
