@@ -77,6 +77,27 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def test_experiment_features_extract_on_ray_as_locally(cluster, files, tmp_path):
+    """The same per-file function, as Ray tasks: the same features, failures and cache."""
+    from emovox.config import load_config
+    from emovox.features import extract_many
+
+    paths = [*files[:6], str(tmp_path / "missing.wav")]
+    local = extract_many(paths, "mfcc_stats", cache_dir=None, n_jobs=1, progress=False)
+    on_ray = extract_many(paths, "mfcc_stats", cache_dir=tmp_path / "cache",
+                          progress=False, engine="ray")
+    np.testing.assert_allclose(on_ray.features, local.features, rtol=1e-5, atol=1e-6)
+    assert list(on_ray.ok) == list(local.ok) and [p for p, _ in on_ray.failures] == [paths[-1]]
+    cached = extract_many(paths, "mfcc_stats", cache_dir=tmp_path / "cache", progress=False,
+                          engine="ray")
+    assert cached.n_cached == 6  # the Ray tasks wrote the cache entries
+    # `emovox evaluate ... --engine ray --address HOST:PORT` sets these config values.
+    config = load_config(data={"name": "x", "corpora": [str(tmp_path)], "labels": "common6",
+                               "features": "mfcc_stats", "model": "logreg"},
+                         overrides=["engine=ray", "address=10.0.0.1:6379"])
+    assert (config.engine, config.address) == ("ray", "10.0.0.1:6379")
+
+
 def test_two_nodes_on_loopback(files, expected, tmp_path):
     ray_bin = str(Path(sys.executable).with_name("ray"))
     port = _free_port()

@@ -578,6 +578,22 @@ Variants = Annotated[list[str] | None, typer.Option(
     "--variant", help="Run only this variant of the recipe (repeat for several)")]
 OutputDir = Annotated[Path | None, typer.Option(help="Folder for the run folders "
                                                      "(default: the config's output_dir)")]
+FeatureEngine = Annotated[str | None, typer.Option(
+    "--engine", help="Where features are extracted: local or ray (default: the config's "
+                     "engine, local)")]
+FeatureAddress = Annotated[str | None, typer.Option(
+    "--address", help="Ray cluster HOST:PORT for --engine ray (default: start one here)")]
+
+
+def _engine_overrides(overrides: list[str] | None, engine: str | None,
+                      address: str | None) -> list[str]:
+    """``--engine``/``--address`` as config overrides (validated with the config)."""
+    extra = [*(overrides or [])]
+    if engine is not None:
+        extra.append(f"engine={engine}")
+    if address is not None:
+        extra.append(f"address={address}")
+    return extra
 
 
 @app.command()
@@ -586,6 +602,8 @@ def experiment(
     overrides: Overrides = None,
     output_dir: OutputDir = None,
     variant: Variants = None,
+    engine: FeatureEngine = None,
+    address: FeatureAddress = None,
 ) -> None:
     """Run a recipe: each of its variants under its stated protocol, one run folder each.
 
@@ -593,7 +611,7 @@ def experiment(
     speaker-independent one and our best model) runs them one after the other;
     leaky variants are labelled LEAKY. 'emovox report' gathers the run folders.
     """
-    _run_recipe(config, overrides, output_dir, variant)
+    _run_recipe(config, _engine_overrides(overrides, engine, address), output_dir, variant)
 
 
 @app.command()
@@ -602,12 +620,14 @@ def evaluate(
     overrides: Overrides = None,
     output_dir: OutputDir = None,
     variant: Variants = None,
+    engine: FeatureEngine = None,
+    address: FeatureAddress = None,
 ) -> None:
     """Evaluate an experiment under its (speaker-independent) protocol and save the run.
 
     The same as 'emovox experiment' (kept for existing scripts).
     """
-    _run_recipe(config, overrides, output_dir, variant)
+    _run_recipe(config, _engine_overrides(overrides, engine, address), output_dir, variant)
 
 
 @app.command()
@@ -649,12 +669,14 @@ def train(
     evaluate_first: Annotated[bool, typer.Option(
         "--evaluate/--no-evaluate", help="Score the protocol first and put it in the card")
     ] = True,
+    engine: FeatureEngine = None,
+    address: FeatureAddress = None,
 ) -> None:
     """Train on all the experiment's data and save a model bundle."""
     from emovox.bundle import save_bundle
     from emovox.experiment import train_bundle
 
-    cfg = _load(config, overrides)
+    cfg = _load(config, _engine_overrides(overrides, engine, address))
     bundle, result = train_bundle(cfg, evaluate=evaluate_first)
     if result is not None:
         print_run(result)

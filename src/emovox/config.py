@@ -162,6 +162,10 @@ class ExperimentConfig(BaseModel):
     output_dir: str = "runs"
     cache_dir: str | None = "default"
     n_jobs: int = -1
+    #: Where features are extracted: ``local`` processes, or a Ray cluster (``address``:
+    #: ``HOST:PORT``; none starts one here). Models are fitted in this process either way.
+    engine: Literal["local", "ray"] = "local"
+    address: str | None = None
 
     @field_validator("corpora", mode="before")
     @classmethod

@@ -88,7 +88,7 @@ def prepare_dataset(config: ExperimentConfig, progress: bool = True) -> Dataset:
     extractor = get_extractor({"name": config.features.name, **config.features.params})
     result = extract_many(
         table["path"].tolist(), extractor, cache_dir=config.cache_dir,
-        n_jobs=config.n_jobs, progress=progress,
+        n_jobs=config.n_jobs, progress=progress, engine=config.engine, address=config.address,
     )
     kept = table.loc[result.ok].reset_index(drop=True)
     features = result.features.reshape(len(kept), -1)

@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -158,6 +158,8 @@ def extract_many(
     n_jobs: int = -1,
     progress: bool = True,
     batch_size: int = 16,
+    engine: str = "local",
+    address: str | None = None,
 ) -> ExtractionResult:
     """Extract features of many files, using and filling the cache, in parallel.
 
@@ -182,6 +184,13 @@ def extract_many(
     batch_size : int
         Most files per worker task (tasks are made smaller when there are few files,
         so every worker gets several).
+    engine : {"local", "ray"}
+        ``local``: loky processes on this machine; ``ray``: the same batches as Ray
+        tasks on the cluster at ``address`` (a new one on this machine without it).
+        On a cluster, every node must see the audio and the cache folder at the same
+        paths (a shared file system); ``n_jobs`` is then the cluster's business.
+    address : str, optional
+        Ray cluster address (``HOST:PORT``), with ``engine="ray"``.
 
     Returns
     -------
@@ -194,8 +203,11 @@ def extract_many(
         raise ConfigError(f"n_jobs must be a non-zero integer (-1: all cores), got {n_jobs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"engine must be 'local' or 'ray', got {engine!r}")
     if isinstance(ext, Fused):
-        return _extract_fused(ext, path_list, cache_dir, n_jobs, progress, batch_size, start)
+        return _extract_fused(ext, path_list, cache_dir, n_jobs, progress, batch_size, start,
+                              engine, address)
     root = resolve_cache_dir(cache_dir)
     cache = FeatureCache(root) if root is not None else None
 
@@ -211,11 +223,20 @@ def extract_many(
     n_cached = len(results)
 
     n_workers = min(joblib.effective_n_jobs(n_jobs), len(misses) // MIN_FILES_PER_WORKER)
+    if engine == "ray" and misses:
+        n_workers = 0  # the cluster's workers, below
     with tqdm(
         total=len(path_list), initial=n_cached, desc=ext.name, unit="file",
         disable=not progress, dynamic_ncols=True,
     ) as bar:
-        if n_workers <= 1:
+        if engine == "ray" and misses:
+            batches = [[(i, path_list[i]) for i in misses[k:k + batch_size]]
+                       for k in range(0, len(misses), batch_size)]
+            for batch_results in _ray_batches(batches, ext, root, address):
+                for i, features, reason in batch_results:
+                    _collect(i, features, reason, results, errors)
+                bar.update(len(batch_results))
+        elif n_workers <= 1:
             for index in misses:
                 for i, features, reason in _process_batch(
                     [(index, path_list[index])], ext.spec(), root
@@ -267,10 +288,11 @@ def extract_many(
 
 
 def _extract_fused(ext: Fused, paths: list[str], cache_dir: str | Path | None, n_jobs: int,
-                   progress: bool, batch_size: int, start: float) -> ExtractionResult:
+                   progress: bool, batch_size: int, start: float, engine: str = "local",
+                   address: str | None = None) -> ExtractionResult:
     """Each part through the cache on its own, then concatenated on the files all parts have."""
-    parts = [extract_many(paths, part, cache_dir, n_jobs, progress, batch_size)
-             for part in ext.extractors]
+    parts = [extract_many(paths, part, cache_dir, n_jobs, progress, batch_size, engine,
+                          address) for part in ext.extractors]
     ok = np.logical_and.reduce([part.ok for part in parts])
     # A part's rows are its ok files; keep those every part has, in input order.
     columns = [part.features[ok[part.ok]] for part in parts]
@@ -286,6 +308,25 @@ def _extract_fused(ext: Fused, paths: list[str], cache_dir: str | Path | None, n
         n_cached=min(part.n_cached for part in parts),
         paths=paths,
     )
+
+
+def _ray_batches(batches: list[list[tuple[int, str]]], ext: FeatureExtractor,
+                 root: Path | None, address: str | None
+                 ) -> Iterator[list[tuple[int, np.ndarray | None, str | None]]]:
+    """:func:`_process_batch` of every batch as a Ray task (one CPU each), as they finish.
+
+    Ray retries a task whose worker died; a worker process keeps its loaded encoder for
+    the next task, so the model loads once per worker.
+    """
+    from emovox.scale.cluster import connect_ray
+
+    ray = connect_ray(address)
+    task = ray.remote(num_cpus=1, max_retries=3)(_process_batch)
+    spec, module = ext.spec(), type(ext).__module__
+    pending = [task.remote(batch, spec, root, module) for batch in batches]
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        yield ray.get(done[0])
 
 
 def _process_batch(

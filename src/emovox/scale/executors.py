@@ -19,7 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from emovox.errors import ConfigError
+from emovox.scale.cluster import connect_ray
 from emovox.scale.work import ModelRef, PackedModel, Record, encode_batch, load_recognizer
 
 Batch = list[str]
@@ -27,8 +27,6 @@ Batch = list[str]
 IN_FLIGHT_PER_WORKER = 2
 #: Times a local pool is rebuilt after a worker died before the job gives up.
 MAX_POOL_RESTARTS = 3
-#: Object store of a Ray cluster started on this machine (the default reserves 30% of RAM).
-RAY_OBJECT_STORE_BYTES = 256 * 1024**2
 
 
 class Executor(ABC):
@@ -142,32 +140,6 @@ class LocalPool(Executor):
 
 
 # ----------------------------------------------------------------------------- Ray
-def require_ray() -> Any:
-    """The ``ray`` module, or a ConfigError saying how to install it."""
-    try:
-        import ray
-    except ImportError as error:
-        raise ConfigError("--engine ray needs Ray: pip install 'emovox[ray]'") from error
-    return ray
-
-
-def connect_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
-    """Join the cluster at ``address``, or start one on this machine (object store
-    bounded); a Ray already initialised in this process is used as it is."""
-    ray = require_ray()
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            # A new cluster of this machine only (address="local": never a stale one
-            # found in Ray's temp folder), on loopback, reachable from nowhere else.
-            ray.init(address="local", num_cpus=num_cpus,
-                     object_store_memory=RAY_OBJECT_STORE_BYTES,
-                     include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1")
-    return ray
-
-
 class _RayWorker:
     """A Ray actor holding one loaded model (the class is made remote lazily)."""
 
