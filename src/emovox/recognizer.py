@@ -278,7 +278,7 @@ class Recognizer(FileVerbs):
                               "of several seconds, are needed")
 
     # ------------------------------------------------------------------ whole recordings
-    def _is_long(self, seconds: float) -> bool:
+    def is_long(self, seconds: float) -> bool:
         """Longer than what the model analyses at once: answered from its windows."""
         return seconds > self.backend.max_seconds + 1e-6
 
@@ -290,11 +290,26 @@ class Recognizer(FileVerbs):
         frame["basis"] = WHOLE
         return frame
 
-    def _aggregate(self, source: str | Path | np.ndarray, name: str,
-                   sample_rate: int | None = None) -> pd.DataFrame:
-        """One row for a long recording: the mean probabilities of its speech windows
-        (of all its windows when the detector finds no speech, as a short recording is
-        answered whole without one)."""
+    def predict_long(self, source: str | Path | np.ndarray, name: str,
+                     sample_rate: int | None = None) -> pd.DataFrame:
+        """One row for a recording longer than :meth:`is_long` allows: the mean
+        probabilities of its timeline's speech windows (of all its windows when the
+        detector finds no speech, as a short recording is answered whole without one).
+
+        Parameters
+        ----------
+        source : str, Path or np.ndarray
+            A file, or samples (then give ``sample_rate``).
+        name : str
+            ``file`` value of the row.
+        sample_rate : int, optional
+            Rate of array samples in Hz.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row; ``basis`` says how many windows it averages.
+        """
         options = {"window": AGGREGATE_WINDOW, "hop": AGGREGATE_HOP, "name": name,
                    "sample_rate": sample_rate, "keep_nonspeech": False}
         frame = self.predict_timeline(source, **options)
@@ -327,8 +342,8 @@ class Recognizer(FileVerbs):
         """
         signal = check_signal(signal, sample_rate, name, max_duration=MAX_FILE_SECONDS)
         duration = len(signal) / sample_rate
-        if self._is_long(duration):
-            return self._aggregate(signal, name, sample_rate)
+        if self.is_long(duration):
+            return self.predict_long(signal, name, sample_rate)
         encoded = self.backend.encode([signal], sample_rate)
         if not encoded.usable[0]:  # the backend's own checks refused it: say why
             check_signal(resample(signal, sample_rate, self.sample_rate), self.sample_rate,
@@ -344,7 +359,7 @@ class Recognizer(FileVerbs):
         ones are answered from their own timeline.
         """
         durations, failures = check_durations(paths, MAX_FILE_SECONDS)
-        short = [p for p, seconds in durations.items() if not self._is_long(seconds)]
+        short = [p for p, seconds in durations.items() if not self.is_long(seconds)]
         frames = []
         if short:
             encoded, failed = self.backend.encode_files(short, progress=progress)
@@ -354,9 +369,9 @@ class Recognizer(FileVerbs):
             if tuples:
                 frames.append(self._whole(encoded, tuples))
         for path, seconds in durations.items():
-            if self._is_long(seconds):
+            if self.is_long(seconds):
                 try:
-                    frames.append(self._aggregate(path, path))
+                    frames.append(self.predict_long(path, path))
                 except AudioError as error:
                     failures.append((path, str(error)))
         frame = pd.concat(frames) if frames else _empty(self.classes)

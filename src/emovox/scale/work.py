@@ -115,7 +115,7 @@ def encode_records(recognizer: Recognizer, files: list[str]) -> list[Record]:
     keep_features = recognizer.backend.reference is not None
     durations, failed = check_durations(files, MAX_FILE_SECONDS)
     out: dict[str, Record] = {p: _record(p, error=reason) for p, reason in failed}
-    short = [p for p, seconds in durations.items() if not recognizer._is_long(seconds)]
+    short = [p for p, seconds in durations.items() if not recognizer.is_long(seconds)]
     if short:
         encoded, failed = recognizer.backend.encode_files(short)
         out.update({p: _record(p, error=reason) for p, reason in failed})
@@ -126,9 +126,9 @@ def encode_records(recognizer: Recognizer, files: list[str]) -> list[Record]:
                 plain=None if encoded.plain is None else encoded.plain[row],
                 features=encoded.features[row] if keep_features else None)
     for path, seconds in durations.items():
-        if recognizer._is_long(seconds):
+        if recognizer.is_long(seconds):
             try:
-                row = recognizer._aggregate(path, path)
+                row = recognizer.predict_long(path, path)
             except AudioError as error:
                 out[path] = _record(path, error=failure_reason(path, error))
                 continue
