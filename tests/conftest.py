@@ -151,6 +151,31 @@ SYNTHETIC_STYLE = {"angry": (220.0, 0.45, 0.6), "sad": (95.0, 0.05, 0.15),
                    "happy": (180.0, 0.35, 0.4)}
 
 
+def write_tiny_corpus(root: Path, styles: dict[str, tuple[float, float, float]],
+                      speakers: int = 3, takes: int = 3, rate: int = 16000) -> Path:
+    """Synthetic 1 s voices, ``speakers`` x emotions of ``styles`` x ``takes``, and their
+    manifest (``path, emotion, speaker, gender``); returns the manifest's path.
+
+    ``styles`` maps an emotion to ``(f0, f0_range, loudness)`` of :func:`synth_voice`.
+    """
+    import pandas as pd
+
+    from emovox.synth import synth_voice
+
+    rows = []
+    for s in range(speakers):
+        for emotion, (f0, swing, loud) in styles.items():
+            for take in range(takes):
+                path = root / f"s{s}_{emotion}_{take}.wav"
+                sf.write(path, synth_voice(1.0, rate, f0=f0 * (1 + 0.05 * s), f0_range=swing,
+                                           loudness=loud, seed=10 * s + take), rate)
+                rows.append({"path": path.name, "emotion": emotion, "speaker": f"s{s}",
+                             "gender": "male"})
+    manifest = root / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    return manifest
+
+
 @pytest.fixture(scope="session")
 def synthetic_corpus(tmp_path_factory) -> Path:
     """Manifest (CSV) of 6 synthetic speakers x 3 emotions x 4 takes of 1.2 s."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import write_tiny_corpus
 from typer.testing import CliRunner
 
 from emovox.adaptation import MIN_ADAPT_VECTORS
@@ -38,16 +39,7 @@ def _voice(path: Path, seconds: float = 1.0, seed: int = 0, **kwargs) -> Path:
 def recipe(tmp_path_factory) -> Path:
     """A tiny two-emotion corpus (3 speakers) and an experiment config over it."""
     root = tmp_path_factory.mktemp("tiny-corpus")
-    rows = []
-    for s in range(3):
-        for emotion, (f0, swing, loud) in STYLES.items():
-            for take in range(3):
-                path = root / f"s{s}_{emotion}_{take}.wav"
-                sf.write(path, synth_voice(1.0, f0=f0 * (1 + 0.05 * s), f0_range=swing,
-                                           loudness=loud, seed=10 * s + take), SR)
-                rows.append({"path": path.name, "emotion": emotion, "speaker": f"s{s}",
-                             "gender": "male"})
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    write_tiny_corpus(root, STYLES)
     config = root / "tiny.yaml"
     config.write_text(f"""name: tiny
 corpora: [{{path: {root / 'manifest.csv'}, kind: manifest}}]

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import soxr
+from conftest import write_tiny_corpus
 from typer.testing import CliRunner
 
 from emovox import timeline as timeline_module
@@ -80,17 +81,7 @@ def recognizer(tmp_path_factory) -> Recognizer:
     from emovox.experiment import train_bundle
 
     root = tmp_path_factory.mktemp("tiny-corpus")
-    rows = []
-    styles = {"angry": (220.0, 0.45, 0.6), "sad": (95.0, 0.05, 0.15)}
-    for s in range(3):
-        for emotion, (f0, swing, loud) in styles.items():
-            for take in range(3):
-                path = root / f"s{s}_{emotion}_{take}.wav"
-                sf.write(path, synth_voice(1.0, f0=f0 * (1 + 0.05 * s), f0_range=swing,
-                                           loudness=loud, seed=10 * s + take), SR)
-                rows.append({"path": path.name, "emotion": emotion, "speaker": f"s{s}",
-                             "gender": "male"})
-    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    write_tiny_corpus(root, {"angry": (220.0, 0.45, 0.6), "sad": (95.0, 0.05, 0.15)})
     config = load_config(data={
         "name": "tiny", "corpora": [{"path": str(root / "manifest.csv"), "kind": "manifest"}],
         "labels": {"name": "two", "classes": ["angry", "sad"]},
