@@ -215,3 +215,19 @@ def test_the_packaged_onnx_model_is_the_packaged_bundle():
         _probabilities(native.predict_signal(signal, 22050), native.classes), atol=TOLERANCE)
     with pytest.raises(Exception, match="runtime must be"):
         Recognizer(runtime="tensorflow")
+
+
+def test_utterances_are_answered_whole_and_longer_recordings_from_windows():
+    from emovox.recognizer import WHOLE, WHOLE_MAX_SECONDS
+
+    recognizer = Recognizer(n_jobs=1)
+    short = recognizer.predict_signal(synth_voice(WHOLE_MAX_SECONDS - 2, seed=4), 16000)
+    assert short["basis"].iloc[0] == WHOLE
+    longer = recognizer.predict_signal(synth_voice(WHOLE_MAX_SECONDS + 2, seed=4), 16000)
+    assert longer["basis"].iloc[0].startswith("mean of ")
+    # The same windows as its timeline (silero hears no synthetic speech: all windows).
+    timeline = recognizer.predict_timeline(synth_voice(WHOLE_MAX_SECONDS + 2, seed=4),
+                                           sample_rate=16000, vad=None)
+    np.testing.assert_allclose(_probabilities(longer, recognizer.classes)[0],
+                               _probabilities(timeline, recognizer.classes).mean(axis=0),
+                               atol=1e-9)

@@ -4,10 +4,10 @@
 same verbs run on every model runtime, chosen by what is given: a bundle (native:
 PyTorch + scikit-learn) or an ONNX export folder (ONNX Runtime only).
 
-A whole-file answer covers the whole file. Audio up to the model's analysed length
-(30 s for the Whisper encoder) is encoded whole, as the model was trained; longer audio
-is answered by the mean probabilities of its timeline's speech windows, and the
-``basis`` column says which.
+A whole-file answer covers the whole file. A recording of utterance length (up to
+:data:`WHOLE_MAX_SECONDS`, and within the model's analysed length) is encoded whole, as
+the model was trained; a longer one is answered by the mean probabilities of its
+timeline's speech windows, and the ``basis`` column says which.
 """
 
 from __future__ import annotations
@@ -34,8 +34,12 @@ if TYPE_CHECKING:
 MAX_FILE_SECONDS = 3 * 3600.0
 #: ``basis`` of an answer from the whole analysed recording.
 WHOLE = "whole recording"
-#: Window and hop (seconds) of the timeline that answers recordings longer than the
-#: model's analysed length.
+#: Longest recording answered whole: about the longest acted utterance the models are
+#: trained on (EmoDB's reach 9 s). Anything longer holds more than one utterance's
+#: worth, so it is answered from its timeline, and the answer, the page headline and the
+#: timeline of the same recording agree.
+WHOLE_MAX_SECONDS = 10.0
+#: Window and hop (seconds) of the timeline that answers longer recordings.
 AGGREGATE_WINDOW, AGGREGATE_HOP = 2.0, 1.0
 
 
@@ -279,8 +283,9 @@ class Recognizer(FileVerbs):
 
     # ------------------------------------------------------------------ whole recordings
     def is_long(self, seconds: float) -> bool:
-        """Longer than what the model analyses at once: answered from its windows."""
-        return seconds > self.backend.max_seconds + 1e-6
+        """Longer than an utterance (:data:`WHOLE_MAX_SECONDS`) or than the model's
+        analysed length: answered from its timeline's windows, not encoded whole."""
+        return seconds > min(self.backend.max_seconds, WHOLE_MAX_SECONDS) + 1e-6
 
     def _whole(self, encoded: Encoded, tuples: list[tuple[str, float, float]]
                ) -> pd.DataFrame:

@@ -7,7 +7,6 @@
 
 const CONFIG = Object.assign({
   /** Recordings at least this long (s) also get a timeline, when the model offers one. */
-  timelineMinSeconds: 12,
   /** Speakers of a timeline: "auto" separates the voices (per-speaker summary), "" never. */
   timelineSpeakers: "auto",
   /** Sample rate of the WAV files the page makes from recordings. */
@@ -458,7 +457,9 @@ async function analyse(blob, filename) {
   } finally {
     $("busy").hidden = true;
   }
-  if (state.model && state.model.timeline && result.duration >= CONFIG.timelineMinSeconds) {
+  // A recording answered from its windows (basis other than the whole recording)
+  // gets its timeline: the headline above is the mean of the same windows.
+  if (state.model && state.model.timeline && result.basis && result.basis !== "whole recording") {
     try {
       const query = CONFIG.timelineSpeakers ? `?speakers=${encodeURIComponent(CONFIG.timelineSpeakers)}` : "";
       renderTimeline(await postAudio(`/api/timeline${query}`, sent, name));
