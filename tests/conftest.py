@@ -200,6 +200,22 @@ def synthetic_corpus(tmp_path_factory) -> Path:
     return manifest
 
 
+@pytest.fixture(scope="session")
+def normalised_bundle(synthetic_corpus: Path, tmp_path_factory) -> Path:
+    """A speaker-normalised MFCC + logistic-regression bundle of the synthetic corpus
+    (its folder; tests that move a file in it put it back)."""
+    from emovox.bundle import save_bundle
+    from emovox.config import load_config
+    from emovox.experiment import train_bundle
+
+    config = load_config(data={
+        "name": "adapted", "corpora": [{"path": str(synthetic_corpus), "kind": "manifest"}],
+        "labels": {"name": "three", "classes": ["angry", "happy", "sad"]},
+        "features": {"name": "mfcc_stats"}, "model": {"name": "logreg"},
+        "normalization": "speaker", "cache_dir": None, "n_jobs": 1})
+    bundle, _ = train_bundle(config, evaluate=False, progress=False)
+    return save_bundle(bundle, tmp_path_factory.mktemp("bundles") / "normalised")
+
 @pytest.fixture(name="corpora_root")
 def _corpora_root_fixture() -> Path:
     """The real corpora folder; skips the test when it is absent."""

@@ -63,17 +63,6 @@ def test_calibration_overrides_the_mode():
         FeatureAdapter(_reference(), 8.0, "sometimes")  # type: ignore[arg-type]
 
 
-@pytest.fixture(scope="module")
-def normalised_bundle(synthetic_corpus, tmp_path_factory):
-    config = load_config(data={
-        "name": "adapted", "corpora": [{"path": str(synthetic_corpus), "kind": "manifest"}],
-        "labels": {"name": "three", "classes": ["angry", "happy", "sad"]},
-        "features": {"name": "mfcc_stats"}, "model": {"name": "logreg"},
-        "normalization": "speaker", "cache_dir": None, "n_jobs": 1})
-    bundle, _ = train_bundle(config, evaluate=False, progress=False)
-    return save_bundle(bundle, tmp_path_factory.mktemp("bundles") / "normalised")
-
-
 def test_a_speaker_normalised_bundle_keeps_its_reference_statistics(normalised_bundle):
     assert (normalised_bundle / "reference_stats.npz").is_file()
     bundle = load_bundle(normalised_bundle)

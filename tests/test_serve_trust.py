@@ -33,21 +33,11 @@ RATE = 8000  # small uploads for 20 s recordings
 
 # ---------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def recognizer(synthetic_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def recognizer(normalised_bundle: Path) -> Any:
     """A speaker-normalised model: its timelines adapt with running statistics."""
-    from emovox.bundle import save_bundle
-    from emovox.config import load_config
-    from emovox.experiment import train_bundle
     from emovox.recognizer import Recognizer
 
-    config = load_config(data={
-        "name": "adapted", "corpora": [{"path": str(synthetic_corpus), "kind": "manifest"}],
-        "labels": {"name": "three", "classes": ["angry", "happy", "sad"]},
-        "features": {"name": "mfcc_stats"}, "model": {"name": "logreg"},
-        "normalization": "speaker", "cache_dir": None, "n_jobs": 1})
-    bundle, _ = train_bundle(config, evaluate=False, progress=False)
-    folder = save_bundle(bundle, tmp_path_factory.mktemp("trust") / "bundle")
-    recognizer = Recognizer(folder, n_jobs=1)
+    recognizer = Recognizer(normalised_bundle, n_jobs=1)
     assert recognizer.adapter is not None
     return recognizer
 

@@ -4,10 +4,11 @@ The exported graph answers one recording with the bundle's unadapted model, and 
 outputs the pooled encoder features it computed. ``adaptation.npz`` beside it holds
 what the native :class:`~emovox.recognizer.Recognizer` uses to adapt: the average
 training speaker's statistics, their prior weight, and the normalised model's linear
-head (scaler, coefficients and temperature folded together). With these,
-:class:`~emovox.export.OnnxRecognizer` standardises a batch of files by the batch's
-own statistics and applies the head in NumPy, exactly as the native model does, and
-falls back to the graph's unadapted probabilities below the same evidence threshold.
+head (scaler, coefficients and temperature folded together). With these, the ONNX
+backend gives the engine (:mod:`emovox.inference.engine`) what a native bundle does:
+the engine standardises the features with the speaker's statistics, applies this head
+in NumPy, and falls back to the graph's unadapted probabilities below the same
+evidence threshold.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from emovox.adaptation import MIN_ADAPT_VECTORS, FeatureAdapter
+from emovox.adaptation import MIN_ADAPT_VECTORS
 from emovox.normalization import FeatureStats
 
 ADAPTATION_FILE = "adaptation.npz"
@@ -84,9 +85,14 @@ def linear_head_probabilities(X: np.ndarray, mean: np.ndarray, scale: np.ndarray
 
 @dataclass
 class AdaptedHead:
-    """The normalised model of an export, applied in NumPy to standardised features."""
+    """The normalised model of an export and its reference statistics, in NumPy.
 
-    adapter: FeatureAdapter
+    The adaptation itself (statistics, the fallback below ``min_vectors``) is the
+    engine's (:class:`emovox.inference.engine.Engine`), as for native models.
+    """
+
+    reference: FeatureStats
+    prior_weight: float
     mean: np.ndarray
     scale: np.ndarray
     coef: np.ndarray
@@ -99,24 +105,12 @@ class AdaptedHead:
         with np.load(folder / ADAPTATION_FILE, allow_pickle=False) as data:
             reference = FeatureStats(float(data["reference_count"]), data["reference_mean"],
                                      data["reference_var"])
-            return cls(FeatureAdapter(reference, float(data["prior_weight"]), "batch"),
-                       data["head_mean"], data["head_scale"], data["head_coef"],
-                       data["head_intercept"], data["order"])
+            return cls(reference, float(data["prior_weight"]), data["head_mean"],
+                       data["head_scale"], data["head_coef"], data["head_intercept"],
+                       data["order"])
 
-    def probabilities(self, features: np.ndarray, unadapted: np.ndarray) -> np.ndarray:
-        """Adapted probabilities of a batch; rows with too little evidence keep theirs.
-
-        Parameters
-        ----------
-        features : np.ndarray, shape (n, dim)
-            The graph's pooled features of the files predicted together.
-        unadapted : np.ndarray, shape (n, n_classes)
-            The graph's probabilities of the same files (exported class order).
-        """
-        X = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
-        evidence = self.adapter.evidence(len(X))
-        proba = linear_head_probabilities(self.adapter.transform(X), self.mean, self.scale,
-                                          self.coef, self.intercept)[:, self.order]
-        few = evidence < MIN_ADAPT_VECTORS
-        proba[few] = np.asarray(unadapted, dtype=np.float64)[few]
-        return proba
+    def probabilities(self, standardised: np.ndarray) -> np.ndarray:
+        """The normalised model's probabilities of standardised features (shape (n,
+        dim)), columns in the exported class order."""
+        return linear_head_probabilities(standardised, self.mean, self.scale, self.coef,
+                                         self.intercept)[:, self.order]

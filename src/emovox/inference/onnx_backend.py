@@ -25,7 +25,7 @@ import numpy as np
 
 from emovox.audio import check_signal, load_audio, resample
 from emovox.errors import AudioError, BundleError
-from emovox.export_adaptation import AdaptedHead, linear_head_probabilities
+from emovox.export_adaptation import AdaptedHead
 from emovox.inference.engine import Backend, Encoded, flat
 from emovox.inference.frontend import whisper_log_mel_numpy
 from emovox.preprocess import preprocess
@@ -148,8 +148,8 @@ class OnnxBackend(Backend):
         self.head: AdaptedHead | None = None
         if "adaptation" in spec:
             self.head = AdaptedHead.load(self.path)
-            self.reference = self.head.adapter.reference
-            self.prior_weight = self.head.adapter.prior_weight
+            self.reference = self.head.reference
+            self.prior_weight = self.head.prior_weight
         self.extractor = None
         if self.kind == "features":
             from emovox.features import get_extractor
@@ -281,6 +281,4 @@ class OnnxBackend(Backend):
         """The exported normalised head (linear, in NumPy) on standardised features."""
         if self.head is None:
             return super().adapted(standardised)
-        head = self.head
-        return linear_head_probabilities(standardised, head.mean, head.scale, head.coef,
-                                         head.intercept)[:, head.order]
+        return self.head.probabilities(standardised)
