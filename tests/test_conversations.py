@@ -14,9 +14,16 @@ import numpy as np
 import pytest
 
 from emovox.conversation import UNCLASSIFIED, speaker_summary, strongest_moments
-from emovox.diarization import check_speakers, cluster, diarize, speaker_turns
+from emovox.diarization import (
+    check_speakers,
+    cluster,
+    diarize,
+    embed_windows,
+    pick_count,
+    speaker_turns,
+)
 from emovox.errors import ConfigError
-from emovox.speakers import weights_path
+from emovox.speakers import VoiceEncoder, shared_encoder, weights_path
 from emovox.synth import synth_voice
 
 try:
@@ -82,6 +89,60 @@ def test_cluster_numbers_speakers_by_first_appearance():
     labels = cluster(X, 2)
     assert labels.tolist() == [0] * 5 + [1] * 5
     assert cluster(X[:0], "auto").shape == (0,)
+
+
+def test_pick_count_prefers_fewest_speakers_among_near_equal_silhouettes():
+    two, three, four = (np.arange(12) % k for k in (2, 3, 4))
+    # 3 and 4 clusters score within the margin of each other: the fewer wins.
+    assert pick_count([(0.20, two), (0.30, three), (0.31, four)], margin=0.03) is three
+    # Outside the margin the clearly better split wins.
+    assert pick_count([(0.20, two), (0.30, three), (0.40, four)], margin=0.03) is four
+    assert pick_count([(0.30, two), (0.31, three)], margin=0.0) is three
+    # No split separates voices: one speaker.
+    assert pick_count([(0.05, two), (0.08, three)], floor=0.12).tolist() == [0] * 12
+
+
+def test_batched_mel_frames_match_one_window_at_a_time():
+    encoder = shared_encoder()
+    rng = np.random.default_rng(4)
+    # Different loudness per window: each is raised to the training level on its own.
+    signals = (rng.normal(size=(3, RATE)) * np.array([[1e-3], [0.05], [0.5]])
+               ).astype(np.float32)
+    batch = encoder.mels(signals)
+    assert batch.shape == (3, RATE // 160 + 1, 40)
+    for k in range(3):
+        assert np.allclose(batch[k], encoder.mel(signals[k]), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(batch[0], batch[2], rtol=0.1)  # 1e-3 is raised, 0.5 is not
+
+
+def test_encoder_precision_is_chosen_once_and_agrees_with_float32(conversation):
+    signal, _ = conversation
+    encoder = shared_encoder()
+    frames = encoder.mels(np.stack([signal[k * RATE:k * RATE + 25_600] for k in range(4)]))
+    frames = frames[:, :160]
+    chosen = VoiceEncoder(precision="auto")
+    auto = chosen.embed_frames(frames)
+    assert chosen.precision in ("float32", "bfloat16")  # decided at the first batch
+    exact = VoiceEncoder(precision="float32").embed_frames(frames)
+    half = VoiceEncoder(precision="bfloat16").embed_frames(frames)
+    assert np.all(np.sum(auto * exact, axis=1) > 0.99)
+    assert np.all(np.sum(half * exact, axis=1) > 0.99)
+    assert chosen.pick_precision(frames[:1], windows=4) in ("float32", "bfloat16")
+    with pytest.raises(ValueError, match="precision"):
+        VoiceEncoder(precision="half")
+
+
+def test_embed_windows_keeps_only_windows_of_speech(conversation):
+    signal, truth = conversation
+    heard = embed_windows(signal, RATE, vad="energy")
+    assert heard.embeddings.shape == (len(heard.centres), 256)
+    assert np.allclose(np.linalg.norm(heard.embeddings, axis=1), 1.0, atol=1e-5)
+    assert np.all(np.diff(heard.centres) > 0)
+    # Every embedded window is centred within 0.8 s of speech, never in a long pause.
+    starts, ends = np.array([t[0] for t in truth]), np.array([t[1] for t in truth])
+    gap = np.maximum(starts[None] - heard.centres[:, None], heard.centres[:, None] - ends[None])
+    assert np.all(gap.min(axis=1) < 0.8)
+    assert heard.duration == pytest.approx(len(signal) / RATE)
 
 
 def test_speaker_turns_cut_halfway_between_windows():

@@ -31,6 +31,11 @@ PARTIAL_FRAMES = 160
 GE2E_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
 #: Loudness the encoder's training audio was raised to (dBFS, never lowered).
 _TARGET_DBFS = -30.0
+#: Arithmetic the LSTM may run in.
+PRECISIONS = ("auto", "float32", "bfloat16")
+#: bfloat16 is used only when at least this much faster, and its embeddings at least
+#: this close (cosine) to float32's on the calibration batch.
+_BF16_SPEEDUP, _BF16_AGREEMENT = 1.3, 0.99
 
 _lock = threading.Lock()
 _shared: VoiceEncoder | None = None
@@ -66,10 +71,19 @@ class VoiceEncoder:
         A ``pretrained.pt`` checkpoint (default: :func:`weights_path`).
     threads : int, optional
         PyTorch intra-op threads while embedding (default: leave the setting alone).
+    precision : {"auto", "float32", "bfloat16"}
+        Arithmetic of the LSTM. ``"auto"``: bfloat16 where this CPU runs it clearly
+        faster than float32 and the embeddings agree (:meth:`pick_precision`, decided
+        once, at the first batch), else float32.
     """
 
-    def __init__(self, path: Path | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: Path | None = None, threads: int | None = None,
+                 precision: str = "auto") -> None:
         import torch
+
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        self.precision = precision
 
         if path is None:  # the packaged weights: pinned like the emotion encoder's
             from emovox.weights import verify_file
@@ -94,14 +108,41 @@ class VoiceEncoder:
 
     def mel(self, signal: np.ndarray) -> np.ndarray:
         """Mel frames of a 16 kHz signal, shape (n_frames, 40), one every 10 ms."""
+        return self.mels(np.asarray(signal, dtype=np.float32)[None])[0]
+
+    def mels(self, signals: np.ndarray) -> np.ndarray:
+        """Mel frames of equal-length 16 kHz signals, each raised to the training
+        loudness on its own.
+
+        One STFT and one mel product for the whole batch: a small matrix product per
+        window costs more in BLAS thread wake-ups than in arithmetic (measured: 14 ms
+        vs 2.5 ms per window on a loaded two-core machine).
+
+        Parameters
+        ----------
+        signals : np.ndarray, shape (n, samples)
+
+        Returns
+        -------
+        np.ndarray, shape (n, n_frames, 40), float32
+        """
         import librosa
 
-        signal = np.asarray(signal, dtype=np.float32)
-        rms = float(np.sqrt(np.mean(signal.astype(np.float64) ** 2))) if signal.size else 0.0
-        if rms > 0:  # raise quiet audio to the training loudness (never lower it)
-            signal = signal * max(1.0, 10 ** ((_TARGET_DBFS - 20 * np.log10(rms)) / 20))
-        power = np.abs(librosa.stft(signal, n_fft=_N_FFT, hop_length=_HOP)) ** 2
-        return (self._mel_basis @ power).T.astype(np.float32)
+        signals = np.asarray(signals, dtype=np.float32)
+        if signals.ndim != 2:
+            raise ValueError(f"signals must have shape (n, samples), got {signals.shape}")
+        rms = np.sqrt(np.mean(signals.astype(np.float64) ** 2, axis=1)) if signals.shape[1] \
+            else np.zeros(len(signals))
+        # Raise quiet audio to the training loudness (never lower it).
+        gain = np.ones(len(signals))
+        loud = rms > 0
+        gain[loud] = np.maximum(1.0, 10 ** ((_TARGET_DBFS - 20 * np.log10(rms[loud])) / 20))
+        power = np.abs(librosa.stft(signals * gain[:, None].astype(np.float32),
+                                    n_fft=_N_FFT, hop_length=_HOP)) ** 2
+        n, bins, frames = power.shape
+        flat = power.transpose(1, 0, 2).reshape(bins, n * frames)
+        return (self._mel_basis @ flat).reshape(_N_MELS, n, frames).transpose(1, 2, 0
+                                                                            ).astype(np.float32)
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         """Embeddings of equal-length stacks of mel frames.
@@ -122,13 +163,58 @@ class VoiceEncoder:
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
-            with torch.inference_mode():
-                _, (hidden, _) = self.lstm(torch.from_numpy(np.ascontiguousarray(frames)))
-                raw = torch.relu(self.linear(hidden[-1])).numpy()
+            if self.precision == "auto":
+                self.precision = self.pick_precision(frames)
+            return self._embed(frames, self.precision)
         finally:
             if self.threads:
                 torch.set_num_threads(previous)
+
+    def _embed(self, frames: np.ndarray, precision: str) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
+                                                    enabled=precision == "bfloat16"):
+            _, (hidden, _) = self.lstm(torch.from_numpy(np.ascontiguousarray(frames)))
+            raw = torch.relu(self.linear(hidden[-1])).float().numpy()
         return raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-9)
+
+    def pick_precision(self, frames: np.ndarray, windows: int = 24) -> str:
+        """``"bfloat16"`` when this CPU runs the LSTM in it clearly faster than in
+        float32 and the embeddings agree, else ``"float32"``.
+
+        The LSTM is nearly all of a diarization's cost and its matrix products are
+        compute-bound: CPUs with bfloat16 instructions (AVX512-BF16, AMX) run it about
+        twice as fast (cosine to float32 >= 0.999 on speech), others emulate it
+        slowly. Measured, not guessed from CPU flags: the best of two runs of each on
+        the first ``windows`` windows of ``frames`` (tiled when fewer).
+
+        Parameters
+        ----------
+        frames : np.ndarray, shape (n, n_frames, 40)
+            Mel frames of real windows (what will be embedded).
+        windows : int
+            Windows in the calibration batch.
+
+        Returns
+        -------
+        str
+        """
+        import time
+
+        sample = np.resize(frames, (windows, *frames.shape[1:]))
+        try:
+            times, out = {}, {}
+            for precision in ("float32", "bfloat16", "float32", "bfloat16"):
+                began = time.perf_counter()
+                out[precision] = self._embed(sample, precision)
+                spent = time.perf_counter() - began
+                times[precision] = min(times.get(precision, spent), spent)
+        except (RuntimeError, TypeError):  # no bfloat16 kernels on this CPU or build
+            return "float32"
+        agree = float(np.min(np.sum(out["float32"] * out["bfloat16"], axis=1)))
+        fast = times["float32"] >= _BF16_SPEEDUP * times["bfloat16"]
+        return "bfloat16" if fast and agree >= _BF16_AGREEMENT else "float32"
 
 
 def shared_encoder() -> VoiceEncoder:
