@@ -50,6 +50,15 @@ BENCHMARKS = {
         "corpora": ["{root}/crema-d/AudioWAV"], "labels": "common6",
         "protocol": {"kind": "speaker_folds", "n_folds": 5}},
 }
+WHISPER_TINY = {"name": "whisper_encoder", "layers": "all", "pooling": "mean"}
+WHISPER_BASE = {**WHISPER_TINY, "model": "base"}
+LOUDNESS = {"name": "preprocessed", "features": WHISPER_TINY, "loudness_lufs": -23.0}
+TRIMMED = {"name": "preprocessed", "features": WHISPER_TINY, "trim_top_db": 30.0}
+LOUDNESS_BASE = {**LOUDNESS, "features": WHISPER_BASE}
+#: Whisper tiny.en and base states concatenated (1,920 + 3,584 values), each cached alone.
+TINY_BASE = {"name": "fused", "parts": [LOUDNESS, LOUDNESS_BASE]}
+TIER_LR = {"name": "logreg", "params": {"C": 0.01}, "balance": "corpus"}
+CHANNEL_COPY = {"recipe": "channel", "copies": 1}
 SYSTEMS = {
     "eGeMAPS + SVM": {"features": "egemaps", "model": {"name": "svm"}},
     "ComParE + LR": {"features": "compare", "model": {"name": "logreg"}},
@@ -79,15 +88,23 @@ SYSTEMS = {
         "features": {"name": "whisper_encoder", "model": "base", "layers": "all"},
         "model": {"name": "logreg", "search": {"C": [0.001, 0.01, 0.1]}},
         "normalization": "speaker"},
+    # The two packaged tiers' recipes (C fixed at 0.01, loudness -23 LUFS, one channel-
+    # augmented copy per training file), adapted to each test speaker and a lone file.
+    "default tier (tiny), adapted": {
+        "features": LOUDNESS, "model": TIER_LR, "normalization": "speaker",
+        "augment": CHANNEL_COPY},
+    "default tier (tiny), a lone file": {
+        "features": LOUDNESS, "model": TIER_LR, "augment": CHANNEL_COPY},
+    "accurate tier (tiny + base), adapted": {
+        "features": TINY_BASE, "model": TIER_LR, "normalization": "speaker",
+        "augment": CHANNEL_COPY},
+    "accurate tier (tiny + base), a lone file": {
+        "features": TINY_BASE, "model": TIER_LR, "augment": CHANNEL_COPY},
 }
 LEAKY = ("RAVDESS speech 8-class, 6 actor folds", "MFCC/chroma/mel 180 + MLP",
          {"kind": "random", "allow_leakage": True, "test_fraction": 0.25})
 
 
-WHISPER_TINY = {"name": "whisper_encoder", "layers": "all", "pooling": "mean"}
-WHISPER_BASE = {**WHISPER_TINY, "model": "base"}
-LOUDNESS = {"name": "preprocessed", "features": WHISPER_TINY, "loudness_lufs": -23.0}
-TRIMMED = {"name": "preprocessed", "features": WHISPER_TINY, "trim_top_db": 30.0}
 # C fixed a priori (no search: a nested search per fold costs ~30 min per row on 2
 # cores); it is never tuned on any test corpus.
 LR_FIXED = {"name": "logreg", "params": {"C": 0.01}}
@@ -150,8 +167,29 @@ LOCO_SYSTEMS = {
         "features": WHISPER_BASE, "model": {**LR_FIXED, "balance": "corpus"},
         "normalization": "speaker"},
     "Whisper-base + LR, loudness -23 LUFS, per-speaker norm": {
-        "features": {**LOUDNESS, "features": WHISPER_BASE},
+        "features": LOUDNESS_BASE,
         "model": {**LR_FIXED, "balance": "corpus"}, "normalization": "speaker"},
+    # Issue 13 levers (the accurate tier): both encoders' states side by side.
+    "Whisper-tiny + base fused + LR, loudness -23 LUFS, per-speaker norm": {
+        "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker"},
+    "Whisper-tiny + base fused + LR, loudness -23 LUFS, raw": {
+        "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"}},
+    # The accurate tier's recipe (recipes/accurate_bundle.yaml), and its lone-file model.
+    "Whisper-tiny + base fused + LR, loudness -23 LUFS, per-speaker norm + channel augmentation": {
+        "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
+    "Whisper-tiny + base fused + LR, loudness -23 LUFS, corpus-balanced + channel augmentation": {
+        "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"},
+        "augment": {"recipe": "channel", "copies": 1}},
+    # New voices at training time: one copy of every training file played 0.9-1.1x as
+    # fast (pitch, formants and tempo move together), as its own speaker group.
+    "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm + speed perturbation": {
+        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker", "augment": {"recipe": "speed", "copies": 1}},
+    "Whisper-tiny + LR, loudness -23 LUFS, corpus-balanced + speed perturbation": {
+        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
+        "augment": {"recipe": "speed", "copies": 1}},
 }
 
 

@@ -60,7 +60,8 @@ def load_spy(monkeypatch):
 
 def test_recipes_are_named():
     assert available_recipes() == ["channel", "codec", "eq", "gain", "noise", "pitch",
-                                   "resample", "reverb", "shift", "snr", "stretch", "telephone"]
+                                   "resample", "reverb", "shift", "snr", "speed", "stretch",
+                                   "telephone"]
     assert parse_recipe("noise+shift") == ("noise", "shift")
     assert parse_recipe(["pitch", "noise"]) == ("pitch", "noise")
     assert parse_recipe(["Pitch + noise", "gain"]) == ("pitch", "noise", "gain")
@@ -92,6 +93,21 @@ def test_stretch_changes_the_length(signal):
     out = make_augmenter("stretch", seed=0)(signal, SR)
     assert out.ndim == 1 and out.size != signal.size
     assert 0.75 * signal.size <= out.size <= 1.3 * signal.size
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_speed_moves_pitch_and_length_together(seed):
+    """A voice played f times as fast: a 500 Hz tone is at f x 500 Hz, 1/f as long."""
+    rate = 16_000
+    t = np.arange(2 * rate) / rate
+    x = (0.3 * np.sin(2 * np.pi * 500.0 * t)).astype(np.float32)
+    augmenter = make_augmenter("speed", seed=seed)
+    out = augmenter(x, rate)
+    factor = x.size / out.size
+    assert 0.9 - 1e-3 <= factor <= 1.1 + 1e-3 and abs(factor - 1) > 1e-4
+    spectrum = np.abs(np.fft.rfft(out * np.hanning(out.size)))
+    peak = np.fft.rfftfreq(out.size, 1 / rate)[np.argmax(spectrum)]
+    assert abs(peak - 500.0 * factor) < 2.0
 
 
 def test_seeds_reproduce_and_global_random_state_is_untouched(signal):
@@ -192,7 +208,7 @@ def test_augmented_training_features_empty_selection(corpus):
 # Every recipe, and the channel-degradation recipes (issue 6).
 
 #: Recipes that change the length on purpose (documented in the module docstring).
-LENGTH_CHANGING = {"stretch"}
+LENGTH_CHANGING = {"stretch", "speed"}
 RATES = [16_000, 22_050]
 
 
@@ -240,7 +256,8 @@ def test_every_recipe_keeps_shape_and_is_seeded(name, rate):
     assert len(outputs) >= 3
 
 
-@pytest.mark.parametrize("name", [n for n in available_recipes() if n != "pitch"])
+@pytest.mark.parametrize("name", [n for n in available_recipes()
+                                  if n not in ("pitch", "speed")])
 def test_every_recipe_keeps_the_sample_rate(name):
     """A 1 kHz tone is still at 1 kHz: the output is at the rate it came in at."""
     rate = 16_000

