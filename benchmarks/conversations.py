@@ -23,8 +23,12 @@ Printed, in one run:
 
 The default bundle was trained on these corpora's speakers: the UARs compare
 adaptation schemes on the same model, they are not accuracy estimates for new voices.
+With ``--unseen`` they are: a third of every corpus's speakers (drawn with the seed)
+is held out, conversations are built from them only, and the model is the default
+bundle's recipe (``recipes/default_bundle.yaml``) trained on the other speakers in the
+temporary folder, so every voice in a conversation is new to it (as for a user).
 
-Usage: ``python benchmarks/conversations.py [--per-count 4] [--minutes 2]``
+Usage: ``python benchmarks/conversations.py [--per-count 4] [--minutes 2] [--unseen]``
 """
 
 from __future__ import annotations
@@ -153,6 +157,33 @@ def turn_labels(frame: pd.DataFrame, turns: list[Turn], classes: list[str]) -> l
     return out
 
 
+def held_out(table: pd.DataFrame, rng: np.random.Generator) -> list[str]:
+    """A third of a corpus's speakers (at least three: a conversation needs them)."""
+    speakers = sorted(table["speaker"].astype(str).unique())
+    return [str(s) for s in rng.permutation(speakers)[: max(3, len(speakers) // 3)]]
+
+
+def train_without(root: Path, speakers: set[str], out: Path) -> Path:
+    """The default bundle's recipe trained without ``speakers``; returns the bundle."""
+    import os
+
+    from emovox.bundle import save_bundle
+    from emovox.config import load_config
+    from emovox.corpora import load_corpus
+    from emovox.experiment import train_bundle
+
+    os.environ["EMOVOX_CORPORA"] = str(root)
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "default_bundle.yaml"
+    config = load_config(recipe)
+    everyone = {str(s) for corpus in config.corpora
+                for s in load_corpus(corpus.path).table["speaker"].astype(str)}
+    config = config.model_copy(update={"subset": {"speaker": sorted(everyone - speakers)}})
+    bundle, _ = train_bundle(config, evaluate=False, progress=sys.stderr.isatty())
+    print(f"model: {recipe.name} trained without the {len(speakers)} conversation "
+          f"speakers ({len(everyone - speakers)} others)", file=sys.stderr, flush=True)
+    return save_bundle(bundle, out)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_corpora_argument(parser)
@@ -161,6 +192,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=2.0, help="length of each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--unseen", action="store_true",
+                        help="build conversations from held-out speakers and train the "
+                             "default recipe on the others (voices the model never heard)")
     args = parser.parse_args(argv)
     root = corpora_root(args)
 
@@ -174,11 +208,16 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     tables = [load_corpus(root / s).table for s in SOURCES]
     tables = [t[t["emotion"].isin(CLASSES)] for t in tables]
-    adapted, plain = Recognizer(), Recognizer(adapt="none")
-    classes = adapted.classes
     rng = np.random.default_rng(args.seed)
     rows = []
     with tempfile.TemporaryDirectory(prefix="emovox-conversations-") as tmp:
+        model = None
+        if args.unseen:
+            held = [held_out(t, rng) for t in tables]
+            tables = [t[t["speaker"].isin(h)] for t, h in zip(tables, held, strict=True)]
+            model = train_without(root, {s for h in held for s in h}, Path(tmp) / "model")
+        adapted, plain = Recognizer(model), Recognizer(model, adapt="none")
+        classes = adapted.classes
         for n_speakers in (2, 3):
             for k in range(args.per_count):
                 table = tables[k % len(tables)]
@@ -231,7 +270,9 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     """Print the summary of every conversation count."""
     print(f"conversations: {args.per_count} per speaker count, ~{args.minutes:g} min each, "
           f"speakers of one corpus each (CREMA-D, RAVDESS speech, EmoDB in turn), seed "
-          f"{args.seed}, {args.threads} thread(s)")
+          f"{args.seed}, {args.threads} thread(s); model: "
+          + ("default recipe trained without these speakers (--unseen)" if args.unseen
+             else "the packaged default (trained on these speakers)"))
     print(f"{'':36}{'2 speakers':>14}{'3 speakers':>14}")
 
     def line(name: str, values: list[str]) -> None:
