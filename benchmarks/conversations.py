@@ -16,9 +16,11 @@ Printed, in one run:
   given, and how often ``auto`` found the right number;
 - per-turn emotion UAR (the mean probabilities of the timeline windows centred in the
   turn) of the default bundle's timeline with per-speaker adaptation
-  (``speakers="auto"``), with recording-wide adaptation (one running state), unadapted,
-  and of the turns predicted as separate files, each speaker's turns adapted together
-  (their own speaker's statistics, the speaker known);
+  (``speakers="auto"``), with recording-wide adaptation (one running state), both
+  again with statistics of the whole recording instead of running ones
+  (``adapt="batch"``: each speaker's, or all, speech windows), unadapted, and of the
+  turns predicted as separate files, each speaker's turns adapted together (their own
+  speaker's statistics, the speaker known);
 - the time of the diarization pass against the plain timeline of the same recording.
 
 The default bundle was trained on these corpora's speakers: the UARs compare
@@ -217,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             tables = [t[t["speaker"].isin(h)] for t, h in zip(tables, held, strict=True)]
             model = train_without(root, {s for h in held for s in h}, Path(tmp) / "model")
         adapted, plain = Recognizer(model), Recognizer(model, adapt="none")
+        whole = Recognizer(model, adapt="batch")  # statistics of the whole recording
         classes = adapted.classes
         for n_speakers in (2, 3):
             for k in range(args.per_count):
@@ -233,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
                 per_speaker = adapted.predict_timeline(path, speakers="auto")
                 speaker_seconds = time.perf_counter() - began
                 unadapted = plain.predict_timeline(path)
+                whole_speaker = whole.predict_timeline(path, speakers="auto")
+                whole_wide = whole.predict_timeline(path)
                 # Oracle: each turn its own file, each speaker's turns adapted together.
                 alone = {}
                 for speaker in sorted({t.speaker for t in turns}):
@@ -256,6 +261,8 @@ def main(argv: list[str] | None = None) -> None:
                     "per_speaker": turn_labels(per_speaker, turns, classes),
                     "recording": turn_labels(wide, turns, classes),
                     "unadapted": turn_labels(unadapted, turns, classes),
+                    "whole_speaker": turn_labels(whole_speaker, turns, classes),
+                    "whole_wide": turn_labels(whole_wide, turns, classes),
                     "separate": [alone[i] for i in range(len(turns))],
                 })
                 r = rows[-1]
@@ -288,6 +295,8 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
                                          f"/{len(g)}" for g in groups])
     for key, name in (("per_speaker", "turn UAR, per-speaker adaptation"),
                       ("recording", "turn UAR, recording-wide adaptation"),
+                      ("whole_speaker", "turn UAR, per-speaker, whole rec."),
+                      ("whole_wide", "turn UAR, recording-wide, whole rec."),
                       ("unadapted", "turn UAR, unadapted"),
                       ("separate", "turn UAR, separate files, own spk")):
         values = []

@@ -158,3 +158,25 @@ def test_too_little_speech_to_adapt_to_falls_back_to_the_unadapted_model(
     assert list(stream.evidence(3)) == [1.0, 2.0, 3.0]
     stream.transform(np.zeros((3, len(bundle.reference.mean))))
     assert stream.evidence(1)[0] == 4.0
+
+
+def test_a_timeline_adapted_as_a_batch_uses_the_whole_recording(normalised_bundle):
+    """adapt="batch" on a timeline: one set of statistics from all of its speech
+    windows, whatever the chunking (a stream's running statistics depend on order)."""
+    voice = np.concatenate([synth_voice(4.0, f0=f0, f0_range=swing, seed=700 + n)
+                            for n, (f0, swing) in enumerate([(225, 0.6), (98, 0.05),
+                                                             (185, 0.35)] * 2)])
+    whole = Recognizer(normalised_bundle, n_jobs=1, adapt="batch")
+    classes = whole.classes
+    a = whole.predict_timeline(voice, vad=None, chunk_seconds=5.0, sample_rate=16000)
+    b = whole.predict_timeline(voice, vad=None, chunk_seconds=11.0, sample_rate=16000)
+    assert len(a) >= 20
+    np.testing.assert_allclose(a[classes].to_numpy(), b[classes].to_numpy(), atol=1e-6)
+    # The same as every window encoded and adapted as one batch.
+    windows = [voice[round(s * 16000):round(e * 16000)] for _, s, e in a.index]
+    encoded = whole.backend.encode(windows, 16000)
+    expected = whole.engine.probabilities(encoded, whole.engine.adapter_for("batch"))
+    np.testing.assert_allclose(a[classes].to_numpy(), expected, atol=1e-6)
+    streamed = Recognizer(normalised_bundle, n_jobs=1).predict_timeline(
+        voice, vad=None, chunk_seconds=5.0, sample_rate=16000)
+    assert not np.allclose(streamed[classes].to_numpy(), expected, atol=1e-3)

@@ -260,7 +260,7 @@ def test_chunked_streaming_equals_one_piece(recognizer, wav22, vad):
 def test_reads_and_buffers_are_bounded(recognizer, wav22, monkeypatch):
     reads, buffers = [], []
     original_read = sf.SoundFile.read
-    original_classify = timeline_module._classify
+    original_classify = timeline_module._encode_windows
 
     def spy_read(self, frames=-1, *args, **kwargs):
         reads.append(frames)
@@ -271,7 +271,7 @@ def test_reads_and_buffers_are_bounded(recognizer, wav22, monkeypatch):
         return original_classify(recognizer, label, sr, buffer, *args, **kwargs)
 
     monkeypatch.setattr(sf.SoundFile, "read", spy_read)
-    monkeypatch.setattr(timeline_module, "_classify", spy_classify)
+    monkeypatch.setattr(timeline_module, "_encode_windows", spy_classify)
     chunk, window = 2.5, 2.0
     recognizer.predict_timeline(wav22, window=window, vad="energy", chunk_seconds=chunk)
     sr = 22_050

@@ -26,6 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ import pandas as pd
 from emovox.audio import audio_info, open_blocks
 from emovox.errors import AudioError
 from emovox.fileio import atomic_write_text
-from emovox.inference.engine import SpeakerAdapters
+from emovox.inference.engine import Encoded, SpeakerAdapters, flat
 from emovox.inference.windows import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_HOP,
@@ -125,7 +126,11 @@ def iter_timeline(
     ------
     pandas.DataFrame
         Rows of the windows completed by each chunk, in time order (see the module
-        documentation for the columns). The last frame yielded (possibly empty)
+        documentation for the columns). With a speaker-normalised model and
+        ``engine.adapt == "batch"``, the statistics are those of the whole recording's
+        speech (each speaker's, in a conversation), so every row comes in one frame
+        after the last chunk; otherwise (``auto``, ``stream``) they are running
+        statistics and rows come chunk by chunk. The last frame yielded (possibly empty)
         carries ``attrs`` with ``duration``, ``vad`` (the detector used),
         ``speech_segments`` (list of ``(start, end)``), ``window``, ``hop`` and
         ``min_speech``; ``speech_segments`` is None without a detector. With
@@ -154,22 +159,35 @@ def iter_timeline(
     else:
         detector = VoiceActivityStream(method, sr, vad_options) if method else None
     # This timeline's own adaptation state: concurrent timelines share none of it; in a
-    # conversation, one state per speaker (never pooled across voices).
-    adapters = SpeakerAdapters(engine) if diarization is not None else None
-    adapter = engine.adapter_for("stream") if diarization is None else None
+    # conversation, one state per speaker (never pooled across voices). Asked for
+    # "batch", the batch is the whole recording (each speaker's windows): the rows
+    # are answered after the last chunk, from statistics of all of the speech.
+    whole = engine.adapt == "batch" and engine.adapter is not None
+    kind = "batch" if whole else "stream"
+    adapters = SpeakerAdapters(engine, kind) if diarization is not None else None
+    adapter = engine.adapter_for(kind) if diarization is None else None
+
+    def state(speaker: str | None) -> FeatureAdapter | None:
+        return adapters[speaker] if adapters is not None and speaker is not None else adapter
+
     columns = ["emotion", "confidence", *engine.classes, *SPEECH_COLUMNS]
     if diarization is not None:
         columns.append("speaker")
-
+    held: list[_Windows] = []
     for ready in stream_windows(blocks, sr, window, hop, detector,
                                 feed=diarization is None):
         if not ready.last and not ready.windows:
             continue
         if ready.last and ready.samples_read == 0:
             raise AudioError(label, "no audio samples (empty or truncated file)")
-        frame = _classify(engine, label, sr, ready.buffer, ready.offset, ready.windows,
-                          detector, min_speech, keep_nonspeech, columns, adapter,
-                          diarization, adapters)
+        part = _encode_windows(engine, label, sr, ready.buffer, ready.offset, ready.windows,
+                               detector, min_speech, keep_nonspeech, diarization)
+        if whole:
+            held.append(part)
+            if not ready.last:
+                continue
+            part = _Windows.joined(held)
+        frame = part.answered(engine, state, columns)
         if ready.last:
             frame.attrs.update({
                 "duration": ready.samples_read / sr,
@@ -200,14 +218,67 @@ def timeline(engine: Engine, source: str | os.PathLike[str] | np.ndarray,
     return frame
 
 
-def _classify(engine: Engine, label: str, sr: int, buffer: np.ndarray, offset: int,
-              windows: list[tuple[int, int]], detector: VoiceActivityStream | None,
-              min_speech: float, keep_nonspeech: bool, columns: list[str],
-              adapter: FeatureAdapter | None = None, diarization: Diarization | None = None,
-              adapters: SpeakerAdapters | None = None) -> pd.DataFrame:
-    """Rows of ``windows`` (file sample ranges, inside ``buffer`` which starts at ``offset``),
-    adapted with the timeline's own ``adapter``, or in a conversation (``diarization``)
-    with the ``adapters`` of each window's speaker."""
+@dataclass
+class _Windows:
+    """Windows of a recording, encoded but not yet answered.
+
+    ``frame`` has one row per kept window (positions 0..n-1, no emotion yet),
+    ``index`` their ``(file, start, end)``, ``encoded`` the features of the usable
+    speech windows, ``feature_rows`` their positions in ``frame`` and ``who`` each
+    row's speaker (None outside a conversation).
+    """
+
+    frame: pd.DataFrame
+    index: list[tuple[str, float, float]]
+    encoded: Encoded
+    feature_rows: list[int]
+    who: list[str | None]
+
+    @staticmethod
+    def joined(parts: Sequence[_Windows]) -> _Windows:
+        """Consecutive parts of one recording as one (for one adaptation batch)."""
+        offsets = np.cumsum([0, *(len(p.index) for p in parts)])
+        # Parts without usable windows may hold shapeless empty arrays: leave them out.
+        found = [p.encoded for p in parts if len(p.encoded.features)] or [parts[-1].encoded]
+        encoded = Encoded(
+            np.concatenate([flat(e.features) for e in found]),
+            None if any(e.plain is None for e in found)
+            else np.concatenate([e.plain for e in found]),  # type: ignore[misc]
+            np.concatenate([p.encoded.usable for p in parts]))
+        return _Windows(pd.concat([p.frame for p in parts], ignore_index=True),
+                        [row for p in parts for row in p.index], encoded,
+                        [int(o) + r for p, o in zip(parts, offsets, strict=False)
+                         for r in p.feature_rows],
+                        [w for p in parts for w in p.who])
+
+    def answered(self, engine: Engine,
+                 state: Callable[[str | None], FeatureAdapter | None],
+                 columns: list[str]) -> pd.DataFrame:
+        """The rows with their emotions, each speaker's adapted with ``state(speaker)``."""
+        frame = self.frame.copy()
+        groups: dict[str | None, list[int]] = {}
+        for position, row in enumerate(self.feature_rows):  # time order kept per group
+            groups.setdefault(self.who[row], []).append(position)
+        for speaker, positions in groups.items():  # silent or too short: no emotion
+            rows = [self.feature_rows[p] for p in positions]
+            probabilities = engine.rows(self.encoded.take(positions), pd.MultiIndex.from_tuples(
+                [self.index[i] for i in rows]), state(speaker))
+            frame.loc[rows, "emotion"] = probabilities["emotion"].to_numpy()
+            frame.loc[rows, ["confidence", *engine.classes]] = (
+                probabilities[["confidence", *engine.classes]].to_numpy(dtype=float))
+        frame.index = pd.MultiIndex.from_arrays(
+            [[r[0] for r in self.index], [r[1] for r in self.index],
+             [r[2] for r in self.index]], names=["file", "start", "end"])
+        return frame[columns]
+
+
+def _encode_windows(engine: Engine, label: str, sr: int, buffer: np.ndarray, offset: int,
+                    windows: list[tuple[int, int]], detector: VoiceActivityStream | None,
+                    min_speech: float, keep_nonspeech: bool,
+                    diarization: Diarization | None = None) -> _Windows:
+    """The kept ``windows`` (file sample ranges, inside ``buffer`` which starts at
+    ``offset``) with the features of their speech, and, in a conversation
+    (``diarization``), the speaker of each."""
     classes = engine.classes
     index_rows, ratios, speech, signals, speech_rows = [], [], [], [], []
     for start, end in windows:
@@ -228,34 +299,18 @@ def _classify(engine: Engine, label: str, sr: int, buffer: np.ndarray, offset: i
     # One batch: equal-length windows share a forward pass, each still encoded alone.
     encoded = engine.backend.encode(signals, sr)
     feature_rows = [row for row, ok in zip(speech_rows, encoded.usable, strict=True) if ok]
-    index = pd.MultiIndex.from_arrays(
-        [[r[0] for r in index_rows], [r[1] for r in index_rows], [r[2] for r in index_rows]],
-        names=["file", "start", "end"])
     frame = pd.DataFrame({"emotion": pd.Series([None] * len(index_rows), dtype=object),
                           "confidence": np.nan, **dict.fromkeys(classes, np.nan)},
                          index=range(len(index_rows)))
-    # Who speaks in each window (the turn covering most of it), and whose statistics
-    # adapt its features: the timeline's own, or its speaker's.
+    frame["speech"] = np.asarray(speech, dtype=bool)
+    frame["speech_ratio"] = np.asarray(ratios, dtype=float)
+    # Who speaks in each window (the turn covering most of it).
     who = ([diarization.speaker_of(r[1], r[2], nearest=flag)
             for r, flag in zip(index_rows, speech, strict=True)]
            if diarization is not None else [None] * len(index_rows))
-    groups: dict[str | None, list[int]] = {}
-    for position, row in enumerate(feature_rows):  # time order kept within each group
-        groups.setdefault(who[row], []).append(position)
-    for speaker, positions in groups.items():  # silent or too short windows: no emotion
-        rows = [feature_rows[p] for p in positions]
-        state = adapters[speaker] if adapters is not None and speaker is not None else adapter
-        probabilities = engine.rows(encoded.take(positions), pd.MultiIndex.from_tuples(
-            [index_rows[i] for i in rows]), state)
-        frame.loc[rows, "emotion"] = probabilities["emotion"].to_numpy()
-        frame.loc[rows, ["confidence", *classes]] = (
-            probabilities[["confidence", *classes]].to_numpy(dtype=float))
-    frame["speech"] = np.asarray(speech, dtype=bool)
-    frame["speech_ratio"] = np.asarray(ratios, dtype=float)
     if diarization is not None:
         frame["speaker"] = pd.Series(who, dtype=object)
-    frame.index = index
-    return frame[columns]
+    return _Windows(frame, index_rows, encoded, feature_rows, who)
 
 
 # ----------------------------------------------------------------------------- files
