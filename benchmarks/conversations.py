@@ -16,10 +16,11 @@ Printed, in one run:
   given, and how often ``auto`` found the right number;
 - per-turn emotion UAR (the mean probabilities of the timeline windows centred in the
   turn) of the default bundle's timeline with per-speaker adaptation
-  (``speakers="auto"``), with recording-wide adaptation (one running state), both
-  again with statistics of the whole recording instead of running ones
-  (``adapt="batch"``: each speaker's, or all, speech windows), unadapted, and of the
-  turns predicted as separate files, each speaker's turns adapted together (their own
+  (``speakers="auto"``: each speaker's statistics from all of their windows, the
+  default in a conversation), with recording-wide adaptation from all of the
+  recording's windows (``adapt="batch"``), both again with running statistics
+  (``adapt="stream"``; the default for one voice), unadapted, and of the turns
+  predicted as separate files, each speaker's turns adapted together (their own
   speaker's statistics, the speaker known);
 - the time of the diarization pass against the plain timeline of the same recording.
 
@@ -220,6 +221,7 @@ def main(argv: list[str] | None = None) -> None:
             model = train_without(root, {s for h in held for s in h}, Path(tmp) / "model")
         adapted, plain = Recognizer(model), Recognizer(model, adapt="none")
         whole = Recognizer(model, adapt="batch")  # statistics of the whole recording
+        streamed = Recognizer(model, adapt="stream")  # running statistics
         classes = adapted.classes
         for n_speakers in (2, 3):
             for k in range(args.per_count):
@@ -236,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
                 per_speaker = adapted.predict_timeline(path, speakers="auto")
                 speaker_seconds = time.perf_counter() - began
                 unadapted = plain.predict_timeline(path)
-                whole_speaker = whole.predict_timeline(path, speakers="auto")
+                running_speaker = streamed.predict_timeline(path, speakers="auto")
                 whole_wide = whole.predict_timeline(path)
                 # Oracle: each turn its own file, each speaker's turns adapted together.
                 alone = {}
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
                     "per_speaker": turn_labels(per_speaker, turns, classes),
                     "recording": turn_labels(wide, turns, classes),
                     "unadapted": turn_labels(unadapted, turns, classes),
-                    "whole_speaker": turn_labels(whole_speaker, turns, classes),
+                    "running_speaker": turn_labels(running_speaker, turns, classes),
                     "whole_wide": turn_labels(whole_wide, turns, classes),
                     "separate": [alone[i] for i in range(len(turns))],
                 })
@@ -293,10 +295,10 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
                                            for g in groups])
     line("auto found the right number", [f"{sum(r['found'] == r['speakers'] for r in g)}"
                                          f"/{len(g)}" for g in groups])
-    for key, name in (("per_speaker", "turn UAR, per-speaker adaptation"),
-                      ("recording", "turn UAR, recording-wide adaptation"),
-                      ("whole_speaker", "turn UAR, per-speaker, whole rec."),
-                      ("whole_wide", "turn UAR, recording-wide, whole rec."),
+    for key, name in (("per_speaker", "turn UAR, per-speaker (whole rec.)"),
+                      ("whole_wide", "turn UAR, recording-wide (whole rec.)"),
+                      ("running_speaker", "turn UAR, per-speaker, running"),
+                      ("recording", "turn UAR, recording-wide, running"),
                       ("unadapted", "turn UAR, unadapted"),
                       ("separate", "turn UAR, separate files, own spk")):
         values = []

@@ -165,9 +165,14 @@ def recognizer():
     return Recognizer()
 
 
-def test_adaptation_statistics_never_mix_two_speakers(conversation, recognizer, monkeypatch):
+@pytest.mark.parametrize("adapt", ["auto", "stream"])
+def test_adaptation_statistics_never_mix_two_speakers(conversation, adapt, monkeypatch):
+    """Each voice its own statistics: by default all of that speaker's windows as one
+    batch (the whole recording), with ``stream`` running statistics of them."""
     from emovox.inference.engine import Engine
+    from emovox.recognizer import Recognizer
 
+    recognizer = Recognizer(adapt=adapt)
     signal, _ = conversation
     seen: list[tuple[object, list[tuple[float, float]]]] = []
     rows = Engine.rows
@@ -193,7 +198,11 @@ def test_adaptation_statistics_never_mix_two_speakers(conversation, recognizer, 
     for adapter, _ in seen:
         voice = next(iter(by_adapter[id(adapter)]))
         n = int((frame["emotion"].notna() & (frame["speaker"] == voice)).sum())
-        assert adapter.running.count == n == counted[id(adapter)]
+        assert counted[id(adapter)] == n
+        if adapt == "stream":
+            assert adapter.mode == "stream" and adapter.running.count == n
+        else:  # one batch: every window of the speaker at once
+            assert adapter.mode == "batch" and sum(a is adapter for a, _ in seen) == 1
 
 
 def test_summary_adds_up_to_the_speech_time(conversation, recognizer):
