@@ -34,6 +34,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 from common import add_corpora_argument, corpora_root, print_table
 
 from emovox.config import load_config
@@ -216,26 +217,31 @@ def run_loco(root: Path, only: str | None = None) -> list[dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = run_experiment(config, datasets[key], progress=False)
+        seconds = time.perf_counter() - started
         for fold in result.folds:
             held = fold.name.split("test=")[-1]
             rows.append({"system": system, "test": held, "train": fold.name.split(" ")[0],
                          "uar": fold.scores["uar"], "n": len(fold.y_true),
-                         "protocol": protocol_description(result)})
+                         "protocol": protocol_description(result), "seconds": seconds})
         scores = "  ".join(f"{r['test']} {r['uar']:.3f}" for r in rows[-len(result.folds):])
-        print(f"{system:40s} {scores}  ({time.perf_counter() - started:.0f} s)", flush=True)
+        print(f"{system:40s} {scores}  ({seconds:.0f} s)", flush=True)
     return rows
 
 
 def loco_markdown(rows: list[dict]) -> str:
-    """Systems down, test domains across: UAR of leave-one-corpus-out."""
+    """Systems down, test domains across: UAR of leave-one-corpus-out, then the mean ±
+    standard deviation over the test domains and the seconds the row took (fits and
+    any feature extraction it had to do)."""
     domains = sorted({r["test"] for r in rows})
-    lines = ["| system | " + " | ".join(domains) + " | mean |",
-             "|---|" + "---|" * (len(domains) + 1)]
+    lines = ["| system | " + " | ".join(domains) + " | mean ± std | s |",
+             "|---|" + "---|" * (len(domains) + 2)]
     for system in dict.fromkeys(r["system"] for r in rows):
-        scores = {r["test"]: r["uar"] for r in rows if r["system"] == system}
+        mine = [r for r in rows if r["system"] == system]
+        scores = {r["test"]: r["uar"] for r in mine}
         cells = [f"{scores[d]:.3f}" if d in scores else "" for d in domains]
-        mean = sum(scores.values()) / len(scores)
-        lines.append(f"| {system} | " + " | ".join(cells) + f" | {mean:.3f} |")
+        values = np.array(list(scores.values()))
+        lines.append(f"| {system} | " + " | ".join(cells)
+                     + f" | {values.mean():.3f} ± {values.std():.3f} | {mine[0]['seconds']:.0f} |")
     return "\n".join(lines)
 
 

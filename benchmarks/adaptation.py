@@ -45,16 +45,17 @@ RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "default_bundle.yaml"
 KS = (1, 2, 4, 8, 16)
 
 
-def recipe_config(root: Path, in_corpus: bool, calibrate: bool = False):
-    """The default bundle's recipe, leave-one-domain-out over every developer corpus
-    or (``in_corpus``) under its own 5 speaker-disjoint folds.
+def recipe_config(root: Path, in_corpus: bool, calibrate: bool = False,
+                  recipe: Path = RECIPE):
+    """A bundle's recipe (the default's unless given), leave-one-domain-out over every
+    developer corpus or (``in_corpus``) under its own 5 speaker-disjoint folds.
 
     Calibration is off unless asked: temperature scaling never changes the top class,
     so UAR is the same and each fold fits once instead of four times.
     """
     import yaml
 
-    spec = yaml.safe_load(RECIPE.read_text())
+    spec = yaml.safe_load(Path(recipe).read_text())
     if not in_corpus:
         spec.update(corpora=[str(root / c) for c in ("emodb/wav", "ravdess",
                                                      "crema-d/AudioWAV")

@@ -1,11 +1,12 @@
-"""Is the default model's confidence honest on voices and corpora it never heard?
+"""Is a packaged model's confidence honest on voices and corpora it never heard?
 
-For the default bundle's recipe (calibrated: a temperature fitted on out-of-fold
-predictions over the training speakers), each fold reports, on its test speakers,
-the expected calibration error (ECE, 15 bins) of the probabilities before and after
-the temperature, for the adapted model (test speakers standardised by their own
-recordings) and the unadapted one (a lone file), and how accurate the answers given
-with a calibrated confidence of at least 0.7 are, and how many they are.
+For the default bundle's recipe (or another one, ``--recipe``; calibrated: a
+temperature fitted on out-of-fold predictions over the training speakers), each fold
+reports, on its test speakers, the expected calibration error (ECE, 15 bins) of the
+probabilities before and after the temperature, for the adapted model (test speakers
+standardised by their own recordings) and the unadapted one (a lone file), and how
+accurate the answers given with a calibrated confidence of at least 0.7 are, and how
+many they are.
 
 Protocols: leave-one-corpus-out over every developer corpus (default), or the
 recipe's own 5 speaker-disjoint folds (``--in-corpus``). The temperature never sees a
@@ -13,7 +14,8 @@ test speaker.
 
 Usage::
 
-    python benchmarks/confidence.py [--in-corpus] [--corpora ../shared/corpora]
+    python benchmarks/confidence.py [--in-corpus] [--recipe recipes/accurate_bundle.yaml]
+                                    [--corpora ../shared/corpora]
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from adaptation import recipe_config  # sibling scripts: this folder is on sys.path
+from adaptation import RECIPE, recipe_config  # sibling scripts: this folder is on sys.path
 from common import add_corpora_argument, corpora_root, print_table
 
 from emovox.calibration import expected_calibration_error
@@ -35,9 +37,9 @@ from emovox.protocols import make_splits
 CONFIDENT = 0.7
 
 
-def fold_rows(root: Path, in_corpus: bool) -> list[dict]:
+def fold_rows(root: Path, in_corpus: bool, recipe: Path = RECIPE) -> list[dict]:
     """One row per fold and model (adapted / unadapted)."""
-    config = recipe_config(root, in_corpus, calibrate=True)
+    config = recipe_config(root, in_corpus, calibrate=True, recipe=recipe)
     raw = config.model_copy(update={"normalization": "none"})
     dataset = prepare_dataset(config, progress=sys.stderr.isatty())
     rows = []
@@ -105,9 +107,13 @@ def main() -> None:
     add_corpora_argument(parser)
     parser.add_argument("--in-corpus", action="store_true",
                         help="the recipe's own 5 speaker-disjoint folds")
+    parser.add_argument("--recipe", type=Path, default=RECIPE,
+                        help="the bundle recipe (default: the default bundle's; e.g. "
+                             "recipes/accurate_bundle.yaml)")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
-    print_table(markdown(fold_rows(corpora_root(args), args.in_corpus)), args.markdown)
+    print_table(markdown(fold_rows(corpora_root(args), args.in_corpus, args.recipe)),
+                args.markdown)
 
 
 if __name__ == "__main__":

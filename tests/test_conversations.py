@@ -127,9 +127,22 @@ def test_encoder_precision_is_chosen_once_and_agrees_with_float32(conversation):
     half = VoiceEncoder(precision="bfloat16").embed_frames(frames)
     assert np.all(np.sum(auto * exact, axis=1) > 0.99)
     assert np.all(np.sum(half * exact, axis=1) > 0.99)
-    assert chosen.pick_precision(frames[:1], windows=4) in ("float32", "bfloat16")
     with pytest.raises(ValueError, match="precision"):
         VoiceEncoder(precision="half")
+
+
+def test_encoder_precision_follows_the_cpu_not_the_load(conversation, monkeypatch):
+    """The same CPU always makes the same choice (a timed one flipped with the load)."""
+    import emovox.speakers as speakers
+
+    signal, _ = conversation
+    frames = shared_encoder().mels(np.stack([signal[:25_600], signal[RATE:RATE + 25_600]]))
+    encoder = VoiceEncoder(precision="float32")
+    monkeypatch.setattr(speakers, "cpu_has_bfloat16", lambda: False)
+    assert encoder.pick_precision(frames[:, :160], windows=4) == "float32"
+    monkeypatch.setattr(speakers, "cpu_has_bfloat16", lambda: True)
+    choices = {encoder.pick_precision(frames[:, :160], windows=4) for _ in range(3)}
+    assert choices == {"bfloat16"}  # the embeddings agree on speech
 
 
 def test_embed_windows_keeps_only_windows_of_speech(conversation):

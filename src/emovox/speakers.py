@@ -33,9 +33,9 @@ GE2E_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
 _TARGET_DBFS = -30.0
 #: Arithmetic the LSTM may run in.
 PRECISIONS = ("auto", "float32", "bfloat16")
-#: bfloat16 is used only when at least this much faster, and its embeddings at least
-#: this close (cosine) to float32's on the calibration batch.
-_BF16_SPEEDUP, _BF16_AGREEMENT = 1.3, 0.99
+#: bfloat16 is used only when its embeddings are at least this close (cosine) to
+#: float32's on the first windows.
+_BF16_AGREEMENT = 0.99
 
 _lock = threading.Lock()
 _shared: VoiceEncoder | None = None
@@ -72,9 +72,9 @@ class VoiceEncoder:
     threads : int, optional
         PyTorch intra-op threads while embedding (default: leave the setting alone).
     precision : {"auto", "float32", "bfloat16"}
-        Arithmetic of the LSTM. ``"auto"``: bfloat16 where this CPU runs it clearly
-        faster than float32 and the embeddings agree (:meth:`pick_precision`, decided
-        once, at the first batch), else float32.
+        Arithmetic of the LSTM. ``"auto"``: bfloat16 where this CPU has bfloat16
+        instructions and the embeddings agree (:meth:`pick_precision`, decided once,
+        at the first batch), else float32.
     """
 
     def __init__(self, path: Path | None = None, threads: int | None = None,
@@ -180,41 +180,49 @@ class VoiceEncoder:
         return raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-9)
 
     def pick_precision(self, frames: np.ndarray, windows: int = 24) -> str:
-        """``"bfloat16"`` when this CPU runs the LSTM in it clearly faster than in
-        float32 and the embeddings agree, else ``"float32"``.
+        """``"bfloat16"`` when this CPU has bfloat16 matrix instructions and the
+        embeddings agree with float32's, else ``"float32"``.
 
         The LSTM is nearly all of a diarization's cost and its matrix products are
         compute-bound: CPUs with bfloat16 instructions (AVX512-BF16, AMX) run it about
         twice as fast (cosine to float32 >= 0.999 on speech), others emulate it
-        slowly. Measured, not guessed from CPU flags: the best of two runs of each on
-        the first ``windows`` windows of ``frames`` (tiled when fewer).
+        slowly. Decided from the CPU's flags, not by timing both: a timed choice
+        flipped with the machine's load, so the same file could be diarised
+        differently from one run to the next.
 
         Parameters
         ----------
         frames : np.ndarray, shape (n, n_frames, 40)
             Mel frames of real windows (what will be embedded).
         windows : int
-            Windows in the calibration batch.
+            Windows in the agreement check (``frames`` tiled when fewer).
 
         Returns
         -------
         str
         """
-        import time
-
+        if not cpu_has_bfloat16():
+            return "float32"
         sample = np.resize(frames, (windows, *frames.shape[1:]))
         try:
-            times, out = {}, {}
-            for precision in ("float32", "bfloat16", "float32", "bfloat16"):
-                began = time.perf_counter()
-                out[precision] = self._embed(sample, precision)
-                spent = time.perf_counter() - began
-                times[precision] = min(times.get(precision, spent), spent)
-        except (RuntimeError, TypeError):  # no bfloat16 kernels on this CPU or build
+            exact = self._embed(sample, "float32")
+            half = self._embed(sample, "bfloat16")
+        except (RuntimeError, TypeError):  # no bfloat16 kernels in this build
             return "float32"
-        agree = float(np.min(np.sum(out["float32"] * out["bfloat16"], axis=1)))
-        fast = times["float32"] >= _BF16_SPEEDUP * times["bfloat16"]
-        return "bfloat16" if fast and agree >= _BF16_AGREEMENT else "float32"
+        agree = float(np.min(np.sum(exact * half, axis=1)))
+        return "bfloat16" if agree >= _BF16_AGREEMENT else "float32"
+
+
+def cpu_has_bfloat16() -> bool:
+    """Whether the CPU reports bfloat16 matrix instructions (``avx512_bf16`` or
+    ``amx_bf16`` in Linux's /proc/cpuinfo; False where that cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    flags = {flag for line in text.splitlines() if line.startswith("flags")
+             for flag in line.split(":", 1)[-1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def shared_encoder() -> VoiceEncoder:
