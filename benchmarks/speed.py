@@ -23,7 +23,10 @@ number of threads on both sides:
   timeline's ratio to it;
 - times ``predict_signal`` on a real 3 s clip (p50, p95) on each runtime, and one
   ``emovox predict one.wav`` command (wall time and peak RSS of the child process)
-  with the default model and with the native bundle.
+  with the default model and with the native bundle;
+- the same (one command, the timeline, the 3 s clip) for the accurate tier
+  (``--model accurate``: Whisper tiny.en + base, native), so its cost is a ratio to
+  the default's measured in the same run.
 
 The bundle was trained on these corpora, so the UARs compare inference engines on
 the same recording; they are not accuracy estimates.
@@ -374,6 +377,18 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         for name, recognizer in runtimes.items():
             recognizer.predict_signal(clip, RATE)  # warm
             timed_timeline(name, recognizer, long_file, utterances, ct2, report)
+        from emovox.inference.packaged import packaged_model
+
+        if (packaged_model("accurate") / "bundle.json").is_file():
+            wall, rss = cli_call(one, "--model", "accurate")
+            report("emovox predict one.wav --model accurate (native)",
+                   f"{wall:.2f} s wall, {rss:.0f} MB peak RSS")
+            accurate = Recognizer("accurate", n_jobs=1)
+            set_threads(accurate, args.threads)
+            accurate.predict_signal(clip, RATE)  # warm: loads both encoders
+            timed_timeline("accurate tier (native)", accurate, long_file, utterances, ct2,
+                           report)
+            runtimes["accurate tier (native)"] = accurate
         for name, recognizer in runtimes.items():
             if name.startswith("native, windows"):
                 continue  # one clip: the same work as window by window

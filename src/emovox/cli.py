@@ -29,6 +29,11 @@ errors = Console(stderr=True)
 
 Overrides = Annotated[list[str] | None, typer.Argument(
     help="Config overrides as dotted.key=value, e.g. model.params.C=0.1")]
+#: The model option every verb shares: a packaged tier's name or a folder.
+ModelOption = Annotated[Path | None, typer.Option(
+    "--model", "--bundle", "-m",
+    help="'default' (the fast packaged model), 'accurate' (a larger encoder: more "
+         "accurate, several times slower) or a model bundle / ONNX export folder")]
 
 
 #: Exit status when some inputs could not be predicted (each is listed on stderr).
@@ -183,8 +188,7 @@ def predict(
     files: Annotated[list[Path] | None, typer.Argument(
         help="Audio files, folders, glob patterns ('calls/**/*.wav') or manifests (.csv, "
              ".tsv, .parquet with a path column)")] = None,
-    bundle: Annotated[Path | None, typer.Option(help="Model bundle folder (default: "
-                                                     "the packaged model)")] = None,
+    bundle: ModelOption = None,
     output_format: Annotated[str | None, typer.Option(
         "--format", "-f", help="table, csv, json or parquet (default: from the --output "
                                "extension, else table)")] = None,
@@ -723,8 +727,7 @@ def show(
 
 @app.command()
 def listen(
-    bundle: Annotated[Path | None, typer.Option(help="Model bundle folder (default: "
-                                                     "the packaged model)")] = None,
+    bundle: ModelOption = None,
     window: Annotated[float, typer.Option(help="Seconds of audio each prediction "
                                                "sees")] = 2.0,
     hop: Annotated[float, typer.Option(help="Seconds between predictions")] = 1.0,
@@ -762,8 +765,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this "
                                            "machine only)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
-    bundle: Annotated[Path | None, typer.Option(help="Model bundle folder (default: "
-                                                     "the packaged model)")] = None,
+    bundle: ModelOption = None,
     onnx: Annotated[Path | None, typer.Option(help="Serve a folder written by "
                                                    "'emovox export --onnx' instead")] = None,
     max_upload_mb: Annotated[float, typer.Option(help="Largest upload in MB")] = 20.0,
@@ -805,8 +807,7 @@ def serve(
 def export_model(
     onnx: Annotated[Path, typer.Option("--onnx", help="Folder to write model.onnx, "
                                                       "preprocessing.json and the card to")],
-    bundle: Annotated[Path | None, typer.Option(help="Model bundle folder (default: "
-                                                     "the packaged model)")] = None,
+    bundle: ModelOption = None,
     check: Annotated[bool, typer.Option("--check/--no-check", help="Refuse the export when "
                                         "ONNX and native probabilities differ")] = True,
     int8: Annotated[bool, typer.Option("--int8", help="Quantise the encoder's MatMul weights "

@@ -125,7 +125,8 @@ def export_onnx(
     Parameters
     ----------
     bundle : Bundle, str, Path or None
-        A loaded bundle, a bundle folder, or ``None`` for the packaged default model.
+        A loaded bundle, a bundle folder, a packaged model's name, or ``None`` for the
+        packaged default model.
     out_dir : str or Path
         Folder to write (replaced atomically if it exists).
     opset : int
@@ -169,6 +170,11 @@ def export_onnx(
     if graph_input not in GRAPH_INPUTS:
         raise BundleError(f"graph_input must be one of {GRAPH_INPUTS}, got {graph_input!r}")
 
+    from emovox.inference.packaged import packaged_model, packaged_name
+
+    name = packaged_name(bundle)
+    if name is not None:
+        bundle = packaged_model(name)
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     source = bundle
     adapted = None

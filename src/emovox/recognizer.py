@@ -56,7 +56,9 @@ def make_backend(model: Bundle | str | Path | None = None, n_jobs: int = -1,
     ----------
     model : Bundle, str or Path, optional
         A loaded bundle, a bundle folder, an ONNX export folder (it holds
-        ``preprocessing.json``), or None for the packaged default model.
+        ``preprocessing.json``), the name of a packaged model (``"default"``,
+        ``"accurate"``; see :mod:`emovox.inference.packaged`), or None for the
+        packaged default model.
     n_jobs : int
         Processes for multi-file feature extraction.
     runtime : {"auto", "torch", "onnx"}
@@ -70,9 +72,18 @@ def make_backend(model: Bundle | str | Path | None = None, n_jobs: int = -1,
         An unknown runtime, or one the model does not exist for.
     """
     from emovox.inference.onnx_backend import SPEC_FILE, OnnxBackend
+    from emovox.inference.packaged import PACKAGED_MODELS, packaged_model, packaged_name
 
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    name = packaged_name(model)
+    if name == "default":
+        model = None
+    elif name is not None:
+        model = packaged_model(name)
+    elif isinstance(model, str | Path) and not Path(model).exists():
+        raise ConfigError(f"{model}: no such model folder, and not a packaged model "
+                          f"(those are {', '.join(PACKAGED_MODELS)})")
     onnx_jobs = 1 if n_jobs < 0 else n_jobs
     if model is None and runtime != "torch":
         from emovox.inference.packaged import packaged_onnx
@@ -107,8 +118,8 @@ class Recognizer(FileVerbs):
     Parameters
     ----------
     bundle : Bundle, str or Path, optional
-        A loaded bundle, a bundle folder or an ONNX export folder; ``None`` loads the
-        default bundle.
+        A loaded bundle, a bundle folder, an ONNX export folder or a packaged model's
+        name (``"default"``, ``"accurate"``); ``None`` loads the default.
     n_jobs : int
         Processes for multi-file feature extraction (-1: all cores).
     adapt : {"auto", "none", "batch", "stream"}

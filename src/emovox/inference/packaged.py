@@ -1,4 +1,8 @@
-"""The models that ship inside the package: the default bundle and its ONNX export.
+"""The models that ship inside the package: two tiers, and the default's ONNX export.
+
+``default`` is the fast tier every front uses unless told otherwise; ``accurate``
+trades speed for accuracy (a larger encoder; see its model card). Users name them
+(``emovox predict --model accurate``, ``Recognizer("accurate")``).
 
 The ONNX export (``bundles/default-onnx``, made by ``emovox export --onnx
 src/emovox/bundles/default-onnx``) answers as the bundle does (probabilities within
@@ -19,9 +23,47 @@ MODEL_FILES = ("bundle.json", "model.skops", "model_unadapted.skops", "reference
                "network/weights.safetensors", "network/neural.json")
 
 
+#: Names of the packaged model bundles, the fast default first.
+PACKAGED_MODELS = ("default", "accurate")
+
+
 def bundles_root() -> Path:
     """The folder of the packaged models."""
     return Path(str(resources.files("emovox") / "bundles"))
+
+
+def packaged_name(model: object) -> str | None:
+    """The packaged model ``model`` names, or None when it is something else.
+
+    A folder that exists wins over a packaged name (``./accurate`` on disk is that
+    folder), so a name only means the packaged model when no such path is there.
+
+    Parameters
+    ----------
+    model : object
+        What a user passed as the model: a name, a folder path, a loaded bundle.
+    """
+    if not isinstance(model, str | Path) or str(model) not in PACKAGED_MODELS:
+        return None
+    return None if Path(model).exists() else str(model)
+
+
+def packaged_model(name: str) -> Path:
+    """The bundle folder of a packaged model.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`PACKAGED_MODELS`.
+
+    Raises
+    ------
+    ValueError
+        An unknown name.
+    """
+    if name not in PACKAGED_MODELS:
+        raise ValueError(f"no packaged model {name!r}; there are {', '.join(PACKAGED_MODELS)}")
+    return bundles_root() / name
 
 
 def bundle_digest(folder: str | Path) -> str:

@@ -1,0 +1,96 @@
+"""The two packaged tiers: names resolve to the right model, the accurate tier runs.
+
+``default`` is the fast model every front uses; ``accurate`` is a second bundle
+(Whisper tiny.en + base). Users name them on the command line (``--model accurate``)
+and in Python (``Recognizer("accurate")``).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import requires_corpora
+from typer.testing import CliRunner
+
+from emovox.cli import EXIT_USAGE, app
+from emovox.errors import ConfigError
+from emovox.inference.packaged import (
+    PACKAGED_MODELS,
+    bundles_root,
+    packaged_model,
+    packaged_name,
+)
+from emovox.recognizer import Recognizer
+
+
+def test_packaged_names_resolve_unless_a_folder_of_that_name_exists(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert packaged_name("accurate") == "accurate"
+    assert packaged_name(Path("default")) == "default"
+    assert packaged_name("fast") is None and packaged_name(None) is None
+    (tmp_path / "accurate").mkdir()  # a user's own folder called "accurate" wins
+    assert packaged_name("accurate") is None
+    assert packaged_model("accurate") == bundles_root() / "accurate"
+    with pytest.raises(ValueError, match="no packaged model 'fast'"):
+        packaged_model("fast")
+
+
+def test_every_packaged_tier_ships_with_a_card_stating_its_protocols() -> None:
+    for name in PACKAGED_MODELS:
+        folder = packaged_model(name)
+        assert (folder / "bundle.json").is_file(), f"{folder} is missing"
+        card = (folder / "MODEL_CARD.md").read_text()
+        assert "speaker" in card and "leave-one-corpus-out" in card.lower(), name
+    accurate = json.loads((packaged_model("accurate") / "bundle.json").read_text())
+    default = json.loads((packaged_model("default") / "bundle.json").read_text())
+    assert accurate["classes"] == default["classes"]
+
+
+def test_an_unknown_model_name_is_one_line_naming_it() -> None:
+    with pytest.raises(ConfigError, match=r"nothing-here: no such model folder.*accurate"):
+        Recognizer("nothing-here")
+    done = subprocess.run([sys.executable, "-c", "from emovox.cli import main; main()",
+                           "predict", "--model", "nothing-here", "--sample"],
+                          capture_output=True, text=True)
+    assert done.returncode == EXIT_USAGE
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nothing-here" in lines[0], done.stderr
+
+
+def test_default_by_name_is_the_packaged_default() -> None:
+    assert Recognizer("default").engine_name == Recognizer().engine_name
+
+
+@pytest.fixture(scope="module")
+def accurate() -> Recognizer:
+    return Recognizer("accurate", n_jobs=1)
+
+
+def test_the_accurate_tier_runs_natively_on_both_encoders(accurate: Recognizer) -> None:
+    assert accurate.engine_name == "torch"
+    assert accurate.classes == Recognizer().classes
+    parts = accurate.backend.bundle.features["parts"]
+    assert [p["features"].get("model", "tiny.en") for p in parts] == ["tiny.en", "base"]
+
+
+@requires_corpora
+def test_the_accurate_tier_answers_real_speech_as_the_api_and_cli_do(
+        accurate: Recognizer, crema_twelve: list[str]) -> None:
+    one = crema_twelve[0]
+    frame = accurate.predict_files([one])
+    probabilities = frame[accurate.classes].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
+    result = CliRunner().invoke(app, ["predict", "--model", "accurate", "-f", "json", one])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer[0]["emotion"] == frame["emotion"].iloc[0]
+    # Twelve files of three speakers: the batch adapts, so answers may differ from a
+    # lone file's, but each still sums to one and names a known class.
+    batch = accurate.predict_files(crema_twelve)
+    assert set(batch["emotion"]) <= {*accurate.classes, "uncertain"}
