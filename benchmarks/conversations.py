@@ -29,7 +29,9 @@ adaptation schemes on the same model, they are not accuracy estimates for new vo
 With ``--unseen`` they are: a third of every corpus's speakers (drawn with the seed)
 is held out, conversations are built from them only, and the model is the default
 bundle's recipe (``recipes/default_bundle.yaml``) trained on the other speakers in the
-temporary folder, so every voice in a conversation is new to it (as for a user).
+temporary folder, so every voice in a conversation is new to it (as for a user); the
+voice projection of the diarization (:mod:`emovox.voice_projection`, packaged one
+fitted on all of these corpora's speakers) is refitted on the other speakers too.
 
 Usage: ``python benchmarks/conversations.py [--per-count 4] [--minutes 2] [--unseen]``
 """
@@ -37,6 +39,7 @@ Usage: ``python benchmarks/conversations.py [--per-count 4] [--minutes 2] [--uns
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -168,8 +171,6 @@ def held_out(table: pd.DataFrame, rng: np.random.Generator) -> list[str]:
 
 def train_without(root: Path, speakers: set[str], out: Path) -> Path:
     """The default bundle's recipe trained without ``speakers``; returns the bundle."""
-    import os
-
     from emovox.bundle import save_bundle
     from emovox.config import load_config
     from emovox.corpora import load_corpus
@@ -206,6 +207,11 @@ def main(argv: list[str] | None = None) -> None:
     from emovox.corpora import load_corpus
     from emovox.diarization import diarize
     from emovox.recognizer import Recognizer
+    from emovox.voice_projection import (
+        PROJECTION_ENV_VAR,
+        fit_projection_on_corpora,
+        save_projection,
+    )
 
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
@@ -217,8 +223,14 @@ def main(argv: list[str] | None = None) -> None:
         model = None
         if args.unseen:
             held = [held_out(t, rng) for t in tables]
+            others = [t[~t["speaker"].isin(h)] for t, h in zip(tables, held, strict=True)]
             tables = [t[t["speaker"].isin(h)] for t, h in zip(tables, held, strict=True)]
             model = train_without(root, {s for h in held for s in h}, Path(tmp) / "model")
+            # The voice projection too is fitted on the other speakers only.
+            projection, note = fit_projection_on_corpora(others)
+            os.environ[PROJECTION_ENV_VAR] = str(save_projection(
+                projection, Path(tmp) / "voice_lda.npz", note))
+            print(f"voice projection: {note}", file=sys.stderr, flush=True)
         adapted, plain = Recognizer(model), Recognizer(model, adapt="none")
         whole = Recognizer(model, adapt="batch")  # statistics of the whole recording
         streamed = Recognizer(model, adapt="stream")  # running statistics

@@ -6,9 +6,10 @@ beyond one small vector per second of speech):
 1. the voice activity detector of the timelines (:mod:`emovox.vad`) finds the speech;
 2. windows of 1.6 s every 0.8 s (:func:`emovox.inference.windows.stream_windows`)
    that are mostly speech get a voice embedding (:mod:`emovox.speakers`, GE2E);
-3. the embeddings are clustered (:func:`cluster`): into ``N`` speakers when the number
-   is given, otherwise the fewest with nearly the clearest separation (silhouette), or
-   one speaker when no split separates the voices;
+3. the embeddings, projected onto the directions that tell speakers apart rather than
+   emotions (:mod:`emovox.voice_projection`), are clustered (:func:`cluster`): into
+   ``N`` speakers when the number is given, otherwise the fewest with nearly the
+   clearest separation (silhouette), or one speaker when no split separates them;
 4. each instant of speech belongs to the speaker of the nearest window centre, which
    cuts the speech segments into speaker turns.
 
@@ -32,6 +33,7 @@ from emovox.errors import AudioError
 from emovox.inference.windows import DEFAULT_CHUNK_SECONDS, stream_windows
 from emovox.speakers import PARTIAL_FRAMES, SAMPLE_RATE, VoiceEncoder, shared_encoder
 from emovox.vad import VadOptions, VoiceActivityStream, resolve_vad
+from emovox.voice_projection import project, voice_projection
 
 #: Seconds of speech per voice embedding (the encoder's 160 frames) and between two.
 EMBED_WINDOW, EMBED_HOP = 1.6, 0.8
@@ -193,7 +195,8 @@ def diarize(
     speakers = check_speakers(speakers)
     heard = embed_windows(source, sample_rate, vad=vad, chunk_seconds=chunk_seconds,
                           name=name, vad_options=vad_options, encoder=encoder)
-    labels = cluster(heard.embeddings, speakers, max_speakers)
+    # Speaker directions only (emotion moves raw embeddings as much as the voice does).
+    labels = cluster(project(heard.embeddings, voice_projection()), speakers, max_speakers)
     turns = speaker_turns(heard.segments, heard.centres, labels)
     names = list(dict.fromkeys(s for _, _, s in turns))
     if isinstance(speakers, int):  # the speakers given but never heard still exist
@@ -300,7 +303,7 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
     Parameters
     ----------
     embeddings : np.ndarray, shape (n, dim)
-        Unit-length voice embeddings, in time order.
+        Voice embeddings (raw or projected), in time order.
     speakers : int or "auto"
         Number of clusters, or ``"auto"``: the fewest from 2 to ``max_speakers``
         whose silhouette is within :data:`SILHOUETTE_MARGIN` of the highest
