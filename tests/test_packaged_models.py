@@ -24,6 +24,7 @@ from emovox.inference.packaged import (
     bundles_root,
     packaged_model,
     packaged_name,
+    resolve_model,
 )
 from emovox.recognizer import Recognizer
 
@@ -37,6 +38,11 @@ def test_packaged_names_resolve_unless_a_folder_of_that_name_exists(
     (tmp_path / "accurate").mkdir()  # a user's own folder called "accurate" wins
     assert packaged_name("accurate") is None
     assert packaged_model("accurate") == bundles_root() / "accurate"
+    assert resolve_model("accurate") == Path("accurate")  # the folder here wins
+    monkeypatch.chdir(tmp_path.parent)
+    assert resolve_model("accurate") == bundles_root() / "accurate"
+    assert resolve_model("default") is None and resolve_model(None) is None
+    assert resolve_model(Path("elsewhere")) == Path("elsewhere")
     with pytest.raises(ValueError, match="no packaged model 'fast'"):
         packaged_model("fast")
 

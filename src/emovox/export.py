@@ -170,11 +170,9 @@ def export_onnx(
     if graph_input not in GRAPH_INPUTS:
         raise BundleError(f"graph_input must be one of {GRAPH_INPUTS}, got {graph_input!r}")
 
-    from emovox.inference.packaged import packaged_model, packaged_name
+    from emovox.inference.packaged import resolve_model
 
-    name = packaged_name(bundle)
-    if name is not None:
-        bundle = packaged_model(name)
+    bundle = resolve_model(bundle)  # type: ignore[assignment]
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     source = bundle
     adapted = None

@@ -72,16 +72,12 @@ def make_backend(model: Bundle | str | Path | None = None, n_jobs: int = -1,
         An unknown runtime, or one the model does not exist for.
     """
     from emovox.inference.onnx_backend import SPEC_FILE, OnnxBackend
-    from emovox.inference.packaged import PACKAGED_MODELS, packaged_model, packaged_name
+    from emovox.inference.packaged import PACKAGED_MODELS, resolve_model
 
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-    name = packaged_name(model)
-    if name == "default":
-        model = None
-    elif name is not None:
-        model = packaged_model(name)
-    elif isinstance(model, str | Path) and not Path(model).exists():
+    model = resolve_model(model)  # type: ignore[assignment]
+    if isinstance(model, str | Path) and not Path(model).exists():
         raise ConfigError(f"{model}: no such model folder, and not a packaged model "
                           f"(those are {', '.join(PACKAGED_MODELS)})")
     onnx_jobs = 1 if n_jobs < 0 else n_jobs

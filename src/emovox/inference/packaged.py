@@ -48,6 +48,16 @@ def packaged_name(model: object) -> str | None:
     return None if Path(model).exists() else str(model)
 
 
+def resolve_model(model: object) -> object:
+    """``model`` with a packaged name replaced: None for ``"default"`` (the packaged
+    default, on whichever runtime serves it), the bundle folder for another tier;
+    anything else unchanged."""
+    name = packaged_name(model)
+    if name is None:
+        return model
+    return None if name == "default" else packaged_model(name)
+
+
 def packaged_model(name: str) -> Path:
     """The bundle folder of a packaged model.
 
