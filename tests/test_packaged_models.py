@@ -38,7 +38,7 @@ def test_packaged_names_resolve_unless_a_folder_of_that_name_exists(
     (tmp_path / "accurate").mkdir()  # a user's own folder called "accurate" wins
     assert packaged_name("accurate") is None
     assert packaged_model("accurate") == bundles_root() / "accurate"
-    assert resolve_model("accurate") == Path("accurate")  # the folder here wins
+    assert resolve_model("accurate") == "accurate"  # the folder here wins: unchanged
     monkeypatch.chdir(tmp_path.parent)
     assert resolve_model("accurate") == bundles_root() / "accurate"
     assert resolve_model("default") is None and resolve_model(None) is None
