@@ -58,7 +58,8 @@ def test_projection_files_are_checked_and_written_atomically(tmp_path: Path) -> 
     np.savez(tmp_path / "nan.npz", projection=np.full((EMBEDDING_SIZE, 2), np.nan))
     np.savez(tmp_path / "pickled.npz", projection=np.array([{"a": 1}], dtype=object))
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    for name in ("shape", "nan", "pickled", "junk"):
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "shape.npz").read_bytes()[:60])
+    for name in ("shape", "nan", "pickled", "junk", "cut"):
         with pytest.raises(ValueError) as error:
             read_projection(tmp_path / f"{name}.npz")
         message = str(error.value)

@@ -17,6 +17,7 @@ form (e.g. fitted on other speakers), or ``none`` to cluster the raw embeddings.
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -114,7 +115,7 @@ def read_projection(path: str | Path) -> np.ndarray:
     try:
         with np.load(path, allow_pickle=False) as data:
             projection = np.asarray(data["projection"], dtype=np.float32)
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a voice projection file ({error})") from None
     if (projection.ndim != 2 or projection.shape[0] != EMBEDDING_SIZE
             or not 1 <= projection.shape[1] <= EMBEDDING_SIZE
