@@ -253,6 +253,9 @@ def set_threads(recognizer: object, threads: int) -> None:
 class WindowByWindow:
     """The landed timeline's encoding: a backend that encodes each window on its own."""
 
+    #: No frame-level features: the timeline encodes windows, not stretches of speech.
+    frame_seconds = None
+
     def __init__(self, backend: Any) -> None:
         self.inner = backend
 

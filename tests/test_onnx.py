@@ -22,6 +22,7 @@ pytest.importorskip("onnxruntime", reason="ONNX inference needs onnxruntime")
 
 from emovox.errors import BundleError
 from emovox.export import (
+    LINEAR_HEAD_FILE,
     MODEL_FILE,
     SPEC_FILE,
     OnnxRecognizer,
@@ -105,15 +106,20 @@ def test_whisper_export_is_one_self_contained_graph(whisper_onnx: Path) -> None:
         WHISPER_SAMPLE_RATE,
     )
 
-    assert sorted(p.name for p in whisper_onnx.iterdir()) == ["MODEL_CARD.md", MODEL_FILE,
-                                                               SPEC_FILE]
+    # The graph, and beside it its own head for windows pooled from its frames output.
+    assert sorted(p.name for p in whisper_onnx.iterdir()) == sorted(
+        ["MODEL_CARD.md", LINEAR_HEAD_FILE, MODEL_FILE, SPEC_FILE])
     model = onnx.load(str(whisper_onnx / MODEL_FILE), load_external_data=False)
     onnx.checker.check_model(model)
     assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     (graph_input,) = model.graph.input
     dims = [d.dim_value or d.dim_param for d in graph_input.type.tensor_type.shape.dim]
     assert graph_input.name == "waveform" and dims == ["batch", "samples"]
-    assert [o.name for o in model.graph.output] == ["probabilities"]
+    outputs = {o.name: [d.dim_value or d.dim_param for d in o.type.tensor_type.shape.dim]
+               for o in model.graph.output}
+    assert list(outputs) == ["probabilities", "features", "frames"]
+    width = outputs["features"][1]
+    assert outputs["frames"] == ["batch", "frames", width] and width == 5 * 384
 
     spec = json.loads((whisper_onnx / SPEC_FILE).read_text())
     assert spec["sha256"] == hashlib.sha256((whisper_onnx / MODEL_FILE).read_bytes()).hexdigest()

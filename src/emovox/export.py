@@ -66,9 +66,15 @@ import numpy as np
 
 from emovox import __version__
 from emovox.errors import BundleError
-from emovox.export_adaptation import linear_head_probabilities, write_adaptation
+from emovox.export_adaptation import (
+    LINEAR_HEAD_FILE,
+    linear_head_probabilities,
+    write_adaptation,
+    write_linear_head,
+)
 from emovox.fileio import atomic_folder
 from emovox.inference.frontend import (
+    ENCODER_FRAME_SECONDS,
     MAX_MEL_FRAMES,
     N_FFT,
     N_MELS,
@@ -211,9 +217,8 @@ def export_onnx(
     target_lufs = signal_steps["loudness_lufs"] if signal_steps is not None else None
     if extractor.name == "whisper_encoder" and not network:
         front = _front_settings(extractor, target_lufs) if waveform else None
-        proto, contains = _whisper_graph(bundle, extractor, order, opset, dynamo,
-                                         emit_features=adapted_head is not None,
-                                         front=front)
+        proto, contains, plain_head = _whisper_graph(bundle, extractor, order, opset, dynamo,
+                                                     front=front)
         if waveform:
             kind = "whisper_waveform"
             input_spec = {"name": "waveform", "dtype": "float32", "shape": ["batch", "samples"],
@@ -227,6 +232,7 @@ def export_onnx(
                           "description": "Whisper log-mel of the analysed window "
                                          "(preprocessing.log_mel), frames <= 3000"}
     else:
+        plain_head = None
         dim = math.prod(extractor.output_shape)
         if network:
             proto, contains = _network_graph(model, order, dim, opset, dynamo)
@@ -302,12 +308,21 @@ def export_onnx(
         "preprocessing": preprocessing,
         "training": bundle.training,
     }
-    if adapted_head is not None:
+    if plain_head is not None:
+        batch = 1 if kind == "whisper_log_mel" else "batch"
         spec["graph"]["features_output"] = {
             "name": "features", "dtype": "float32",
-            "shape": [1 if kind == "whisper_log_mel" else "batch",
-                      math.prod(extractor.output_shape)],
+            "shape": [batch, math.prod(extractor.output_shape)],
             "description": "the pooled encoder features (input of the adaptation)"}
+        spec["graph"]["frames_output"] = {
+            "name": "frames", "dtype": "float32",
+            "shape": [batch, "frames", math.prod(extractor.output_shape)],
+            "frame_seconds": ENCODER_FRAME_SECONDS,
+            "description": "the same encoder states frame by frame (frame k covers "
+                           "[k, k + 1) * frame_seconds of the analysed window); their "
+                           "mean over frames is 'features'. A timeline pools the frames "
+                           "inside each window and applies the head in "
+                           f"{LINEAR_HEAD_FILE} (emovox.inference.frames)"}
 
     out_dir = Path(out_dir)
     with atomic_folder(out_dir) as work:
@@ -317,6 +332,9 @@ def export_onnx(
             (work / MODEL_FILE).replace(float_model)
             spec["graph"]["quantization"] = quantize_int8(float_model, work / MODEL_FILE)
         spec["sha256"] = hashlib.sha256((work / MODEL_FILE).read_bytes()).hexdigest()
+        if plain_head is not None:
+            spec["graph"]["frames_output"]["head"] = write_linear_head(
+                work / LINEAR_HEAD_FILE, plain_head, order)
         if adapted_head is not None:  # only set for a speaker-normalised bundle
             assert adapted is not None and adapted.reference is not None
             spec["adaptation"] = write_adaptation(
@@ -489,13 +507,21 @@ def _fold_linear(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 
 def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
-                   dynamo: bool, emit_features: bool = False,
-                   front: dict[str, Any] | None = None) -> tuple[Any, str]:
+                   dynamo: bool, front: dict[str, Any] | None = None
+                   ) -> tuple[Any, str, tuple[np.ndarray, ...] | None]:
     """One graph from log-mel (or waveform) to probabilities for a whisper_encoder bundle.
 
-    ``emit_features``: a second output, ``features``, holds the pooled encoder states
-    (the input of the linear head), for adaptation outside the graph. ``front``: the
-    :func:`_front_settings` of a waveform graph (None: the graph takes the log-mel).
+    With a linear head (folded in), two more outputs: ``features``, the pooled encoder
+    states (the input of the head, for adaptation outside the graph), and ``frames``,
+    the same states frame by frame (``mean`` pooling only), for timelines that pool
+    windows themselves. ``front``: the :func:`_front_settings` of a waveform graph
+    (None: the graph takes the log-mel).
+
+    Returns
+    -------
+    (onnx.ModelProto, str, tuple or None)
+        The graph, what it contains, and the folded linear head ``(mean, scale, coef,
+        intercept)`` it ends with (None: a converted scikit-learn model).
     """
     import torch
 
@@ -520,9 +546,9 @@ def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
         raise BundleError("a speaker-normalised bundle exports only with a linear head")
     else:
         head = None
-    module = _torch_classes().WhisperModule(load_whisper_encoder(extractor.model), layers, pooling,
-                                            head, emit_features and head is not None).eval()
-    emits = module.emit_features
+    module = _torch_classes().WhisperModule(load_whisper_encoder(extractor.model), layers,
+                                            pooling, head).eval()
+    outputs = list(module.outputs)
     if front is None:
         example = torch.from_numpy(whisper_log_mel_numpy(_warm_signal(3.0)))[None]
         name, axes, batch, takes = "mel", {2: "frames"}, False, "input log-mel"
@@ -539,19 +565,23 @@ def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
             if front["target_lufs"] is not None else ", ") + "log-mel in the graph"
     pooled = f"{pooling} pooling of hidden states {layers}"
     if head is not None:
-        outputs = ["probabilities", "features"] if emits else "probabilities"
         proto = _torch_to_onnx(module, example, name, outputs, axes, opset, dynamo,
                                dynamic_batch=batch)
+        width = math.prod(extractor.output_shape)
+        for position, axis in ((1, 1), (2, 2))[:len(outputs) - 1]:  # features, frames
+            proto.graph.output[position].type.tensor_type.shape.dim[axis].dim_value = width
+        if "frames" in outputs:  # traced with 150 frames: name the axis
+            proto.graph.output[2].type.tensor_type.shape.dim[1].dim_param = "frames"
         names = " + ".join(type(s).__name__ for _, s in getattr(model, "steps", [])) \
             or type(model).__name__
         return proto, (f"Whisper tiny.en encoder, {pooled}, {names} folded in, softmax; "
-                       f"{takes}, output probabilities")
+                       f"{takes}, output probabilities"), folded
     encoder = _torch_to_onnx(module, example, name, "features", axes, opset, dynamo,
                              dynamic_batch=batch)
     classifier = _sklearn_proto(model, order, math.prod(extractor.output_shape), opset)
     proto = _join(encoder, classifier)
     return proto, (f"Whisper tiny.en encoder, {pooled}, then {type(model).__name__} "
-                   f"converted by skl2onnx; {takes}, output probabilities")
+                   f"converted by skl2onnx; {takes}, output probabilities"), None
 
 
 def _check_folded(model: Any, folded: tuple[np.ndarray, ...], order: list[int],
@@ -751,16 +781,23 @@ def _torch_classes() -> Any:
             return proba.index_select(1, self.order)
 
     class WhisperModule(nn.Module):
-        """Encoder -> selected hidden states -> pooling over frames -> optional head."""
+        """Encoder -> selected hidden states -> pooling over frames -> optional head.
+
+        Outputs (:attr:`outputs`): the features alone without a head; with one, the
+        probabilities, the features and (``mean`` pooling) the frames, each frame
+        layer-major like the features.
+        """
 
         def __init__(self, encoder: nn.Module, layers: Sequence[int], pooling: str,
-                     head: nn.Module | None, emit_features: bool = False) -> None:
+                     head: nn.Module | None) -> None:
             super().__init__()
             self.encoder = encoder
             self.layers = list(layers)
             self.pooling = pooling
             self.head = head
-            self.emit_features = emit_features  # (probabilities, features)
+            self.outputs = ("features",) if head is None else (
+                ("probabilities", "features", "frames") if pooling == "mean"
+                else ("probabilities", "features"))
 
         def forward(self, mel: torch.Tensor) -> Any:
             states = self.encoder(mel)  # (n_states, batch, frames, d)
@@ -772,8 +809,10 @@ def _torch_classes() -> Any:
             features = pooled.permute(1, 0, 2).reshape(mel.shape[0], -1)
             if self.head is None:
                 return features
-            return (self.head(features), features) if self.emit_features else \
-                self.head(features)
+            if len(self.outputs) == 2:
+                return self.head(features), features
+            frames = states.permute(1, 2, 0, 3).reshape(mel.shape[0], states.shape[2], -1)
+            return self.head(features), features, frames
 
     class NetworkModule(nn.Module):
         """A NeuralClassifier's network with its standardisation and softmax."""

@@ -23,6 +23,8 @@ from emovox.adaptation import MIN_ADAPT_VECTORS
 from emovox.normalization import FeatureStats
 
 ADAPTATION_FILE = "adaptation.npz"
+#: The graph's own (unadapted) linear head, for features pooled outside the graph.
+LINEAR_HEAD_FILE = "head.npz"
 
 
 def write_adaptation(folder: Path, folded: tuple[np.ndarray, ...], order: list[int],
@@ -55,6 +57,62 @@ def write_adaptation(folder: Path, folded: tuple[np.ndarray, ...], order: list[i
                            "then softmax(((x - head_mean) / head_scale) @ head_coef.T + "
                            "head_intercept)[:, order]; fewer than min_vectors files keep "
                            "the graph's probabilities"}
+
+
+def write_linear_head(path: Path, folded: tuple[np.ndarray, ...], order: list[int]
+                      ) -> dict[str, Any]:
+    """Write a folded linear head (``export._fold_linear``) and describe it for
+    ``preprocessing.json``.
+
+    Parameters
+    ----------
+    path : Path
+        The ``.npz`` file to write.
+    folded : tuple of np.ndarray
+        ``(mean, scale, coef, intercept)``, temperature included.
+    order : list of int
+        Column of each exported class in the head's output.
+    """
+    mean, scale, coef, intercept = folded
+    np.savez(path, mean=mean, scale=scale, coef=coef, intercept=intercept,
+             order=np.asarray(order))
+    return {"file": path.name,
+            "description": "softmax(((x - mean) / scale) @ coef.T + intercept)[:, order] "
+                           "(sigmoid for two classes): the probabilities output of the "
+                           "graph, for features pooled outside it"}
+
+
+@dataclass
+class LinearHead:
+    """A folded linear head read from an export (see :func:`write_linear_head`)."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    intercept: np.ndarray
+    order: np.ndarray
+
+    @classmethod
+    def load(cls, path: Path) -> LinearHead:
+        """Read and check a head file (every fault is a ``ValueError``)."""
+        with np.load(path, allow_pickle=False) as data:
+            head = cls(*(np.asarray(data[k], np.float64) for k in
+                         ("mean", "scale", "coef", "intercept")),
+                       np.asarray(data["order"], dtype=int))
+        dim = head.mean.shape
+        if (head.scale.shape != dim or head.coef.ndim != 2 or head.coef.shape[1:] != dim
+                or head.intercept.shape != head.coef.shape[:1]
+                or not all(np.all(np.isfinite(a)) for a in (head.mean, head.scale,
+                                                             head.coef, head.intercept))
+                or np.any(head.scale == 0)
+                or sorted(head.order.tolist()) != list(range(max(2, head.coef.shape[0])))):
+            raise ValueError("inconsistent or non-finite head arrays")
+        return head
+
+    def probabilities(self, X: np.ndarray) -> np.ndarray:
+        """Probabilities of features ``X`` (shape (n, dim)), exported class order."""
+        return linear_head_probabilities(X, self.mean, self.scale, self.coef,
+                                         self.intercept)[:, self.order]
 
 
 def linear_head_probabilities(X: np.ndarray, mean: np.ndarray, scale: np.ndarray,

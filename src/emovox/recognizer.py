@@ -227,6 +227,7 @@ class Recognizer(FileVerbs):
             The model was trained without speaker normalisation, or no file could be
             used.
         """
+        from emovox.inference.frames import WindowEncoder
         from emovox.inference.windows import check_window, window_bounds
 
         if self.engine.adapter is None:
@@ -246,9 +247,11 @@ class Recognizer(FileVerbs):
         check_window(window, hop)
         signal = resample(check_signal(sources, sample_rate, name), sample_rate,
                           self.sample_rate)
-        windows = [signal[a:b] for a, b in window_bounds(len(signal), self.sample_rate,
-                                                         window, hop, partial=False)]
-        encoded = self.backend.encode(windows or [signal], self.sample_rate)
+        # Its windows encoded as a timeline encodes them (each second once, when the
+        # features are a mean over frames), so the statistics match a timeline's.
+        windows = list(window_bounds(len(signal), self.sample_rate, window, hop,
+                                     partial=False)) or [(0, len(signal))]
+        encoded = WindowEncoder(self.backend, self.sample_rate).encode(signal, 0, windows)
         needed = window + (MIN_ADAPT_VECTORS - 1) * hop  # n windows: window + (n-1) hops
         return self.engine.calibrate(
             encoded.features, f"{name} is {len(signal) / self.sample_rate:.1f} s long, "

@@ -4,14 +4,16 @@ A recording is cut into windows of ``window`` seconds every ``hop`` seconds. The
 first window starts at 0; the last one ends at the end of the audio (it is shorter
 than ``window`` when the hops do not fall exactly on the end). A voice activity
 detector (:mod:`emovox.vad`) measures the share of each window that is speech;
-windows with at least ``min_speech`` of it are classified by the recognizer's model
-(their features computed per window, the model called once per batch), the others
-are kept with ``speech=False`` and no emotion, or dropped.
+windows with at least ``min_speech`` of it are classified by the recognizer's model,
+the others are kept with ``speech=False`` and no emotion, or dropped. With Whisper
+features the speech is encoded once and each window pools the encoder frames inside
+it (:mod:`emovox.inference.frames`); other features are computed window by window.
 
 Files are read in chunks of ``chunk_seconds`` with :meth:`soundfile.SoundFile.read`,
-keeping only the samples of windows not yet classified, so an hour-long recording
-never sits in memory whole. The detector carries its state across chunks, so the
-result does not depend on the chunk size.
+keeping only the samples of windows not yet classified (and of the encoder's current
+cell), so an hour-long recording never sits in memory whole. The detector carries its
+state across chunks and the encoder's cells do not move with them, so the result
+does not depend on the chunk size.
 
 Results are DataFrames indexed by ``(file, start, end)`` in seconds, with the columns
 ``emotion``, ``confidence``, one probability per class, ``speech`` (bool) and
@@ -37,6 +39,7 @@ from emovox.audio import audio_info, open_blocks
 from emovox.errors import AudioError
 from emovox.fileio import atomic_write_text
 from emovox.inference.engine import Encoded, SpeakerAdapters, flat
+from emovox.inference.frames import WindowEncoder
 from emovox.inference.windows import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_HOP,
@@ -179,14 +182,16 @@ def iter_timeline(
     if diarization is not None:
         columns.append("speaker")
     held: list[_Windows] = []
+    encoder = WindowEncoder(engine.backend, sr)
     for ready in stream_windows(blocks, sr, window, hop, detector,
-                                feed=diarization is None):
+                                feed=diarization is None, grid=encoder.grid):
         if not ready.last and not ready.windows:
             continue
         if ready.last and ready.samples_read == 0:
             raise AudioError(label, "no audio samples (empty or truncated file)")
-        part = _encode_windows(engine, label, sr, ready.buffer, ready.offset, ready.windows,
-                               detector, min_speech, keep_nonspeech, diarization)
+        part = _encode_windows(engine, encoder, label, sr, ready.buffer, ready.offset,
+                               ready.windows, detector, min_speech, keep_nonspeech,
+                               diarization)
         if whole:
             held.append(part)
             if not ready.last:
@@ -277,15 +282,16 @@ class _Windows:
         return frame[columns]
 
 
-def _encode_windows(engine: Engine, label: str, sr: int, buffer: np.ndarray, offset: int,
-                    windows: list[tuple[int, int]], detector: VoiceActivityStream | None,
-                    min_speech: float, keep_nonspeech: bool,
-                    diarization: Diarization | None = None) -> _Windows:
+def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
+                    buffer: np.ndarray, offset: int, windows: list[tuple[int, int]],
+                    detector: VoiceActivityStream | None, min_speech: float,
+                    keep_nonspeech: bool, diarization: Diarization | None = None
+                    ) -> _Windows:
     """The kept ``windows`` (file sample ranges, inside ``buffer`` which starts at
-    ``offset``) with the features of their speech, and, in a conversation
-    (``diarization``), the speaker of each."""
+    ``offset``) with the features of their speech (by ``encoder``), and, in a
+    conversation (``diarization``), the speaker of each."""
     classes = engine.classes
-    index_rows, ratios, speech, signals, speech_rows = [], [], [], [], []
+    index_rows, ratios, speech, spans, speech_rows = [], [], [], [], []
     for start, end in windows:
         if detector is not None:
             ratio = detector.speech_seconds(start / sr, end / sr) / ((end - start) / sr)
@@ -299,10 +305,16 @@ def _encode_windows(engine: Engine, label: str, sr: int, buffer: np.ndarray, off
         ratios.append(min(ratio, 1.0))
         speech.append(is_speech)
         if is_speech:  # only speech reaches the encoder
-            signals.append(buffer[start - offset:end - offset])
+            spans.append((start, end))
             speech_rows.append(row)
-    # One batch: equal-length windows share a forward pass, each still encoded alone.
-    encoded = engine.backend.encode(signals, sr)
+    # The speech under the windows encoded once (each speaker's turns apart), or each
+    # window alone for features that are not a mean over frames.
+    stretches = None
+    if diarization is not None:
+        stretches = [(round(a * sr), round(b * sr)) for a, b, _ in diarization.turns]
+    elif detector is not None:
+        stretches = [(round(a * sr), round(b * sr)) for a, b in detector.segments()]
+    encoded = encoder.encode(buffer, offset, spans, stretches)
     feature_rows = [row for row, ok in zip(speech_rows, encoded.usable, strict=True) if ok]
     frame = pd.DataFrame({"emotion": pd.Series([None] * len(index_rows), dtype=object),
                           "confidence": np.nan, **dict.fromkeys(classes, np.nan)},

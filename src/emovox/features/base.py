@@ -163,6 +163,42 @@ class FeatureExtractor(ABC):
                 pass  # silent or too short: left out, as the mask says
         return self._stack(features), usable
 
+    @property
+    def frame_seconds(self) -> float | None:
+        """Step of :meth:`extract_frames`'s frames, in seconds; None (the default): these
+        features are not a mean over frames."""
+        return None
+
+    def extract_frames(self, signals: Sequence[np.ndarray], sample_rate: int
+                       ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Frame-level features whose mean over a recording's frames is its features.
+
+        Only for extractors with a :attr:`frame_seconds`; the mean over a run of frames
+        is then the features of that stretch heard in the context of its recording (how
+        a timeline encodes each second once: :mod:`emovox.inference.frames`).
+
+        Parameters
+        ----------
+        signals : sequence of np.ndarray
+            Audio samples, each as :meth:`extract_signal` takes them.
+        sample_rate : int
+            Rate of every signal in Hz.
+
+        Returns
+        -------
+        frames : list of np.ndarray, float32, each shape (n_frames, n_features)
+            One array per usable signal, in order.
+        usable : np.ndarray of bool, shape (len(signals),)
+            Which signals have frames (the others were refused as :meth:`extract_signal`
+            refuses them).
+
+        Raises
+        ------
+        NotImplementedError
+            The extractor has no frame-level form.
+        """
+        raise NotImplementedError(f"{self.name}: these features are not a mean over frames")
+
     def _stack(self, features: Sequence[np.ndarray]) -> np.ndarray:
         """Feature arrays stacked, or an empty ``(0, *output_shape)`` array."""
         if not features:

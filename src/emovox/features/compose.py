@@ -95,6 +95,22 @@ class Preprocessed(FeatureExtractor):
         usable[usable] = inner_usable
         return features, usable
 
+    @property
+    def frame_seconds(self) -> float | None:
+        """The inner extractor's, unless trimming moves the frames off the clock."""
+        return self.inner.frame_seconds if self.trim_top_db is None else None
+
+    def extract_frames(self, signals: Sequence[np.ndarray], sample_rate: int
+                       ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each signal preprocessed alone, then the inner extractor's frames."""
+        if self.frame_seconds is None:
+            return super().extract_frames(signals, sample_rate)
+        prepared, usable = self._prepare_usable(signals, sample_rate)
+        frames, inner_usable = self.inner.extract_frames(
+            [self._preprocess(x) for x in prepared], self.sample_rate)
+        usable[usable] = inner_usable
+        return frames, usable
+
     def warm_up(self) -> None:
         """Warm up the inner extractor (see :meth:`FeatureExtractor.warm_up`)."""
         self.inner.warm_up()
@@ -149,6 +165,26 @@ class Fused(FeatureExtractor):
         """Every part's features of ``path`` (read once), concatenated in order."""
         return self._finish(_naming(path, self._compute, load_audio(path, self.sample_rate)),
                             path)
+
+    @property
+    def frame_seconds(self) -> float | None:
+        """The parts' common frame step (None unless every part has the same one)."""
+        steps = {part.frame_seconds for part in self.extractors}
+        return steps.pop() if len(steps) == 1 else None
+
+    def extract_frames(self, signals: Sequence[np.ndarray], sample_rate: int
+                       ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Every part's frames side by side (signals usable for all parts)."""
+        if self.frame_seconds is None:
+            return super().extract_frames(signals, sample_rate)
+        parts = [part.extract_frames(signals, sample_rate) for part in self.extractors]
+        usable = np.logical_and.reduce([ok for _, ok in parts])
+        frames = []
+        for index in np.flatnonzero(usable):
+            rows = [part_frames[int(np.sum(ok[:index]))] for part_frames, ok in parts]
+            n = min(len(r) for r in rows)  # equal for encoders with the same front end
+            frames.append(np.concatenate([r[:n] for r in rows], axis=1))
+        return frames, usable
 
     def warm_up(self) -> None:
         """Warm up every part."""

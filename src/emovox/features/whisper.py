@@ -38,6 +38,7 @@ from emovox.features.base import (
     check_int,
     register_extractor,
 )
+from emovox.inference.frontend import ENCODER_FRAME_SECONDS
 
 #: Hidden states of Whisper tiny(.en)'s encoder: embeddings + 4 blocks.
 N_STATES = 5
@@ -47,6 +48,8 @@ D_MODEL = 384
 MODEL_SIZES: dict[str, tuple[int, int]] = {"tiny.en": (N_STATES, D_MODEL), "base": (7, 512)}
 #: Longest input the encoder's 1500 positions cover, in seconds.
 MAX_SECONDS = 30.0
+#: Seconds between encoder frames.
+FRAME_SECONDS = ENCODER_FRAME_SECONDS
 _POOLINGS = ("mean", "mean_std")
 
 
@@ -195,6 +198,34 @@ class WhisperEncoderExtractor(FeatureExtractor):
             except AudioError:  # non-finite features: left out like an unusable signal
                 usable[index] = False
         return self._stack(features), usable
+
+    @property
+    def frame_seconds(self) -> float | None:
+        """Encoder frame step (0.02 s) when the features are a plain mean over frames
+        of the whole recording (``mean`` pooling, no offset or duration); else None."""
+        plain = self.pooling == "mean" and self.offset == 0 and self.duration is None
+        return FRAME_SECONDS if plain else None
+
+    def extract_frames(self, signals: Sequence[np.ndarray], sample_rate: int
+                       ) -> tuple[list[np.ndarray], np.ndarray]:
+        """The selected hidden states frame by frame, ``(frames, n_sel * d)`` per usable
+        signal, layer-major like the pooled vector (see
+        :meth:`FeatureExtractor.extract_frames`)."""
+        if self.frame_seconds is None:
+            return super().extract_frames(signals, sample_rate)
+        prepared, usable = self._prepare_usable(signals, sample_rate)
+        states = encoder_hidden_states(self, prepared, batch=True, max_seconds=self.max_seconds,
+                                       threads=self.threads, model=self.model)
+        frames = []
+        for index, state in zip(np.flatnonzero(usable), states, strict=True):
+            chosen = state[self.layer_indices]  # (layers, frames, d)
+            per_frame = np.ascontiguousarray(
+                chosen.transpose(1, 0, 2).reshape(chosen.shape[1], -1), dtype=np.float32)
+            if np.all(np.isfinite(per_frame)):
+                frames.append(per_frame)
+            else:  # as extract_signals: left out like an unusable signal
+                usable[index] = False
+        return frames, usable
 
     def _compute(self, signal: np.ndarray) -> np.ndarray:
         states = encoder_hidden_states(self, signal, max_seconds=self.max_seconds,

@@ -92,6 +92,11 @@ class Backend(ABC):
     max_seconds : float
         Longest analysed part of one signal (its features cover no more);
         ``math.inf`` for features of the whole signal.
+    frame_seconds : float or None
+        Step of the frame-level features of :meth:`encode_frames`, whose mean over a
+        unit's frames is its features (Whisper states: 0.02 s); None: the features
+        have no such form, and windows are encoded one by one
+        (:mod:`emovox.inference.frames`).
     """
 
     name: str = "backend"
@@ -102,6 +107,7 @@ class Backend(ABC):
     reference: FeatureStats | None = None
     prior_weight: float = 8.0
     max_seconds: float
+    frame_seconds: float | None = None
 
     @abstractmethod
     def encode(self, signals: Sequence[np.ndarray], sample_rate: int) -> Encoded:
@@ -116,6 +122,24 @@ class Backend(ABC):
     def encode_files(self, paths: Sequence[str], progress: bool = False
                      ) -> tuple[Encoded, list[tuple[str, str]]]:
         """:meth:`encode` of audio files, and ``(path, reason)`` of those that failed."""
+
+    def encode_frames(self, signals: Sequence[np.ndarray], sample_rate: int
+                      ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Frame-level features of whole units (only when :attr:`frame_seconds` is set).
+
+        Returns
+        -------
+        frames : list of np.ndarray, each shape (n_frames, dim)
+            One array per usable signal, in order; the mean over a unit's frames is
+            what :meth:`encode` gives it.
+        usable : np.ndarray of bool, shape (len(signals),)
+        """
+        raise NotImplementedError(f"this {self.name} model has no frame-level features")
+
+    def encode_pooled(self, features: np.ndarray) -> Encoded:
+        """:class:`Encoded` rows of features pooled outside the backend (shape (n, dim)):
+        the plain model's probabilities added."""
+        raise NotImplementedError(f"this {self.name} model has no frame-level features")
 
     def adapted(self, standardised: np.ndarray) -> np.ndarray:
         """Probabilities of the speaker-normalised model for standardised features."""

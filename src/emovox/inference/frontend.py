@@ -17,6 +17,9 @@ N_FFT = 400
 HOP_LENGTH = 160
 N_MELS = 80
 MAX_MEL_FRAMES = 3000
+#: Seconds per encoder frame: its first convolution keeps the 10 ms mel hop, the second
+#: halves the frame rate.
+ENCODER_FRAME_SECONDS = 2 * HOP_LENGTH / SAMPLE_RATE
 
 _MEL_BANK: dict[str, Any] = {}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import numpy as np
 
 from emovox.audio import check_signal, load_audio, resample
 from emovox.errors import AudioError, BundleError
-from emovox.export_adaptation import AdaptedHead
+from emovox.export_adaptation import AdaptedHead, LinearHead
 from emovox.inference.engine import Backend, Encoded, flat
 from emovox.inference.frontend import whisper_log_mel_numpy
 from emovox.preprocess import preprocess
@@ -150,6 +151,25 @@ class OnnxBackend(Backend):
             self.head = AdaptedHead.load(self.path)
             self.reference = self.head.reference
             self.prior_weight = self.head.prior_weight
+        #: The graph's own head, for windows pooled from its frames (None: no frames).
+        self.plain_head: LinearHead | None = None
+        frames = spec["graph"].get("frames_output")
+        if (frames is not None and self.kind == "whisper_waveform" and self.offset == 0
+                and self.duration is None and self.signal_steps is None):
+            head_file = str(frames["head"]["file"])
+            if Path(head_file).name != head_file:
+                raise BundleError(f"{self.path}: head file {head_file!r} must be a file name")
+            try:
+                self.plain_head = LinearHead.load(self.path / head_file)
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+                raise BundleError(f"{self.path / head_file}: not a valid head file "
+                                  f"({error})") from None
+            if self.plain_head.order.size != len(self.classes):
+                raise BundleError(f"{self.path / head_file}: {self.plain_head.order.size} "
+                                  f"classes, the export has {len(self.classes)}")
+            self.frame_seconds = float(frames["frame_seconds"])
+            if "frames" not in [o.name for o in self.session.get_outputs()]:
+                raise BundleError(f"{self.path}: the graph has no 'frames' output")
         self.extractor = None
         if self.kind == "features":
             from emovox.features import get_extractor
@@ -206,18 +226,25 @@ class OnnxBackend(Backend):
     def _run_waveforms(self, inputs: Sequence[np.ndarray]
                        ) -> list[tuple[np.ndarray, np.ndarray]]:
         """:meth:`_run_mel` of waveform graph inputs, equal lengths in one run each."""
+        names = [o.name for o in self.session.get_outputs()][:2]
+        out = self._run_batched(inputs, names)
+        return [(np.asarray(o[0], np.float64),
+                 o[1] if len(o) > 1 else np.zeros(0, np.float32)) for o in out]
+
+    def _run_batched(self, inputs: Sequence[np.ndarray], names: list[str]
+                     ) -> list[list[np.ndarray]]:
+        """The outputs ``names`` of each waveform graph input, equal lengths batched."""
         groups: dict[int, list[int]] = {}
         for i, signal in enumerate(inputs):
             groups.setdefault(signal.size, []).append(i)
-        out: list[tuple[np.ndarray, np.ndarray]] = [(np.zeros(0), np.zeros(0))] * len(inputs)
+        out: list[list[np.ndarray]] = [[] for _ in inputs]
         for members in groups.values():
             for begin in range(0, len(members), BATCH_SIZE):
                 part = members[begin:begin + BATCH_SIZE]
                 batch = np.stack([inputs[i] for i in part]).astype(np.float32, copy=False)
-                outputs = self.session.run(None, {self._input: batch})
+                outputs = self.session.run(names, {self._input: batch})
                 for j, i in enumerate(part):
-                    features = outputs[1][j] if len(outputs) > 1 else np.zeros(0, np.float32)
-                    out[i] = (np.asarray(outputs[0][j], np.float64), features)
+                    out[i] = [output[j] for output in outputs]
         return out
 
     def _run_features(self, features: np.ndarray) -> np.ndarray:
@@ -243,6 +270,11 @@ class OnnxBackend(Backend):
             X = flat(features)
             plain = self._run_features(X) if len(X) else np.zeros((0, len(self.classes)))
             return Encoded(features=X, plain=plain, usable=usable)
+        return self._from_windows(self._units(signals, sample_rate))
+
+    def _units(self, signals: Sequence[np.ndarray], sample_rate: int
+               ) -> list[np.ndarray | None]:
+        """Graph inputs of in-memory units (None: silent or too short)."""
         windows: list[np.ndarray | None] = []
         for signal in signals:
             try:
@@ -250,8 +282,27 @@ class OnnxBackend(Backend):
                                 self.sample_rate)
                 windows.append(self._prepared(unit, "<signal>"))
             except AudioError:
-                windows.append(None)  # silent or too short: left out, as the mask says
-        return self._from_windows(windows)
+                windows.append(None)  # left out, as the mask says
+        return windows
+
+    def encode_frames(self, signals: Sequence[np.ndarray], sample_rate: int
+                      ) -> tuple[list[np.ndarray], np.ndarray]:
+        """The graph's ``frames`` output of each usable unit (see
+        :meth:`Backend.encode_frames`)."""
+        if self.plain_head is None:
+            return super().encode_frames(signals, sample_rate)
+        units = self._units(signals, sample_rate)
+        usable = np.array([u is not None for u in units], dtype=bool)
+        outputs = self._run_batched([u for u in units if u is not None], ["frames"])
+        return [o[0] for o in outputs], usable
+
+    def encode_pooled(self, features: np.ndarray) -> Encoded:
+        """Rows of pooled features, with the graph head's probabilities (in NumPy)."""
+        if self.plain_head is None:
+            return super().encode_pooled(features)
+        X = flat(features)
+        plain = self.plain_head.probabilities(X) if len(X) else np.zeros((0, len(self.classes)))
+        return Encoded(features=X, plain=plain, usable=np.ones(len(X), bool))
 
     def encode_files(self, paths: Sequence[str], progress: bool = False
                      ) -> tuple[Encoded, list[tuple[str, str]]]:

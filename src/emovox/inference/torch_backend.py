@@ -49,6 +49,7 @@ class TorchBackend(Backend):
         self.max_seconds = float(getattr(inner, "max_seconds", None) or math.inf)
         if getattr(inner, "duration", None) is not None:
             self.max_seconds = min(self.max_seconds, float(inner.duration))
+        self.frame_seconds = self.extractor.frame_seconds
 
     def _ordered(self, model: object, X: np.ndarray) -> np.ndarray:
         proba = model.predict_proba(X)  # type: ignore[attr-defined]
@@ -66,6 +67,16 @@ class TorchBackend(Backend):
         """Features of in-memory signals (equal-length ones in one encoder batch)."""
         features, usable = self.extractor.extract_signals(list(signals), sample_rate)
         return self._encoded(features, usable)
+
+    def encode_frames(self, signals: Sequence[np.ndarray], sample_rate: int
+                      ) -> tuple[list[np.ndarray], np.ndarray]:
+        """The extractor's frame-level features (see :meth:`Backend.encode_frames`)."""
+        return self.extractor.extract_frames(list(signals), sample_rate)
+
+    def encode_pooled(self, features: np.ndarray) -> Encoded:
+        """Rows of pooled features, with the plain model's probabilities."""
+        features = flat(features)
+        return self._encoded(features, np.ones(len(features), bool))
 
     def encode_files(self, paths: Sequence[str], progress: bool = False
                      ) -> tuple[Encoded, list[tuple[str, str]]]:

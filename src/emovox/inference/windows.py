@@ -123,8 +123,8 @@ class ReadyWindows:
 
 
 def stream_windows(blocks: Iterable[np.ndarray], sample_rate: int, window: float,
-                   hop: float, detector: Any = None, feed: bool = True
-                   ) -> Iterator[ReadyWindows]:
+                   hop: float, detector: Any = None, feed: bool = True,
+                   grid: int | None = None) -> Iterator[ReadyWindows]:
     """Cut blocks of samples into windows as soon as they are complete.
 
     Only the samples of windows not yet handed out are kept, so memory does not grow
@@ -144,6 +144,11 @@ def stream_windows(blocks: Iterable[np.ndarray], sample_rate: int, window: float
         Fed with every block (when ``feed``) and finished at the end.
     feed : bool
         False when ``detector`` has already heard the whole audio (a first pass).
+    grid : int, optional
+        Cells of this many samples, encoded whole (:mod:`emovox.inference.frames`): a
+        window is handed out only once the cell holding its end is all read (and
+        decided), and the buffer keeps the samples from the start of the cell of the
+        first window not handed out.
 
     Yields
     ------
@@ -159,18 +164,23 @@ def stream_windows(blocks: Iterable[np.ndarray], sample_rate: int, window: float
         read += block.size
         if detector is not None and feed:
             detector.feed(block)
+        known = read if detector is None else min(read, detector.final_seconds * sample_rate)
+        if grid is not None:  # the last whole cell
+            known = known // grid * grid
         ready = []
         while True:
             start = k * hop_n
             end = start + win_n
             if end > read or (detector is not None and end / sample_rate
-                              > detector.final_seconds):
+                              > detector.final_seconds) or (grid is not None and
+                                                            -(-end // grid) * grid > known):
                 break
             ready.append((start, end))
             k += 1
         if ready:
             yield ReadyWindows(buffer, offset, ready, read, False)
-            drop = k * hop_n - offset
+            keep = k * hop_n if grid is None else k * hop_n // grid * grid
+            drop = max(0, keep - offset)
             buffer, offset = buffer[drop:], offset + drop
     if detector is not None and read:
         detector.finish()
