@@ -15,9 +15,11 @@ number of threads on both sides:
   runtime, and scores it against the known labels: window UAR (each classified window
   labelled by the utterance covering most of it) and utterance UAR (the probabilities
   of an utterance's windows averaged; an utterance without a classified window counts
-  as wrong). The runtimes: **before**, the landed path (the native bundle, each window
-  encoded alone); the native bundle with a chunk's windows batched; the packaged ONNX
-  export (float32, the default); and an int8 export (``--no-onnx`` skips the int8);
+  as wrong). The runtimes: **before**, the earlier path (the native bundle, each window
+  encoded alone); the native bundle as the engine runs it now (each stretch of speech
+  encoded once, windows pooled from its encoder frames: :mod:`emovox.inference.frames`);
+  the packaged ONNX export (float32, the default); and an int8 export (``--no-onnx``
+  skips the int8);
 - times CTranslate2 int8 encoding the same audio once with the same Whisper tiny.en
   encoder (log-mel of 3, 10 or 30 s chunks, the fastest kept) and prints each
   timeline's ratio to it;
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
         native.predict_signal(clip, RATE)  # loads the encoder and the VAD's imports
         before = Recognizer(backend=WindowByWindow(native.backend))
         runtimes: dict[str, Any] = {"native, window by window (before)": before,
-                                    "native, windows batched": native}
+                                    "native, speech encoded once": native}
         default = packaged_onnx()
         if default is not None:
             runtimes["ONNX float32 (packaged default)"] = OnnxRecognizer(
@@ -393,7 +395,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
                            report)
             runtimes["accurate tier (native)"] = accurate
         for name, recognizer in runtimes.items():
-            if name.startswith("native, windows"):
+            if name.startswith("native, speech"):
                 continue  # one clip: the same work as window by window
             times = latencies(recognizer, clip, n=args.n)
             report(f"3 s clip, {name.replace(' (before)', '')}",
