@@ -179,3 +179,25 @@ def test_batched_windows_match_one_by_one(preprocessed: bool) -> None:
     np.testing.assert_allclose(features, alone, rtol=1e-4, atol=1e-4)
     empty, none = ext.extract_signals([], SR)
     assert empty.shape == (0, *ext.output_shape) and none.shape == (0,)
+
+
+def test_lower_states_do_not_run_the_blocks_above(encoders, speech3: np.ndarray,
+                                                  monkeypatch) -> None:
+    full = get_extractor({"name": "whisper_encoder", "layers": "all"})
+    middle = get_extractor({"name": "whisper_encoder", "layers": [1, 2, 3]})
+    expected = full.extract_signal(speech3, 16000).reshape(N_STATES, -1)[1:4].reshape(-1)
+    assert middle.n_states == 4 and full.n_states == N_STATES
+    last = encoders.load_whisper_encoder().blocks[-1]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the last block ran for states it does not feed")
+
+    monkeypatch.setattr(last, "forward", refuse)
+    np.testing.assert_allclose(middle.extract_signal(speech3, 16000), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="n_states"):
+        encoders.load_whisper_encoder()(torch_mel(encoders, speech3), 0)
+
+
+def torch_mel(encoders, signal: np.ndarray):
+    """A batch of one log-mel spectrogram."""
+    return encoders.whisper_log_mel(signal)[None]

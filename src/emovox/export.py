@@ -800,7 +800,7 @@ def _torch_classes() -> Any:
                 else ("probabilities", "features"))
 
         def forward(self, mel: torch.Tensor) -> Any:
-            states = self.encoder(mel)  # (n_states, batch, frames, d)
+            states = self.encoder(mel, max(self.layers) + 1)  # (states, batch, frames, d)
             if self.layers != list(range(states.shape[0])):
                 states = torch.stack([states[i] for i in self.layers])
             pooled = states.mean(dim=2)  # (layers, batch, d)

@@ -302,19 +302,25 @@ class WhisperEncoder(nn.Module):
         """Longest output, in encoder frames."""
         return int(self.positions.shape[0])
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """All hidden states of a batch of log-mel spectrograms.
+    def forward(self, mel: torch.Tensor, n_states: int | None = None) -> torch.Tensor:
+        """The hidden states of a batch of log-mel spectrograms.
 
         Parameters
         ----------
         mel : torch.Tensor, shape (batch, n_mels, mel_frames)
             ``mel_frames <= 2 * n_positions``.
+        n_states : int, optional
+            Compute only the first ``n_states`` states (the blocks above are not run:
+            features of lower states cost less); None: all ``n_layers + 1``.
 
         Returns
         -------
-        torch.Tensor, shape (n_layers + 1, batch, ceil(mel_frames / 2), d_model)
+        torch.Tensor, shape (n_states, batch, ceil(mel_frames / 2), d_model)
             Embeddings, blocks 1..n_layers-1, final-LayerNorm output (module docstring).
         """
+        n_states = self.n_layers + 1 if n_states is None else n_states
+        if not 1 <= n_states <= self.n_layers + 1:
+            raise ValueError(f"n_states must be in 1..{self.n_layers + 1}, got {n_states}")
         x = F.gelu(self.conv1(mel))
         x = F.gelu(self.conv2(x)).transpose(1, 2)
         frames = x.shape[1]
@@ -323,7 +329,7 @@ class WhisperEncoder(nn.Module):
                              f"{self.n_positions} positions of the encoder")
         x = x + self.positions[:frames]
         states = [x]
-        for index, block in enumerate(self.blocks):
+        for index, block in enumerate(self.blocks[:n_states - 1]):
             x = block(x)
             states.append(self.ln_post(x) if index == self.n_layers - 1 else x)
         return torch.stack(states)
@@ -508,6 +514,7 @@ def whisper_hidden_states(
     max_seconds: float = WHISPER_MAX_SECONDS,
     threads: int | None = None,
     model: str | Path | None = None,
+    n_states: int | None = None,
 ) -> np.ndarray:
     """All hidden states of the Whisper encoder for one 16 kHz recording, frame by frame.
 
@@ -525,15 +532,17 @@ def whisper_hidden_states(
         ``torch.set_num_threads`` during the call (restored after); ``None``: unchanged.
     model : str or Path, optional
         ``"tiny.en"`` (default), ``"base"`` or a CTranslate2 Whisper model folder.
+    n_states : int, optional
+        Only the first ``n_states`` hidden states (higher blocks are not run).
 
     Returns
     -------
-    np.ndarray, float32, shape (n_layers + 1, frames, d_model)
+    np.ndarray, float32, shape (n_states or n_layers + 1, frames, d_model)
         ``frames = ceil((min(n, max_seconds * 16000) // 160) / 2)`` (50 per second);
         index 0 the embeddings, index ``n_layers`` the final-LayerNorm output.
     """
     return whisper_hidden_states_batch([signal], max_seconds=max_seconds, threads=threads,
-                                       model=model)[0]
+                                       model=model, n_states=n_states)[0]
 
 
 #: Most recordings encoded in one forward pass (bounds the memory of a batch).
@@ -547,6 +556,7 @@ def whisper_hidden_states_batch(
     threads: int | None = None,
     model: str | Path | None = None,
     batch_size: int = WHISPER_BATCH_SIZE,
+    n_states: int | None = None,
 ) -> list[np.ndarray]:
     """:func:`whisper_hidden_states` of several recordings, equal lengths batched.
 
@@ -563,10 +573,12 @@ def whisper_hidden_states_batch(
         As for :func:`whisper_hidden_states`.
     batch_size : int
         Most recordings per forward pass.
+    n_states : int, optional
+        Only the first ``n_states`` hidden states (higher blocks are not run).
 
     Returns
     -------
-    list of np.ndarray, float32, shape (n_layers + 1, frames, d_model)
+    list of np.ndarray, float32, shape (n_states or n_layers + 1, frames, d_model)
         In the order of ``signals``.
     """
     if not 0 < max_seconds <= WHISPER_MAX_SECONDS:
@@ -583,7 +595,7 @@ def whisper_hidden_states_batch(
             for begin in range(0, len(members), batch_size):
                 part = members[begin:begin + batch_size]
                 mel = torch.stack([whisper_log_mel(audios[i]) for i in part])
-                states = encoder(mel).numpy()  # (layers, batch, frames, d_model)
+                states = encoder(mel, n_states).numpy()  # (states, batch, frames, d)
                 for j, i in enumerate(part):
                     out[i] = states[:, j]
     return out

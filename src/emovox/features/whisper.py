@@ -169,6 +169,12 @@ class WhisperEncoderExtractor(FeatureExtractor):
         return layer_indices(self.layers, MODEL_SIZES[self.model][0])
 
     @property
+    def n_states(self) -> int:
+        """Hidden states the encoder must compute: up to the highest one used (the
+        blocks above it are not run)."""
+        return max(self.layer_indices) + 1
+
+    @property
     def output_shape(self) -> tuple[int]:
         width = MODEL_SIZES[self.model][1]
         per_layer = width * (2 if self.pooling == "mean_std" else 1)
@@ -189,7 +195,8 @@ class WhisperEncoderExtractor(FeatureExtractor):
         """
         prepared, usable = self._prepare_usable(signals, sample_rate)
         states = encoder_hidden_states(self, prepared, batch=True, max_seconds=self.max_seconds,
-                                       threads=self.threads, model=self.model)
+                                       threads=self.threads, model=self.model,
+                                       n_states=self.n_states)
         features = []
         for index, state in zip(np.flatnonzero(usable), states, strict=True):
             try:
@@ -215,7 +222,8 @@ class WhisperEncoderExtractor(FeatureExtractor):
             return super().extract_frames(signals, sample_rate)
         prepared, usable = self._prepare_usable(signals, sample_rate)
         states = encoder_hidden_states(self, prepared, batch=True, max_seconds=self.max_seconds,
-                                       threads=self.threads, model=self.model)
+                                       threads=self.threads, model=self.model,
+                                       n_states=self.n_states)
         frames = []
         for index, state in zip(np.flatnonzero(usable), states, strict=True):
             chosen = state[self.layer_indices]  # (layers, frames, d)
@@ -229,7 +237,8 @@ class WhisperEncoderExtractor(FeatureExtractor):
 
     def _compute(self, signal: np.ndarray) -> np.ndarray:
         states = encoder_hidden_states(self, signal, max_seconds=self.max_seconds,
-                                       threads=self.threads, model=self.model)
+                                       threads=self.threads, model=self.model,
+                                       n_states=self.n_states)
         return pool_hidden_states(states[self.layer_indices], self.pooling)
 
 
