@@ -44,10 +44,9 @@ def test_pieces_are_the_speech_under_the_windows_cut_to_the_longest():
         speech_pieces(windows, None, 0)
 
 
-def test_touching_speaker_turns_stay_separate_pieces():
-    turns = [(0, 400), (400, 900), (900, 1000)]  # A, B, A: no gap between them
-    pieces = speech_pieces([(0, 1000)], turns, 10_000)
-    assert pieces == turns  # never one piece across a change of voice
+def test_touching_ranges_stay_separate_pieces():
+    ranges = [(0, 400), (400, 900), (900, 1000)]  # no gap between them
+    assert speech_pieces([(0, 1000)], ranges, 10_000) == ranges
 
 
 def test_pool_windows_averages_the_frames_whose_centre_is_inside():
@@ -178,3 +177,21 @@ def test_a_damaged_head_file_is_one_line_naming_it(tmp_path, damage):
     with pytest.raises(BundleError, match=r"head\.npz") as error:
         OnnxRecognizer(broken)
     assert "\n" not in str(error.value)
+
+
+def test_a_model_that_does_not_adapt_encodes_windows_alone(monkeypatch):
+    """Pooled windows are shifted from whole utterances; only adaptation removes that."""
+    pytest.importorskip("onnxruntime", reason="ONNX inference needs onnxruntime")
+    from emovox.recognizer import Recognizer
+
+    plain = Recognizer(n_jobs=1, adapt="none")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("frames used by a model that does not adapt")
+
+    monkeypatch.setattr(type(plain.backend), "encode_frames", refuse)
+    signal = _talk(8.0)
+    frame = plain.predict_timeline(signal, sample_rate=SR, vad=None)
+    windows = [signal[round(s * SR):round(e * SR)] for _, s, e in frame.index]
+    np.testing.assert_allclose(frame[plain.classes].to_numpy(float),
+                               plain.backend.encode(windows, SR).plain, atol=1e-6)

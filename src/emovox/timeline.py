@@ -182,7 +182,12 @@ def iter_timeline(
     if diarization is not None:
         columns.append("speaker")
     held: list[_Windows] = []
-    encoder = WindowEncoder(engine.backend, sr)
+    # Windows pooled from encoder frames differ from whole utterances by a shift (no
+    # silence, more context) that speaker adaptation removes and the unadapted model
+    # does not (measured: conversation turn UAR 0.73 -> 0.65 unadapted), so only an
+    # adapting model gets them.
+    encoder = WindowEncoder(engine.backend, sr,
+                            frames=engine.adapter is not None and engine.adapt != "none")
     for ready in stream_windows(blocks, sr, window, hop, detector,
                                 feed=diarization is None, grid=encoder.grid):
         if not ready.last and not ready.windows:
@@ -307,12 +312,11 @@ def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
         if is_speech:  # only speech reaches the encoder
             spans.append((start, end))
             speech_rows.append(row)
-    # The speech under the windows encoded once (each speaker's turns apart), or each
-    # window alone for features that are not a mean over frames.
+    # The speech under the windows encoded once (in a conversation too: measured, pieces
+    # cut at speaker turns scored no better than whole speech segments), or each window
+    # alone (features that are not a mean over frames, or a model that does not adapt).
     stretches = None
-    if diarization is not None:
-        stretches = [(round(a * sr), round(b * sr)) for a, b, _ in diarization.turns]
-    elif detector is not None:
+    if detector is not None:
         stretches = [(round(a * sr), round(b * sr)) for a, b in detector.segments()]
     encoded = encoder.encode(buffer, offset, spans, stretches)
     feature_rows = [row for row, ok in zip(speech_rows, encoded.usable, strict=True) if ok]
