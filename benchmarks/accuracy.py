@@ -58,6 +58,12 @@ TRIMMED = {"name": "preprocessed", "features": WHISPER_TINY, "trim_top_db": 30.0
 LOUDNESS_BASE = {**LOUDNESS, "features": WHISPER_BASE}
 #: Whisper tiny.en and base states concatenated (1,920 + 3,584 values), each cached alone.
 TINY_BASE = {"name": "fused", "parts": [LOUDNESS, LOUDNESS_BASE]}
+#: The same without the two embedding outputs (state 0 of each encoder): tiny states 1-4
+#: and base states 1-6 (1,536 + 3,072 values); the subset picked on training speakers
+#: only (nested, issue 13) among five candidates, including tiny 1-3 + base 2-4.
+TINY_BASE_NO_EMBEDDINGS = {"name": "fused", "parts": [
+    {**LOUDNESS, "features": {**WHISPER_TINY, "layers": [1, 2, 3, 4]}},
+    {**LOUDNESS_BASE, "features": {**WHISPER_BASE, "layers": [1, 2, 3, 4, 5, 6]}}]}
 TIER_LR = {"name": "logreg", "params": {"C": 0.01}, "balance": "corpus"}
 CHANNEL_COPY = {"recipe": "channel", "copies": 1}
 SYSTEMS = {
@@ -101,6 +107,11 @@ SYSTEMS = {
         "augment": CHANNEL_COPY},
     "accurate tier (tiny + base), a lone file": {
         "features": TINY_BASE, "model": TIER_LR, "augment": CHANNEL_COPY},
+    "accurate tier, tiny 1-4 + base 1-6 states, adapted": {
+        "features": TINY_BASE_NO_EMBEDDINGS, "model": TIER_LR, "normalization": "speaker",
+        "augment": CHANNEL_COPY},
+    "accurate tier, tiny 1-4 + base 1-6 states, a lone file": {
+        "features": TINY_BASE_NO_EMBEDDINGS, "model": TIER_LR, "augment": CHANNEL_COPY},
 }
 LEAKY = ("RAVDESS speech 8-class, 6 actor folds", "MFCC/chroma/mel 180 + MLP",
          {"kind": "random", "allow_leakage": True, "test_fraction": 0.25})
@@ -182,6 +193,15 @@ LOCO_SYSTEMS = {
         "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
     "Whisper-tiny + base fused + LR, loudness -23 LUFS, corpus-balanced + channel augmentation": {
         "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"},
+        "augment": {"recipe": "channel", "copies": 1}},
+    # The accurate tier without the encoders' embedding outputs (tiny 1-4 + base 1-6).
+    "Whisper-tiny 1-4 + base 1-6 + LR, loudness -23 LUFS, "
+    "per-speaker norm + channel augmentation": {
+        "features": TINY_BASE_NO_EMBEDDINGS, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
+    "Whisper-tiny 1-4 + base 1-6 + LR, loudness -23 LUFS, "
+    "corpus-balanced + channel augmentation": {
+        "features": TINY_BASE_NO_EMBEDDINGS, "model": {**LR_FIXED, "balance": "corpus"},
         "augment": {"recipe": "channel", "copies": 1}},
     # New voices at training time: one copy of every training file played 0.9-1.1x as
     # fast (pitch, formants and tempo move together), as its own speaker group.
