@@ -6,8 +6,9 @@ than ``window`` when the hops do not fall exactly on the end). A voice activity
 detector (:mod:`emovox.vad`) measures the share of each window that is speech;
 windows with at least ``min_speech`` of it are classified by the recognizer's model,
 the others are kept with ``speech=False`` and no emotion, or dropped. With Whisper
-features the speech is encoded once and each window pools the encoder frames inside
-it (:mod:`emovox.inference.frames`); other features are computed window by window.
+features and a model that adapts to the speaker, the speech is encoded once and each
+window pools the encoder frames inside it (:mod:`emovox.inference.frames`); otherwise
+each window is encoded on its own.
 
 Files are read in chunks of ``chunk_seconds`` with :meth:`soundfile.SoundFile.read`,
 keeping only the samples of windows not yet classified (and of the encoder's current
