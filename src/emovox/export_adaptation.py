@@ -110,7 +110,8 @@ class LinearHead:
         return head
 
     def probabilities(self, X: np.ndarray) -> np.ndarray:
-        """Probabilities of features ``X`` (shape (n, dim)), exported class order."""
+        """Probabilities of features ``X`` (shape (n, dim); standardised ones for an
+        :class:`AdaptedHead`), columns in the exported class order."""
         return linear_head_probabilities(X, self.mean, self.scale, self.coef,
                                          self.intercept)[:, self.order]
 
@@ -142,8 +143,9 @@ def linear_head_probabilities(X: np.ndarray, mean: np.ndarray, scale: np.ndarray
 
 
 @dataclass
-class AdaptedHead:
-    """The normalised model of an export and its reference statistics, in NumPy.
+class AdaptedHead(LinearHead):
+    """The normalised model of an export (a :class:`LinearHead` applied to standardised
+    features) and its reference statistics, in NumPy.
 
     The adaptation itself (statistics, the fallback below ``min_vectors``) is the
     engine's (:class:`emovox.inference.engine.Engine`), as for native models.
@@ -151,24 +153,14 @@ class AdaptedHead:
 
     reference: FeatureStats
     prior_weight: float
-    mean: np.ndarray
-    scale: np.ndarray
-    coef: np.ndarray
-    intercept: np.ndarray
-    order: np.ndarray
 
     @classmethod
-    def load(cls, folder: Path) -> AdaptedHead:
+    def load(cls, folder: Path) -> AdaptedHead:  # type: ignore[override]
         """Read ``adaptation.npz`` of an export folder."""
         with np.load(folder / ADAPTATION_FILE, allow_pickle=False) as data:
             reference = FeatureStats(float(data["reference_count"]), data["reference_mean"],
                                      data["reference_var"])
-            return cls(reference, float(data["prior_weight"]), data["head_mean"],
-                       data["head_scale"], data["head_coef"], data["head_intercept"],
-                       data["order"])
-
-    def probabilities(self, standardised: np.ndarray) -> np.ndarray:
-        """The normalised model's probabilities of standardised features (shape (n,
-        dim)), columns in the exported class order."""
-        return linear_head_probabilities(standardised, self.mean, self.scale, self.coef,
-                                         self.intercept)[:, self.order]
+            return cls(mean=data["head_mean"], scale=data["head_scale"],
+                       coef=data["head_coef"], intercept=data["head_intercept"],
+                       order=data["order"], reference=reference,
+                       prior_weight=float(data["prior_weight"]))
