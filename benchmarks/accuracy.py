@@ -64,6 +64,12 @@ TINY_BASE = {"name": "fused", "parts": [LOUDNESS, LOUDNESS_BASE]}
 TINY_BASE_NO_EMBEDDINGS = {"name": "fused", "parts": [
     {**LOUDNESS, "features": {**WHISPER_TINY, "layers": [1, 2, 3, 4]}},
     {**LOUDNESS_BASE, "features": {**WHISPER_BASE, "layers": [1, 2, 3, 4, 5, 6]}}]}
+#: The middle states only, tiny 1-3 + base 2-4 (1,152 + 1,536 values): the shipped
+#: accurate tier since issue 13's second round (recipes/accurate_bundle.yaml); the
+#: encoders stop after tiny's block 3 and base's block 4.
+TINY_BASE_MIDDLE = {"name": "fused", "parts": [
+    {**LOUDNESS, "features": {**WHISPER_TINY, "layers": [1, 2, 3]}},
+    {**LOUDNESS_BASE, "features": {**WHISPER_BASE, "layers": [2, 3, 4]}}]}
 TIER_LR = {"name": "logreg", "params": {"C": 0.01}, "balance": "corpus"}
 CHANNEL_COPY = {"recipe": "channel", "copies": 1}
 SYSTEMS = {
@@ -107,6 +113,11 @@ SYSTEMS = {
         "augment": CHANNEL_COPY},
     "accurate tier (tiny + base), a lone file": {
         "features": TINY_BASE, "model": TIER_LR, "augment": CHANNEL_COPY},
+    "accurate tier, tiny 1-3 + base 2-4 states (shipped), adapted": {
+        "features": TINY_BASE_MIDDLE, "model": TIER_LR, "normalization": "speaker",
+        "augment": CHANNEL_COPY},
+    "accurate tier, tiny 1-3 + base 2-4 states (shipped), a lone file": {
+        "features": TINY_BASE_MIDDLE, "model": TIER_LR, "augment": CHANNEL_COPY},
     "accurate tier, tiny 1-4 + base 1-6 states, adapted": {
         "features": TINY_BASE_NO_EMBEDDINGS, "model": TIER_LR, "normalization": "speaker",
         "augment": CHANNEL_COPY},
@@ -187,12 +198,21 @@ LOCO_SYSTEMS = {
         "normalization": "speaker"},
     "Whisper-tiny + base fused + LR, loudness -23 LUFS, raw": {
         "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"}},
-    # The accurate tier's recipe (recipes/accurate_bundle.yaml), and its lone-file model.
+    # The accurate tier's first recipe (all states), and its lone-file model.
     "Whisper-tiny + base fused + LR, loudness -23 LUFS, per-speaker norm + channel augmentation": {
         "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"},
         "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
     "Whisper-tiny + base fused + LR, loudness -23 LUFS, corpus-balanced + channel augmentation": {
         "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"},
+        "augment": {"recipe": "channel", "copies": 1}},
+    # The shipped accurate tier: the middle states only (tiny 1-3 + base 2-4).
+    "Whisper-tiny 1-3 + base 2-4 + LR, loudness -23 LUFS, "
+    "per-speaker norm + channel augmentation": {
+        "features": TINY_BASE_MIDDLE, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
+    "Whisper-tiny 1-3 + base 2-4 + LR, loudness -23 LUFS, "
+    "corpus-balanced + channel augmentation": {
+        "features": TINY_BASE_MIDDLE, "model": {**LR_FIXED, "balance": "corpus"},
         "augment": {"recipe": "channel", "copies": 1}},
     # The accurate tier without the encoders' embedding outputs (tiny 1-4 + base 1-6).
     "Whisper-tiny 1-4 + base 1-6 + LR, loudness -23 LUFS, "
