@@ -72,6 +72,25 @@ TINY_BASE_MIDDLE = {"name": "fused", "parts": [
     {**LOUDNESS_BASE, "features": {**WHISPER_BASE, "layers": [2, 3, 4]}}]}
 TIER_LR = {"name": "logreg", "params": {"C": 0.01}, "balance": "corpus"}
 CHANNEL_COPY = {"recipe": "channel", "copies": 1}
+
+
+def tier_rows(name: str, features: dict, adapted: str = "adapted",
+              lone: str = "a lone file") -> dict[str, dict]:
+    """A tier recipe's two models as rows (C fixed at 0.01, corpus-balanced, one channel
+    copy per training file): standardised per speaker (``f"{name}, {adapted}"``) and
+    unnormalised, the model a lone file gets (``f"{name}, {lone}"``)."""
+    return {f"{name}, {adapted}": {"features": features, "model": TIER_LR,
+                                   "normalization": "speaker", "augment": CHANNEL_COPY},
+            f"{name}, {lone}": {"features": features, "model": TIER_LR,
+                                "augment": CHANNEL_COPY}}
+
+
+def loco_tier_rows(name: str, features: dict) -> dict[str, dict]:
+    """:func:`tier_rows` under the leave-one-corpus-out row names."""
+    return tier_rows(name, features, "per-speaker norm + channel augmentation",
+                     "corpus-balanced + channel augmentation")
+
+
 SYSTEMS = {
     "eGeMAPS + SVM": {"features": "egemaps", "model": {"name": "svm"}},
     "ComParE + LR": {"features": "compare", "model": {"name": "logreg"}},
@@ -103,26 +122,10 @@ SYSTEMS = {
         "normalization": "speaker"},
     # The two packaged tiers' recipes (C fixed at 0.01, loudness -23 LUFS, one channel-
     # augmented copy per training file), adapted to each test speaker and a lone file.
-    "default tier (tiny), adapted": {
-        "features": LOUDNESS, "model": TIER_LR, "normalization": "speaker",
-        "augment": CHANNEL_COPY},
-    "default tier (tiny), a lone file": {
-        "features": LOUDNESS, "model": TIER_LR, "augment": CHANNEL_COPY},
-    "accurate tier (tiny + base), adapted": {
-        "features": TINY_BASE, "model": TIER_LR, "normalization": "speaker",
-        "augment": CHANNEL_COPY},
-    "accurate tier (tiny + base), a lone file": {
-        "features": TINY_BASE, "model": TIER_LR, "augment": CHANNEL_COPY},
-    "accurate tier, tiny 1-3 + base 2-4 states (shipped), adapted": {
-        "features": TINY_BASE_MIDDLE, "model": TIER_LR, "normalization": "speaker",
-        "augment": CHANNEL_COPY},
-    "accurate tier, tiny 1-3 + base 2-4 states (shipped), a lone file": {
-        "features": TINY_BASE_MIDDLE, "model": TIER_LR, "augment": CHANNEL_COPY},
-    "accurate tier, tiny 1-4 + base 1-6 states, adapted": {
-        "features": TINY_BASE_NO_EMBEDDINGS, "model": TIER_LR, "normalization": "speaker",
-        "augment": CHANNEL_COPY},
-    "accurate tier, tiny 1-4 + base 1-6 states, a lone file": {
-        "features": TINY_BASE_NO_EMBEDDINGS, "model": TIER_LR, "augment": CHANNEL_COPY},
+    **tier_rows("default tier (tiny)", LOUDNESS),
+    **tier_rows("accurate tier (tiny + base)", TINY_BASE),
+    **tier_rows("accurate tier, tiny 1-3 + base 2-4 states (shipped)", TINY_BASE_MIDDLE),
+    **tier_rows("accurate tier, tiny 1-4 + base 1-6 states", TINY_BASE_NO_EMBEDDINGS),
 }
 LEAKY = ("RAVDESS speech 8-class, 6 actor folds", "MFCC/chroma/mel 180 + MLP",
          {"kind": "random", "allow_leakage": True, "test_fraction": 0.25})
@@ -199,30 +202,12 @@ LOCO_SYSTEMS = {
     "Whisper-tiny + base fused + LR, loudness -23 LUFS, raw": {
         "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"}},
     # The accurate tier's first recipe (all states), and its lone-file model.
-    "Whisper-tiny + base fused + LR, loudness -23 LUFS, per-speaker norm + channel augmentation": {
-        "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"},
-        "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
-    "Whisper-tiny + base fused + LR, loudness -23 LUFS, corpus-balanced + channel augmentation": {
-        "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"},
-        "augment": {"recipe": "channel", "copies": 1}},
+    **loco_tier_rows("Whisper-tiny + base fused + LR, loudness -23 LUFS", TINY_BASE),
     # The shipped accurate tier: the middle states only (tiny 1-3 + base 2-4).
-    "Whisper-tiny 1-3 + base 2-4 + LR, loudness -23 LUFS, "
-    "per-speaker norm + channel augmentation": {
-        "features": TINY_BASE_MIDDLE, "model": {**LR_FIXED, "balance": "corpus"},
-        "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
-    "Whisper-tiny 1-3 + base 2-4 + LR, loudness -23 LUFS, "
-    "corpus-balanced + channel augmentation": {
-        "features": TINY_BASE_MIDDLE, "model": {**LR_FIXED, "balance": "corpus"},
-        "augment": {"recipe": "channel", "copies": 1}},
+    **loco_tier_rows("Whisper-tiny 1-3 + base 2-4 + LR, loudness -23 LUFS", TINY_BASE_MIDDLE),
     # The accurate tier without the encoders' embedding outputs (tiny 1-4 + base 1-6).
-    "Whisper-tiny 1-4 + base 1-6 + LR, loudness -23 LUFS, "
-    "per-speaker norm + channel augmentation": {
-        "features": TINY_BASE_NO_EMBEDDINGS, "model": {**LR_FIXED, "balance": "corpus"},
-        "normalization": "speaker", "augment": {"recipe": "channel", "copies": 1}},
-    "Whisper-tiny 1-4 + base 1-6 + LR, loudness -23 LUFS, "
-    "corpus-balanced + channel augmentation": {
-        "features": TINY_BASE_NO_EMBEDDINGS, "model": {**LR_FIXED, "balance": "corpus"},
-        "augment": {"recipe": "channel", "copies": 1}},
+    **loco_tier_rows("Whisper-tiny 1-4 + base 1-6 + LR, loudness -23 LUFS",
+                     TINY_BASE_NO_EMBEDDINGS),
     # New voices at training time: one copy of every training file played 0.9-1.1x as
     # fast (pitch, formants and tempo move together), as its own speaker group.
     "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm + speed perturbation": {

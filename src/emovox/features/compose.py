@@ -179,9 +179,12 @@ class Fused(FeatureExtractor):
             return super().extract_frames(signals, sample_rate)
         parts = [part.extract_frames(signals, sample_rate) for part in self.extractors]
         usable = np.logical_and.reduce([ok for _, ok in parts])
+        # Position of each signal among a part's usable ones.
+        positions = [np.cumsum(ok) - 1 for _, ok in parts]
         frames = []
         for index in np.flatnonzero(usable):
-            rows = [part_frames[int(np.sum(ok[:index]))] for part_frames, ok in parts]
+            rows = [part_frames[int(at[index])]
+                    for (part_frames, _), at in zip(parts, positions, strict=True)]
             n = min(len(r) for r in rows)  # equal for encoders with the same front end
             frames.append(np.concatenate([r[:n] for r in rows], axis=1))
         return frames, usable

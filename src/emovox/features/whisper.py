@@ -194,9 +194,7 @@ class WhisperEncoderExtractor(FeatureExtractor):
         ones up to float rounding (each window attends only over itself).
         """
         prepared, usable = self._prepare_usable(signals, sample_rate)
-        states = encoder_hidden_states(self, prepared, batch=True, max_seconds=self.max_seconds,
-                                       threads=self.threads, model=self.model,
-                                       n_states=self.n_states)
+        states = self._states(prepared)
         features = []
         for index, state in zip(np.flatnonzero(usable), states, strict=True):
             try:
@@ -221,9 +219,7 @@ class WhisperEncoderExtractor(FeatureExtractor):
         if self.frame_seconds is None:
             return super().extract_frames(signals, sample_rate)
         prepared, usable = self._prepare_usable(signals, sample_rate)
-        states = encoder_hidden_states(self, prepared, batch=True, max_seconds=self.max_seconds,
-                                       threads=self.threads, model=self.model,
-                                       n_states=self.n_states)
+        states = self._states(prepared)
         frames = []
         for index, state in zip(np.flatnonzero(usable), states, strict=True):
             chosen = state[self.layer_indices]  # (layers, frames, d)
@@ -235,10 +231,14 @@ class WhisperEncoderExtractor(FeatureExtractor):
                 usable[index] = False
         return frames, usable
 
+    def _states(self, signals: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Hidden states (up to the highest one used) of prepared signals, batched."""
+        return encoder_hidden_states(self, signals, batch=True, max_seconds=self.max_seconds,
+                                     threads=self.threads, model=self.model,
+                                     n_states=self.n_states)
+
     def _compute(self, signal: np.ndarray) -> np.ndarray:
-        states = encoder_hidden_states(self, signal, max_seconds=self.max_seconds,
-                                       threads=self.threads, model=self.model,
-                                       n_states=self.n_states)
+        states = self._states([signal])[0]
         return pool_hidden_states(states[self.layer_indices], self.pooling)
 
 
