@@ -33,7 +33,14 @@ temporary folder, so every voice in a conversation is new to it (as for a user);
 voice projection of the diarization (:mod:`emovox.voice_projection`, packaged one
 fitted on all of these corpora's speakers) is refitted on the other speakers too.
 
-Usage: ``python benchmarks/conversations.py [--per-count 4] [--minutes 2] [--unseen]``
+With ``--diarization-only`` the same conversations (the same draws: a seed gives the
+same conversations as the full run) are only diarized, with the projection refitted
+under ``--unseen`` but no model trained: the DER and count rows, in a few minutes.
+``--counts 2 3 4`` adds four-speaker conversations (after the others: the two- and
+three-speaker ones stay the same).
+
+Usage: ``python benchmarks/conversations.py [--per-count 4] [--minutes 2] [--unseen]
+[--diarization-only] [--counts 2 3]``
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,13 +200,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_corpora_argument(parser)
     parser.add_argument("--per-count", type=int, default=4,
-                        help="conversations per speaker count (2 and 3)")
+                        help="conversations per speaker count")
+    parser.add_argument("--counts", type=int, nargs="+", default=[2, 3],
+                        help="numbers of speakers of the conversations (default: 2 3)")
     parser.add_argument("--minutes", type=float, default=2.0, help="length of each")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--unseen", action="store_true",
                         help="build conversations from held-out speakers and train the "
                              "default recipe on the others (voices the model never heard)")
+    parser.add_argument("--diarization-only", action="store_true",
+                        help="the same conversations, diarization only (no emotion model "
+                             "is trained or run)")
     args = parser.parse_args(argv)
     root = corpora_root(args)
 
@@ -217,6 +230,8 @@ def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore", category=UserWarning)
     tables = [load_corpus(root / s).table for s in SOURCES]
     tables = [t[t["emotion"].isin(CLASSES)] for t in tables]
+    # One generator for every draw, in the same order with or without
+    # --diarization-only: a seed gives the same conversations either way.
     rng = np.random.default_rng(args.seed)
     rows = []
     with tempfile.TemporaryDirectory(prefix="emovox-conversations-") as tmp:
@@ -225,24 +240,44 @@ def main(argv: list[str] | None = None) -> None:
             held = [held_out(t, rng) for t in tables]
             others = [t[~t["speaker"].isin(h)] for t, h in zip(tables, held, strict=True)]
             tables = [t[t["speaker"].isin(h)] for t, h in zip(tables, held, strict=True)]
-            model = train_without(root, {s for h in held for s in h}, Path(tmp) / "model")
+            if not args.diarization_only:
+                model = train_without(root, {s for h in held for s in h},
+                                      Path(tmp) / "model")
             # The voice projection too is fitted on the other speakers only.
             projection, note = fit_projection_on_corpora(others)
             os.environ[PROJECTION_ENV_VAR] = str(save_projection(
                 projection, Path(tmp) / "voice_lda.npz", note))
             print(f"voice projection: {note}", file=sys.stderr, flush=True)
-        adapted, plain = Recognizer(model), Recognizer(model, adapt="none")
-        whole = Recognizer(model, adapt="batch")  # statistics of the whole recording
-        streamed = Recognizer(model, adapt="stream")  # running statistics
-        classes = adapted.classes
-        for n_speakers in (2, 3):
+        if not args.diarization_only:
+            adapted, plain = Recognizer(model), Recognizer(model, adapt="none")
+            whole = Recognizer(model, adapt="batch")  # statistics of the whole recording
+            streamed = Recognizer(model, adapt="stream")  # running statistics
+            classes = adapted.classes
+        for n_speakers in args.counts:
+            # Corpora with enough (held-out) speakers, in turn: all of them for two and
+            # three speakers; EmoDB's three held out are too few for four.
+            usable = [t for t in tables if t["speaker"].nunique() >= n_speakers]
             for k in range(args.per_count):
-                table = tables[k % len(tables)]
+                table = usable[k % len(usable)]
                 signal, turns = build(table, n_speakers, args.minutes * 60, rng)
                 path = Path(tmp) / f"conversation-{n_speakers}-{k}.flac"
                 sf.write(path, signal, RATE, subtype="PCM_16")
                 found = diarize(path, speakers="auto")
                 given = diarize(path, speakers=n_speakers)
+                rows.append({
+                    "speakers": n_speakers, "corpus": str(table["corpus"].iloc[0]),
+                    "seconds": len(signal) / RATE, "turns": len(turns),
+                    "der_auto": der(turns, found.turns), "der_given": der(turns, given.turns),
+                    "found": len(found.speakers), "diarization_s": given.seconds,
+                })
+                r = rows[-1]
+                said = (f"{n_speakers} speakers, {r['corpus']}, {r['seconds']:.0f} s, "
+                        f"{r['turns']} turns: DER auto {r['der_auto']:.3f} "
+                        f"(found {r['found']}), given {r['der_given']:.3f}")
+                if args.diarization_only:
+                    print(f"{said}; diarization {r['diarization_s']:.1f} s",
+                          file=sys.stderr, flush=True)
+                    continue
                 began = time.perf_counter()
                 wide = adapted.predict_timeline(path)
                 plain_seconds = time.perf_counter() - began
@@ -263,15 +298,10 @@ def main(argv: list[str] | None = None) -> None:
                     result = adapted.predict_files(files, progress=False)
                     for i, file in zip(mine, files, strict=True):
                         alone[i] = str(result.xs(file, level="file")["emotion"].iloc[0])
-                truth = [t.emotion for t in turns]
-                rows.append({
-                    "speakers": n_speakers, "corpus": str(table["corpus"].iloc[0]),
-                    "seconds": len(signal) / RATE, "turns": len(turns),
-                    "der_auto": der(turns, found.turns), "der_given": der(turns, given.turns),
-                    "found": len(found.speakers),
+                r.update({
                     "diarization_s": per_speaker.attrs["diarization_seconds"],
                     "timeline_s": plain_seconds, "speaker_timeline_s": speaker_seconds,
-                    "truth": truth,
+                    "truth": [t.emotion for t in turns],
                     "per_speaker": turn_labels(per_speaker, turns, classes),
                     "recording": turn_labels(wide, turns, classes),
                     "unadapted": turn_labels(unadapted, turns, classes),
@@ -279,34 +309,32 @@ def main(argv: list[str] | None = None) -> None:
                     "whole_wide": turn_labels(whole_wide, turns, classes),
                     "separate": [alone[i] for i in range(len(turns))],
                 })
-                r = rows[-1]
-                print(f"{n_speakers} speakers, {r['corpus']}, {r['seconds']:.0f} s, "
-                      f"{r['turns']} turns: DER auto {r['der_auto']:.3f} (found {r['found']}),"
-                      f" given {r['der_given']:.3f}; diarization {r['diarization_s']:.1f} s, "
+                print(f"{said}; diarization {r['diarization_s']:.1f} s, "
                       f"timeline {r['timeline_s']:.1f} s", file=sys.stderr, flush=True)
     report(rows, args)
 
 
 def report(rows: list[dict], args: argparse.Namespace) -> None:
-    """Print the summary of every conversation count."""
+    """Print the summary of every conversation count (diarization rows only with
+    ``--diarization-only``)."""
     print(f"conversations: {args.per_count} per speaker count, ~{args.minutes:g} min each, "
           f"speakers of one corpus each (CREMA-D, RAVDESS speech, EmoDB in turn), seed "
-          f"{args.seed}, {args.threads} thread(s); model: "
-          + ("default recipe trained without these speakers (--unseen)" if args.unseen
-             else "the packaged default (trained on these speakers)"))
-    print(f"{'':36}{'2 speakers':>14}{'3 speakers':>14}")
+          f"{args.seed}, {args.threads} thread(s); "
+          + ("diarization only" if args.diarization_only else "model: ")
+          + ("" if args.diarization_only
+             else "default recipe trained without these speakers (--unseen)" if args.unseen
+             else "the packaged default (trained on these speakers)")
+          + (", held-out speakers (--unseen)" if args.diarization_only and args.unseen
+             else ""))
+    print(f"{'':36}" + "".join(f"{f'{n} speakers':>14}" for n in args.counts))
 
     def line(name: str, values: list[str]) -> None:
         print(f"{name:36}" + "".join(f"{v:>14}" for v in values))
 
-    groups = [[r for r in rows if r["speakers"] == n] for n in (2, 3)]
-    line("turns (total)", [str(sum(r["turns"] for r in g)) for g in groups])
-    line("DER, speakers found (auto)", [f"{np.mean([r['der_auto'] for r in g]):.3f}"
-                                        for g in groups])
-    line("DER, number of speakers given", [f"{np.mean([r['der_given'] for r in g]):.3f}"
-                                           for g in groups])
-    line("auto found the right number", [f"{sum(r['found'] == r['speakers'] for r in g)}"
-                                         f"/{len(g)}" for g in groups])
+    groups = [[r for r in rows if r["speakers"] == n] for n in args.counts]
+    diarization_rows(groups, line)
+    if args.diarization_only:
+        return
     for key, name in (("per_speaker", "turn UAR, per-speaker (whole rec.)"),
                       ("whole_wide", "turn UAR, recording-wide (whole rec.)"),
                       ("running_speaker", "turn UAR, per-speaker, running"),
@@ -325,6 +353,18 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     total = [np.sum([r["speaker_timeline_s"] for r in g]) / np.sum([r["timeline_s"] for r in g])
              for g in groups]
     line("timeline with speakers / without", [f"{v:.2f}x" for v in total])
+
+
+def diarization_rows(groups: list[list[dict]],
+                     line: Callable[[str, list[str]], None]) -> None:
+    """The turns, DER (count found and given) and right-count rows, a column per group."""
+    line("turns (total)", [str(sum(r["turns"] for r in g)) for g in groups])
+    line("DER, speakers found (auto)", [f"{np.mean([r['der_auto'] for r in g]):.3f}"
+                                        for g in groups])
+    line("DER, number of speakers given", [f"{np.mean([r['der_given'] for r in g]):.3f}"
+                                           for g in groups])
+    line("auto found the right number", [f"{sum(r['found'] == r['speakers'] for r in g)}"
+                                         f"/{len(g)}" for g in groups])
 
 
 if __name__ == "__main__":
