@@ -9,6 +9,8 @@ rejects synthetic voices.
 from __future__ import annotations
 
 import itertools
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +35,8 @@ except ConfigError:  # the package is a dependency; a broken install skips, sayi
                 allow_module_level=True)
 
 RATE = 16_000
+EMODB = Path(os.environ.get("EMOVOX_CORPORA", Path(__file__).parents[1] / ".." / "shared"
+                            / "corpora")) / "emodb" / "wav"
 
 
 def _voice(low: bool, seconds: float, seed: int) -> np.ndarray:
@@ -89,6 +93,53 @@ def test_cluster_numbers_speakers_by_first_appearance():
     labels = cluster(X, 2)
     assert labels.tolist() == [0] * 5 + [1] * 5
     assert cluster(X[:0], "auto").shape == (0,)
+
+
+def test_cluster_separates_a_voice_lying_between_two_others():
+    """Ward on plain distances: after the mean is taken out, the middle voice's
+    embeddings point every way (cosine cannot group them), but they are close."""
+    rng = np.random.default_rng(2)
+    centres = np.array([[-8.0] + [0.0] * 7, [0.0] * 8, [8.0] + [0.0] * 7])
+    who = np.repeat(np.arange(3), 30)
+    X = centres[who] + rng.normal(size=(90, 8))
+    labels = cluster(X, 3)
+    assert len(set(labels.tolist())) == 3
+    assert all(len(set(labels[who == v].tolist())) == 1 for v in range(3))
+
+
+def test_cluster_auto_finds_one_voice_by_its_spread():
+    rng = np.random.default_rng(3)
+    one = rng.normal(size=(120, 16))  # one voice: unit spread, as in the projection
+    one[:60, :2] += 1.2  # its emotions: a split of silhouette > MIN_SILHOUETTE
+    assert cluster(one, "auto").max() >= 1
+    assert set(cluster(one, "auto", one_voice=1.1).tolist()) == {0}
+    two = one + np.repeat([[2.0] * 16, [-2.0] * 16], 60, axis=0)
+    assert len(set(cluster(two, "auto", one_voice=1.1).tolist())) == 2
+    # Little spread but a clear split (voices unlike the projection's speech): two.
+    assert len(set(cluster(two / 4, "auto", one_voice=1.1).tolist())) == 2
+    assert cluster(one, 2, one_voice=1.1).max() == 1  # a given count is kept
+
+
+def _emodb_voices(speakers: list[str]) -> np.ndarray:
+    """EmoDB speakers' neutral sentences, two at a time in turn, 0.5 s pauses."""
+    from emovox.audio import load_audio
+
+    if not EMODB.is_dir():
+        pytest.skip(f"needs the EmoDB corpus at {EMODB} (set EMOVOX_CORPORA)")
+    pools = {s: [load_audio(f, RATE) for f in sorted(EMODB.glob(f"{s}???N?.flac"))][:8]
+             for s in speakers}
+    parts = []
+    for turn in range(4):
+        for s in speakers:
+            parts += [*pools[s][2 * turn:2 * turn + 2], np.zeros(RATE // 2, np.float32)]
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize("speakers", [["03", "08", "09"], ["03"], ["08"]])
+def test_auto_finds_the_number_of_real_voices(speakers):
+    """Real voices (the packaged projection): three found as three, one as one."""
+    result = diarize(_emodb_voices(speakers), RATE, speakers="auto")
+    assert len(result.speakers) == len(speakers)
 
 
 def test_pick_count_prefers_fewest_speakers_among_near_equal_silhouettes():

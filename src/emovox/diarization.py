@@ -10,8 +10,8 @@ beyond one small vector per second of speech):
    emotions (:mod:`emovox.voice_projection`, which whitens one speaker's spread), are
    clustered (:func:`cluster`: Ward on Euclidean distances, then centroid
    refinement): into ``N`` speakers when the number is given, otherwise the fewest
-   with nearly the clearest separation (silhouette), or one speaker when no split
-   separates them;
+   with nearly the clearest separation (silhouette), or one speaker when the
+   embeddings spread no more than one voice does or no split separates them;
 4. each instant of speech belongs to the speaker of the nearest window centre, which
    cuts the speech segments into speaker turns.
 
@@ -56,6 +56,18 @@ MIN_SILHOUETTE = 0.12
 #: 0.192 / 0.256 / 0.365, 0.01 -> 0.174 / 0.258 / 0.384, 0.02 -> 0.153 / 0.272 /
 #: 0.384, 0.03 -> 0.157 / 0.280 / 0.393 (0.03 was the pick with average linkage).
 SILHOUETTE_MARGIN = 0.02
+#: ``auto`` with the voice projection: a recording whose projected embeddings spread
+#: less than this (mean squared distance to their mean, per dimension) is one voice.
+#: The projection whitens one speaker's spread (about 1 per dimension, emotions
+#: included; two voices add their distance); on 108 development conversations (seeds
+#: 1-6) and 18 one-speaker recordings (a held-out speaker's utterances of all
+#: emotions, 1.5 min): one speaker found 0/18 -> 6/18 at the cost of one two-speaker
+#: conversation (DER 0.153 -> 0.158); 1.2 found 11/18 but cost 0.153 -> 0.179.
+ONE_VOICE_SPREAD = 1.1
+#: ... unless a split is this clear (silhouette): voices far from the speech the
+#: projection was fitted on (the tests' synthetic ones) spread little even when two;
+#: the development one-speaker recordings scored 0.12-0.27 at best.
+ONE_VOICE_SILHOUETTE = 0.3
 #: Most embeddings clustered together; the others join the nearest centroid
 #: (bounds the N x N distances of long recordings).
 MAX_CLUSTERED = 2000
@@ -201,7 +213,9 @@ def diarize(
     heard = embed_windows(source, sample_rate, vad=vad, chunk_seconds=chunk_seconds,
                           name=name, vad_options=vad_options, encoder=encoder)
     # Speaker directions only (emotion moves raw embeddings as much as the voice does).
-    labels = cluster(project(heard.embeddings, voice_projection()), speakers, max_speakers)
+    projection = voice_projection()
+    labels = cluster(project(heard.embeddings, projection), speakers, max_speakers,
+                     one_voice=ONE_VOICE_SPREAD if projection is not None else None)
     turns = speaker_turns(heard.segments, heard.centres, labels)
     names = list(dict.fromkeys(s for _, _, s in turns))
     if isinstance(speakers, int):  # the speakers given but never heard still exist
@@ -298,7 +312,8 @@ def embed_windows(
 
 
 def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
-            max_speakers: int = MAX_SPEAKERS) -> np.ndarray:
+            max_speakers: int = MAX_SPEAKERS, one_voice: float | None = None
+            ) -> np.ndarray:
     """Speaker labels of voice embeddings.
 
     The recording's mean embedding is taken out, then Ward agglomerative clustering on
@@ -323,6 +338,11 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
         (:func:`pick_count`), or 1 when the highest is below :data:`MIN_SILHOUETTE`.
     max_speakers : int
         Most clusters ``auto`` tries.
+    one_voice : float, optional
+        ``auto``: when the embeddings' mean squared distance to their mean per
+        dimension is below this (:data:`ONE_VOICE_SPREAD` in the voice projection,
+        where one voice's spread is known; None: no such test), one speaker unless
+        the best split's silhouette reaches :data:`ONE_VOICE_SILHOUETTE`.
 
     Returns
     -------
@@ -341,6 +361,10 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
     # between any two voices): taking out the recording's mean leaves what tells its
     # voices apart (measured: DER 0.34 -> 0.19 on two-speaker conversations).
     X = X - X.mean(axis=0) if n > 1 else X
+    # No more spread than one voice: only a clear split counts as two voices.
+    floor = (ONE_VOICE_SILHOUETTE if one_voice is not None
+             and np.mean(np.sum(X ** 2, axis=1)) / X.shape[1] < one_voice
+             else MIN_SILHOUETTE)
     # Long recordings: cluster an even subsample, the rest joins the nearest centroid.
     sample = np.unique(np.linspace(0, n - 1, min(n, MAX_CLUSTERED)).round().astype(int))
     Xs = X[sample]
@@ -359,7 +383,7 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
         else:
             score = -1.0
         tried.append((score, found))
-    best = pick_count(tried) if tried else np.zeros(len(Xs), int)
+    best = pick_count(tried, floor=floor) if tried else np.zeros(len(Xs), int)
     labels = _nearest(X, _centroids(Xs, best)) if len(sample) < n else best
     # Number the speakers in order of first appearance.
     order = {old: new for new, old in enumerate(dict.fromkeys(labels.tolist()))}
