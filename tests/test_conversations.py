@@ -9,11 +9,10 @@ rejects synthetic voices.
 from __future__ import annotations
 
 import itertools
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import real_corpus
 
 from emovox.conversation import UNCLASSIFIED, speaker_summary, strongest_moments
 from emovox.diarization import (
@@ -35,8 +34,6 @@ except ConfigError:  # the package is a dependency; a broken install skips, sayi
                 allow_module_level=True)
 
 RATE = 16_000
-EMODB = Path(os.environ.get("EMOVOX_CORPORA", Path(__file__).parents[1] / ".." / "shared"
-                            / "corpora")) / "emodb" / "wav"
 
 
 def _voice(low: bool, seconds: float, seed: int) -> np.ndarray:
@@ -124,9 +121,8 @@ def _emodb_voices(speakers: list[str]) -> np.ndarray:
     """EmoDB speakers' neutral sentences, two at a time in turn, 0.5 s pauses."""
     from emovox.audio import load_audio
 
-    if not EMODB.is_dir():
-        pytest.skip(f"needs the EmoDB corpus at {EMODB} (set EMOVOX_CORPORA)")
-    pools = {s: [load_audio(f, RATE) for f in sorted(EMODB.glob(f"{s}???N?.flac"))][:8]
+    emodb = real_corpus("emodb/wav")
+    pools = {s: [load_audio(f, RATE) for f in sorted(emodb.glob(f"{s}???N?.flac"))][:8]
              for s in speakers}
     parts = []
     for turn in range(4):
