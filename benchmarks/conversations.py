@@ -37,7 +37,9 @@ With ``--diarization-only`` the same conversations (the same draws: a seed gives
 same conversations as the full run) are only diarized, with the projection refitted
 under ``--unseen`` but no model trained: the DER and count rows, in a few minutes.
 ``--counts 2 3 4`` adds four-speaker conversations (after the others: the two- and
-three-speaker ones stay the same).
+three-speaker ones stay the same). ``--across-corpora`` draws each speaker of a
+conversation from another corpus (another studio, microphone and room, as the two ends
+of a call: the case where one voice's statistics differ most from the recording's).
 
 Usage: ``python benchmarks/conversations.py [--per-count 4] [--minutes 2] [--unseen]
 [--diarization-only] [--counts 2 3]``
@@ -96,11 +98,17 @@ def trimmed(path: str) -> np.ndarray:
 
 
 def build(table: pd.DataFrame, n_speakers: int, seconds: float,
-          rng: np.random.Generator) -> tuple[np.ndarray, list[Turn]]:
-    """A conversation of ``n_speakers`` speakers of ``table`` lasting about ``seconds``."""
+          rng: np.random.Generator, across: bool = False) -> tuple[np.ndarray, list[Turn]]:
+    """A conversation of ``n_speakers`` speakers of ``table`` lasting about ``seconds``;
+    with ``across``, each speaker from another corpus of ``table``."""
     from emovox.vad import speech_segments
 
-    voices = rng.choice(sorted(table["speaker"].unique()), n_speakers, replace=False)
+    if across:  # one speaker of each of n corpora: n studios, microphones, rooms
+        corpora = rng.choice(sorted(table["corpus"].unique()), n_speakers, replace=False)
+        voices = np.array([rng.choice(sorted(table.loc[table["corpus"] == c, "speaker"]
+                                             .unique())) for c in corpora])
+    else:
+        voices = rng.choice(sorted(table["speaker"].unique()), n_speakers, replace=False)
     pools = {v: table[table["speaker"] == v] for v in voices}
     turns: list[Turn] = []
     cursor, current = 0.0, None
@@ -209,6 +217,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--unseen", action="store_true",
                         help="build conversations from held-out speakers and train the "
                              "default recipe on the others (voices the model never heard)")
+    parser.add_argument("--across-corpora", action="store_true",
+                        help="each speaker of a conversation from another corpus (other "
+                             "studio, microphone and room, as the two ends of a call)")
     parser.add_argument("--diarization-only", action="store_true",
                         help="the same conversations, diarization only (no emotion model "
                              "is trained or run)")
@@ -256,16 +267,20 @@ def main(argv: list[str] | None = None) -> None:
         for n_speakers in args.counts:
             # Corpora with enough (held-out) speakers, in turn: all of them for two and
             # three speakers; EmoDB's three held out are too few for four.
-            usable = [t for t in tables if t["speaker"].nunique() >= n_speakers]
+            usable = ([pd.concat(tables)] if args.across_corpora
+                      else [t for t in tables if t["speaker"].nunique() >= n_speakers])
             for k in range(args.per_count):
                 table = usable[k % len(usable)]
-                signal, turns = build(table, n_speakers, args.minutes * 60, rng)
+                signal, turns = build(table, n_speakers, args.minutes * 60, rng,
+                                      args.across_corpora)
                 path = Path(tmp) / f"conversation-{n_speakers}-{k}.flac"
                 sf.write(path, signal, RATE, subtype="PCM_16")
                 found = diarize(path, speakers="auto")
                 given = diarize(path, speakers=n_speakers)
                 rows.append({
-                    "speakers": n_speakers, "corpus": str(table["corpus"].iloc[0]),
+                    "speakers": n_speakers,
+                    "corpus": "+".join(sorted(table.loc[table["speaker"].isin(
+                        {t.speaker for t in turns}), "corpus"].astype(str).unique())),
                     "seconds": len(signal) / RATE, "turns": len(turns),
                     "der_auto": der(turns, found.turns), "der_given": der(turns, given.turns),
                     "found": len(found.speakers), "diarization_s": given.seconds,
@@ -318,8 +333,9 @@ def report(rows: list[dict], args: argparse.Namespace) -> None:
     """Print the summary of every conversation count (diarization rows only with
     ``--diarization-only``)."""
     print(f"conversations: {args.per_count} per speaker count, ~{args.minutes:g} min each, "
-          f"speakers of one corpus each (CREMA-D, RAVDESS speech, EmoDB in turn), seed "
-          f"{args.seed}, {args.threads} thread(s); "
+          + ("each speaker from another corpus (--across-corpora)" if args.across_corpora
+             else "speakers of one corpus each (CREMA-D, RAVDESS speech, EmoDB in turn)")
+          + f", seed {args.seed}, {args.threads} thread(s); "
           + ("diarization only" if args.diarization_only else "model: ")
           + ("" if args.diarization_only
              else "default recipe trained without these speakers (--unseen)" if args.unseen
