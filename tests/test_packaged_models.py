@@ -1,8 +1,8 @@
-"""The two packaged tiers: names resolve to the right model, the accurate tier runs.
+"""The packaged tiers: names resolve to the right model, the other tiers run.
 
-``default`` is the fast model every front uses; ``accurate`` is a second bundle
-(Whisper tiny.en + base). Users name them on the command line (``--model accurate``)
-and in Python (``Recognizer("accurate")``).
+``default`` is the model every front uses; ``fast`` is its int8 ONNX export;
+``accurate`` is a second bundle (Whisper tiny.en + base). Users name them on the
+command line (``--model accurate``) and in Python (``Recognizer("fast")``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from typer.testing import CliRunner
 from emovox.cli import EXIT_USAGE, app
 from emovox.errors import ConfigError
 from emovox.inference.packaged import (
+    PACKAGED_EXPORTS,
     PACKAGED_MODELS,
     bundles_root,
+    is_current_export,
     packaged_model,
     packaged_name,
     resolve_model,
@@ -34,7 +36,7 @@ def test_packaged_names_resolve_unless_a_folder_of_that_name_exists(
     monkeypatch.chdir(tmp_path)
     assert packaged_name("accurate") == "accurate"
     assert packaged_name(Path("default")) == "default"
-    assert packaged_name("fast") is None and packaged_name(None) is None
+    assert packaged_name("turbo") is None and packaged_name(None) is None
     (tmp_path / "accurate").mkdir()  # a user's own folder called "accurate" wins
     assert packaged_name("accurate") is None
     assert packaged_model("accurate") == bundles_root() / "accurate"
@@ -43,14 +45,15 @@ def test_packaged_names_resolve_unless_a_folder_of_that_name_exists(
     assert resolve_model("accurate") == bundles_root() / "accurate"
     assert resolve_model("default") is None and resolve_model(None) is None
     assert resolve_model(Path("elsewhere")) == Path("elsewhere")
-    with pytest.raises(ValueError, match="no packaged model 'fast'"):
-        packaged_model("fast")
+    with pytest.raises(ValueError, match="no packaged model 'turbo'"):
+        packaged_model("turbo")
 
 
 def test_every_packaged_tier_ships_with_a_card_stating_its_protocols() -> None:
     for name in PACKAGED_MODELS:
         folder = packaged_model(name)
-        assert (folder / "bundle.json").is_file(), f"{folder} is missing"
+        model_file = "preprocessing.json" if name in PACKAGED_EXPORTS else "bundle.json"
+        assert (folder / model_file).is_file(), f"{folder} is missing"
         card = (folder / "MODEL_CARD.md").read_text()
         assert "speaker" in card and "leave-one-corpus-out" in card.lower(), name
     accurate = json.loads((packaged_model("accurate") / "bundle.json").read_text())
@@ -71,6 +74,48 @@ def test_an_unknown_model_name_is_one_line_naming_it() -> None:
 
 def test_default_by_name_is_the_packaged_default() -> None:
     assert Recognizer("default").engine_name == Recognizer().engine_name
+
+
+def test_the_fast_tier_is_the_current_default_with_int8_weights(tmp_path: Path) -> None:
+    """``fast`` is the default bundle's int8 export: made from the packaged bundle as it
+    is now, quantised, on ONNX Runtime, and it answers synthetic voices as the default
+    does (labels; probabilities within 0.15)."""
+    folder = packaged_model("fast")
+    assert is_current_export(folder), ("src/emovox/bundles/fast is stale: emovox export "
+                                       "--onnx src/emovox/bundles/fast --int8")
+    spec = json.loads((folder / "preprocessing.json").read_text())
+    assert "int8" in spec["graph"]["quantization"]["method"].lower()
+    assert "int8" in (folder / "MODEL_CARD.md").read_text()
+    fast, default = Recognizer("fast", n_jobs=1), Recognizer(n_jobs=1)
+    assert fast.engine_name == "onnx" and fast.classes == default.classes
+    from emovox.synth import synth_voice
+
+    for seed in range(3):
+        signal = synth_voice(2.5, 16000, seed=seed)
+        a, b = fast.predict_signal(signal, 16000), default.predict_signal(signal, 16000)
+        assert a["emotion"].iloc[0] == b["emotion"].iloc[0]
+        # int8 moves probabilities: by up to 0.11 on these synthetic voices (far from
+        # speech), 0.087 on held-out speakers' real files (benchmarks/int8_agreement.py);
+        # a float32 export stays within 1e-6, a broken quantisation moves far more.
+        np.testing.assert_allclose(a[fast.classes].to_numpy(), b[fast.classes].to_numpy(),
+                                   atol=0.15)
+    with pytest.raises(ConfigError, match="ONNX export"):
+        Recognizer("fast", runtime="torch")
+    # An export of another bundle is stale, and refused by name.
+    stale = tmp_path / "fast"
+    stale.mkdir()
+    spec["bundle_sha256"] = "0" * 64
+    (stale / "preprocessing.json").write_text(json.dumps(spec))
+    assert not is_current_export(stale)
+
+
+@requires_corpora
+def test_the_fast_tier_answers_real_speech_as_the_default_does(crema_twelve: list[str]
+                                                               ) -> None:
+    fast, default = Recognizer("fast", n_jobs=1), Recognizer(n_jobs=1)
+    a, b = fast.predict_files(crema_twelve), default.predict_files(crema_twelve)
+    assert (a["emotion"].to_numpy() == b["emotion"].to_numpy()).mean() >= 11 / 12
+    assert np.abs(a[fast.classes].to_numpy() - b[fast.classes].to_numpy()).max() < 0.1
 
 
 @pytest.fixture(scope="module")

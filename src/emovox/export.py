@@ -343,7 +343,15 @@ def export_onnx(
                 adapted.reference, float(adapted.preprocessing.get(
                     "prior_weight", DEFAULT_PRIOR_WEIGHT)))
         (work / SPEC_FILE).write_text(json.dumps(spec, indent=2) + "\n")
-        (work / CARD_FILE).write_text(bundle.card or "# Model card\n\n(none given)\n")
+        card = bundle.card or "# Model card\n\n(none given)\n"
+        if int8:  # the figures above are the float model's: say what differs
+            card += ("\n## This export: int8 weights\n\nThe encoder's matrix weights are "
+                     "quantised to int8 per output channel (ONNX Runtime dynamic "
+                     "quantisation; preprocessing and head stay float32): about twice as "
+                     "fast on CPU, and its probabilities move by up to a few hundredths "
+                     "from the float model's (the scores above are the float model's; "
+                     "benchmarks/int8_agreement.py measures the difference).\n")
+        (work / CARD_FILE).write_text(card)
         spec["check"] = _reference_check(bundle, work, check and not int8)
         if int8:
             spec["check"]["float32"] = _int8_check(work, float_model, check)

@@ -57,7 +57,7 @@ def make_backend(model: Bundle | str | Path | None = None, n_jobs: int = -1,
     model : Bundle, str or Path, optional
         A loaded bundle, a bundle folder, an ONNX export folder (it holds
         ``preprocessing.json``), the name of a packaged model (``"default"``,
-        ``"accurate"``; see :mod:`emovox.inference.packaged`), or None for the
+        ``"fast"``, ``"accurate"``; see :mod:`emovox.inference.packaged`), or None for the
         packaged default model.
     n_jobs : int
         Processes for multi-file feature extraction.
@@ -115,7 +115,7 @@ class Recognizer(FileVerbs):
     ----------
     bundle : Bundle, str or Path, optional
         A loaded bundle, a bundle folder, an ONNX export folder or a packaged model's
-        name (``"default"``, ``"accurate"``); ``None`` loads the default.
+        name (``"default"``, ``"fast"``, ``"accurate"``); ``None`` loads the default.
     n_jobs : int
         Processes for multi-file feature extraction (-1: all cores).
     adapt : {"auto", "none", "batch", "stream"}
