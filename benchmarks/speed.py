@@ -18,8 +18,8 @@ number of threads on both sides:
   as wrong). The runtimes: **before**, the earlier path (the native bundle, each window
   encoded alone); the native bundle as the engine runs it now (each stretch of speech
   encoded once, windows pooled from its encoder frames: :mod:`emovox.inference.frames`);
-  the packaged ONNX export (float32, the default); and an int8 export (``--no-onnx``
-  skips the int8);
+  the packaged ONNX export (float32, the default); and the packaged int8 export
+  (``--model fast``; ``--no-onnx`` skips it);
 - times CTranslate2 int8 encoding the same audio once with the same Whisper tiny.en
   encoder (log-mel of 3, 10 or 30 s chunks, the fastest kept) and prints each
   timeline's ratio to it;
@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser.add_argument("--n", type=int, default=30, help="3 s clip repetitions")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--no-onnx", dest="onnx", action="store_false",
-                        help="skip the int8 export")
+                        help="skip the int8 export (the packaged fast tier)")
     add_corpora_argument(parser)
     args = parser.parse_args(argv)
     root = corpora_root(args)
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
                    f"{c:g} s: {e:.1f}" for c, (e, _) in encode.items())
                + f"); log-mel {mel:.1f} s more")
 
-        from emovox.inference.packaged import packaged_onnx
+        from emovox.inference.packaged import packaged_model, packaged_onnx
         from emovox.recognizer import OnnxRecognizer, Recognizer
 
         native = Recognizer(n_jobs=1, runtime="torch")
@@ -375,15 +375,11 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
             runtimes["ONNX float32 (packaged default)"] = OnnxRecognizer(
                 default, threads=args.threads)
         if args.onnx:
-            from emovox.export import export_onnx
-
-            runtimes["ONNX int8"] = OnnxRecognizer(
-                export_onnx(None, folder / "int8", int8=True), threads=args.threads)
+            runtimes["ONNX int8 (packaged fast)"] = OnnxRecognizer(
+                packaged_model("fast"), threads=args.threads)
         for name, recognizer in runtimes.items():
             recognizer.predict_signal(clip, RATE)  # warm
             timed_timeline(name, recognizer, long_file, utterances, ct2, report)
-        from emovox.inference.packaged import packaged_model
-
         if (packaged_model("accurate") / "bundle.json").is_file():
             wall, rss = cli_call(one, "--model", "accurate")
             report("emovox predict one.wav --model accurate (native)",
