@@ -1,18 +1,18 @@
-"""float32 vs int8 ONNX exports of the default bundle on held-out speakers' files.
+"""float32 vs int8 ONNX exports of the default bundle on a fixed set of speakers' files.
 
 Usage::
 
     python benchmarks/int8_agreement.py [--corpora ../shared/corpora] [--threads 1]
                                         [--markdown PATH]
 
-Exports the packaged default bundle twice into a temporary folder (float32, and
-``int8=True``: MatMul weights quantised by ONNX Runtime's dynamic quantisation), then
-predicts the files of a fixed set of speakers of EmoDB (the last two), RAVDESS
-speech (actors 21-24) and CREMA-D (the last four actors in the developer subset),
-each speaker's files as one batch (the bundle adapts to the speaker), with both
-exports. Prints per corpus: label agreement, the largest probability difference, the
-UAR of each against the corpus labels (the bundle's six classes), and the int8 /
-float32 prediction time.
+Takes the two packaged exports of the default bundle (``default-onnx``, float32, and
+the ``fast`` tier: MatMul weights quantised per output channel by ONNX Runtime's
+dynamic quantisation), then predicts the files of a fixed set of speakers of EmoDB
+(the last two), RAVDESS speech (actors 21-24) and CREMA-D (the last four actors in
+the developer subset), each speaker's files as one batch (the bundle adapts to the
+speaker), with both exports. Prints per corpus: label agreement, the largest
+probability difference, the UAR of each against the corpus labels (the bundle's six
+classes), and the int8 / float32 prediction time.
 
 Protocol: default bundle, training speakers included: agreement check only. The
 shipped bundle was trained on every speaker of these corpora, so the UARs are not
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -95,14 +94,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         argv if argv is not None else sys.argv[1:])
 
     from emovox.evaluation import compute_scores
-    from emovox.export import export_onnx
+    from emovox.inference.packaged import packaged_model, packaged_onnx
     from emovox.recognizer import OnnxRecognizer
 
-    with tempfile.TemporaryDirectory(prefix="emovox-int8-") as tmp, \
-            warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        exports = {int8: export_onnx(None, Path(tmp) / f"int8-{int8}", int8=int8)
-                   for int8 in (False, True)}
+        default = packaged_onnx()
+        if default is None:
+            sys.exit("the packaged float32 export is missing or stale: emovox export "
+                     "--onnx src/emovox/bundles/default-onnx")
+        exports = {False: default, True: packaged_model("fast")}
         recognizers = {k: OnnxRecognizer(v, threads=args.threads) for k, v in exports.items()}
         classes = recognizers[False].classes
         files = held_out_files(root, recognizers[False].labels)
