@@ -95,7 +95,7 @@ def test_the_fast_tier_is_the_current_default_with_int8_weights(tmp_path: Path) 
         a, b = fast.predict_signal(signal, 16000), default.predict_signal(signal, 16000)
         assert a["emotion"].iloc[0] == b["emotion"].iloc[0]
         # int8 moves probabilities: by up to 0.11 on these synthetic voices (far from
-        # speech), 0.087 on held-out speakers' real files (benchmarks/int8_agreement.py);
+        # speech), 0.087 on 602 real corpus files (benchmarks/int8_agreement.py);
         # a float32 export stays within 1e-6, a broken quantisation moves far more.
         np.testing.assert_allclose(a[fast.classes].to_numpy(), b[fast.classes].to_numpy(),
                                    atol=0.15)
