@@ -265,6 +265,28 @@ def test_adaptation_statistics_never_mix_two_speakers(conversation, adapt, monke
             assert adapter.mode == "batch" and sum(a is adapter for a, _ in seen) == 1
 
 
+def test_a_conversation_encodes_each_speaker_turn_apart(conversation, monkeypatch):
+    """The speech encoded once is cut at every change of voice: the pieces are exactly
+    the speaker turns, so no piece (one loudness gain, one attention context) holds two
+    voices."""
+    from emovox.inference.frames import WindowEncoder
+    from emovox.recognizer import Recognizer
+
+    pieces: set[tuple[int, int]] = set()
+    encode = WindowEncoder.encode
+
+    def spy(self, buffer, offset, windows, speech=None):
+        pieces.update(speech or [])
+        return encode(self, buffer, offset, windows, speech)
+
+    monkeypatch.setattr(WindowEncoder, "encode", spy)
+    signal, _ = conversation
+    frame = Recognizer().predict_timeline(signal, sample_rate=RATE, vad="energy", speakers=2)
+    turns = frame.attrs["speaker_turns"]
+    assert len({s for _, _, s in turns}) == 2 and len(turns) >= 4
+    assert pieces == {(round(a * RATE), round(b * RATE)) for a, b, _ in turns}
+
+
 def test_summary_adds_up_to_the_speech_time(conversation, recognizer):
     signal, _ = conversation
     frame = recognizer.predict_timeline(signal, sample_rate=RATE, vad="energy",
