@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import sys
 import time
 import warnings
@@ -51,7 +52,7 @@ from emovox.experiment import (
     normalised_features,
     prepare_dataset,
 )
-from emovox.features.cache import default_cache_root, resolve_cache_dir
+from emovox.features.cache import default_cache_root, file_key, resolve_cache_dir
 from emovox.features.encoders import load_whisper_encoder, whisper_hidden_states_batch
 from emovox.normalization import DEFAULT_PRIOR_WEIGHT, group_stats, reference_stats
 from emovox.preprocess import preprocess
@@ -79,9 +80,12 @@ def frozen_part(paths: list[str], below: int, cache: Path) -> tuple[list[np.ndar
                                                                   np.ndarray]:
     """Frames of hidden state ``below`` (float16) and the mean of states 0..below-1.
 
-    Cached in ``cache`` (one file per ``below``) so reruns skip the encoder.
+    Cached in ``cache`` (one file per ``below`` and set of files, each file known by
+    its path, size and time: :func:`~emovox.features.cache.file_key`) so reruns skip
+    the encoder.
     """
-    file = cache / f"finetune-frozen-{below}-{len(paths)}.npz"
+    files = hashlib.sha256("\0".join(map(file_key, paths)).encode()).hexdigest()[:16]
+    file = cache / f"finetune-frozen-{below}-{files}.npz"
     if file.exists():
         stored = np.load(file, allow_pickle=False)
         lengths = stored["lengths"]
