@@ -109,6 +109,13 @@ def test_the_fast_tier_is_the_current_default_with_int8_weights(tmp_path: Path) 
     assert not is_current_export(stale)
 
 
+def test_the_fast_tier_from_the_command_line() -> None:
+    result = CliRunner().invoke(app, ["predict", "--model", "fast", "--sample", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output)
+    assert answer[0]["emotion"] in Recognizer("fast").classes
+
+
 @requires_corpora
 def test_the_fast_tier_answers_real_speech_as_the_default_does(crema_twelve: list[str]
                                                                ) -> None:
