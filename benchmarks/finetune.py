@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accuracy import LOUDNESS, TIER_LR, loco_corpora
 from common import add_corpora_argument, corpora_root, print_table
 from sklearn.metrics import balanced_accuracy_score
 from torch import nn
@@ -58,21 +59,17 @@ from emovox.normalization import DEFAULT_PRIOR_WEIGHT, group_stats, reference_st
 from emovox.preprocess import preprocess
 from emovox.protocols import Split, make_splits, with_validation
 
-LOUDNESS = {"name": "preprocessed", "loudness_lufs": -23.0,
-            "features": {"name": "whisper_encoder", "layers": "all", "pooling": "mean"}}
-LR = {"name": "logreg", "params": {"C": 0.01}, "balance": "corpus"}
 #: The tier's two classifiers: (row name, normalisation).
 CLASSIFIERS = (("adapted", "speaker"), ("a lone file", "none"))
 RATE = 16_000
 
 
 def loco_config(root: Path, normalization: str = "speaker"):
-    """The leave-one-corpus-out experiment of the default tier's features."""
-    corpora = [str(root / c) for c in ("emodb/wav", "ravdess", "crema-d/AudioWAV")
-               if (root / c).exists()]
-    return load_config(data={"name": "finetune", "corpora": corpora, "labels": "common6",
-                             "protocol": {"kind": "loco", "by": "domain"},
-                             "features": LOUDNESS, "model": LR,
+    """The leave-one-corpus-out experiment of the default tier's features (the
+    corpora and recipe of ``benchmarks/accuracy.py --loco``)."""
+    return load_config(data={"name": "finetune", "corpora": loco_corpora(root),
+                             "labels": "common6", "protocol": {"kind": "loco", "by": "domain"},
+                             "features": LOUDNESS, "model": TIER_LR,
                              "normalization": normalization})
 
 
@@ -95,7 +92,7 @@ def frozen_part(paths: list[str], below: int, cache: Path) -> tuple[list[np.ndar
     batch = 32
     for begin in tqdm(range(0, len(paths), batch), desc="frozen encoder", unit="batch",
                       disable=not sys.stderr.isatty()):
-        signals = [preprocess(load_audio(p, RATE), RATE, loudness_lufs=-23.0)
+        signals = [preprocess(load_audio(p, RATE), RATE, loudness_lufs=LOUDNESS["loudness_lufs"])
                    for p in paths[begin:begin + batch]]
         for states in whisper_hidden_states_batch(signals, n_states=below + 1):
             frames.append(states[below].astype(np.float16))
@@ -254,18 +251,16 @@ def tune(dataset: Dataset, frames: list[np.ndarray], pooled: np.ndarray, train: 
     def valid_uar() -> float:
         model.eval()
         with torch.inference_mode():
+            chunks = batches(valid, lengths, 64, None)
             logits = [model(*collate(frames, pooled, rows), *statistics(rows))
-                      for rows in batches(valid, lengths, 64, None)]
-            order = np.concatenate(batches(valid, lengths, 64, None))
+                      for rows in chunks]
+            order = np.concatenate(chunks)
         predicted = classes[torch.cat(logits).argmax(1).numpy()]
         return balanced_accuracy_score(y[order], predicted)
 
     best, best_state, history = valid_uar(), copy.deepcopy(model.state_dict()), []
     history.append(best)
     for epoch in range(1, args.epochs + 1):
-        if by_speaker and epoch > 1:  # the speakers' statistics of the tuned features
-            row_mean, row_scale = speaker_statistics(
-                pooled_features(model, frames, pooled, both), speakers, train, both)
         model.train()
         began = time.perf_counter()
         for rows in batches(train, lengths, args.batch, rng):
@@ -276,7 +271,8 @@ def tune(dataset: Dataset, frames: list[np.ndarray], pooled: np.ndarray, train: 
             optimiser.zero_grad()
             ((loss * w).sum() / w.sum()).backward()
             optimiser.step()
-        if by_speaker:  # validation speakers adapted with their tuned statistics
+        if by_speaker:  # every speaker's statistics of the tuned features: the
+            # validation speakers' adaptation, and the next epoch's standardisation
             row_mean, row_scale = speaker_statistics(
                 pooled_features(model, frames, pooled, both), speakers, train, both)
         score = valid_uar()
