@@ -70,6 +70,9 @@ TINY_BASE_NO_EMBEDDINGS = {"name": "fused", "parts": [
 TINY_BASE_MIDDLE = {"name": "fused", "parts": [
     {**LOUDNESS, "features": {**WHISPER_TINY, "layers": [1, 2, 3]}},
     {**LOUDNESS_BASE, "features": {**WHISPER_BASE, "layers": [2, 3, 4]}}]}
+#: The fast tier (recipes/fast_bundle.yaml): tiny's states 0-2 (3 x 384 values), the
+#: encoder stops after block 2 of 4.
+FAST_TIER = {**LOUDNESS, "features": {**WHISPER_TINY, "layers": [0, 1, 2]}}
 TIER_LR = {"name": "logreg", "params": {"C": 0.01}, "balance": "corpus"}
 CHANNEL_COPY = {"recipe": "channel", "copies": 1}
 
@@ -120,9 +123,10 @@ SYSTEMS = {
         "features": {"name": "whisper_encoder", "model": "base", "layers": "all"},
         "model": {"name": "logreg", "search": {"C": [0.001, 0.01, 0.1]}},
         "normalization": "speaker"},
-    # The two packaged tiers' recipes (C fixed at 0.01, loudness -23 LUFS, one channel-
+    # The packaged tiers' recipes (C fixed at 0.01, loudness -23 LUFS, one channel-
     # augmented copy per training file), adapted to each test speaker and a lone file.
     **tier_rows("default tier (tiny)", LOUDNESS),
+    **tier_rows("fast tier (tiny states 0-2)", FAST_TIER),
     **tier_rows("accurate tier (tiny + base)", TINY_BASE),
     **tier_rows("accurate tier, tiny 1-3 + base 2-4 states (shipped)", TINY_BASE_MIDDLE),
     **tier_rows("accurate tier, tiny 1-4 + base 1-6 states", TINY_BASE_NO_EMBEDDINGS),
@@ -203,6 +207,8 @@ LOCO_SYSTEMS = {
         "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"}},
     # The accurate tier's first recipe (all states), and its lone-file model.
     **loco_tier_rows("Whisper-tiny + base fused + LR, loudness -23 LUFS", TINY_BASE),
+    # The fast tier: tiny's first two blocks only (states 0-2).
+    **loco_tier_rows("Whisper-tiny 0-2 + LR, loudness -23 LUFS", FAST_TIER),
     # The shipped accurate tier: the middle states only (tiny 1-3 + base 2-4).
     **loco_tier_rows("Whisper-tiny 1-3 + base 2-4 + LR, loudness -23 LUFS", TINY_BASE_MIDDLE),
     # The accurate tier without the encoders' embedding outputs (tiny 1-4 + base 1-6).

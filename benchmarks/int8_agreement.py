@@ -1,22 +1,23 @@
-"""float32 vs int8 ONNX exports of the default bundle on a fixed set of speakers' files.
+"""float32 vs int8 ONNX exports of the fast tier's bundle on a fixed set of speakers' files.
 
 Usage::
 
     python benchmarks/int8_agreement.py [--corpora ../shared/corpora] [--threads 1]
                                         [--markdown PATH]
 
-Takes the two packaged exports of the default bundle (``default-onnx``, float32, and
-the ``fast`` tier: MatMul weights quantised per output channel by ONNX Runtime's
-dynamic quantisation), then predicts the files of a fixed set of speakers of EmoDB
-(the last two), RAVDESS speech (actors 21-24) and CREMA-D (the last four actors in
-the developer subset), each speaker's files as one batch (the bundle adapts to the
+Takes the packaged ``fast`` tier (the ``fast-native`` bundle's int8 export: MatMul
+weights, the encoder's convolutions included, quantised per output channel by ONNX
+Runtime's dynamic quantisation) and a float32 export of the same bundle made in a
+temporary folder, then predicts the files of a fixed set of speakers of EmoDB (the
+last two), RAVDESS speech (actors 21-24) and CREMA-D (the last four actors in the
+developer subset), each speaker's files as one batch (the bundle adapts to the
 speaker), with both exports. Prints per corpus: label agreement, the largest
 probability difference, the UAR of each against the corpus labels (the bundle's six
 classes), and the int8 / float32 prediction time.
 
-Protocol: default bundle, training speakers included: agreement check only. The
-shipped bundle was trained on every speaker of these corpora, so the UARs are not
-accuracy estimates; they show whether int8 moves the answers, on the same files.
+Protocol: fast bundle, training speakers included: agreement check only. The shipped
+bundle was trained on every speaker of these corpora, so the UARs are not accuracy
+estimates; they show whether int8 moves the answers, on the same files.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -34,7 +36,7 @@ from common import add_corpora_argument, corpora_root, print_table
 
 #: Corpus folder -> how many of its last speakers (sorted) are predicted.
 HELD_OUT = {"emodb/wav": 2, "ravdess/Audio_Speech_Actors_01-24": 4, "crema-d/AudioWAV": 4}
-PROTOCOL = "default bundle, training speakers included: agreement check only"
+PROTOCOL = "fast bundle, training speakers included: agreement check only"
 
 
 def held_out_files(root: Path, labels: object) -> pd.DataFrame:
@@ -94,16 +96,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         argv if argv is not None else sys.argv[1:])
 
     from emovox.evaluation import compute_scores
-    from emovox.inference.packaged import packaged_model, packaged_onnx
+    from emovox.export import export_onnx
+    from emovox.inference.packaged import EXPORT_SOURCES, bundles_root, packaged_model
     from emovox.recognizer import OnnxRecognizer
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")
-        default = packaged_onnx()
-        if default is None:
-            sys.exit("the packaged float32 export is missing or stale: emovox export "
-                     "--onnx src/emovox/bundles/default-onnx")
-        exports = {False: default, True: packaged_model("fast")}
+        full_export = export_onnx(bundles_root() / EXPORT_SOURCES["fast"], Path(tmp) / "f32")
+        exports = {False: full_export, True: packaged_model("fast")}
         recognizers = {k: OnnxRecognizer(v, threads=args.threads) for k, v in exports.items()}
         classes = recognizers[False].classes
         files = held_out_files(root, recognizers[False].labels)

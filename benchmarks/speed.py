@@ -18,8 +18,10 @@ number of threads on both sides:
   as wrong). The runtimes: **before**, the earlier path (the native bundle, each window
   encoded alone); the native bundle as the engine runs it now (each stretch of speech
   encoded once, windows pooled from its encoder frames: :mod:`emovox.inference.frames`);
-  the packaged ONNX export (float32, the default); and the packaged int8 export
-  (``--model fast``; ``--no-onnx`` skips it);
+  the packaged ONNX export (float32, the default); the default's int8 export (made in
+  the temporary folder: what the fast tier was before it had its own bundle); and the
+  fast tier (``--model fast``: its own bundle on the encoder's first two blocks,
+  exported with int8 weights; ``--no-onnx`` skips the two int8 rows);
 - times CTranslate2 int8 encoding the same audio once with the same Whisper tiny.en
   encoder (log-mel of 3, 10 or 30 s chunks, the fastest kept) and prints each
   timeline's ratio to it;
@@ -30,8 +32,9 @@ number of threads on both sides:
   (``--model accurate``: Whisper tiny.en + base, native), so its cost is a ratio to
   the default's measured in the same run.
 
-The bundle was trained on these corpora, so the UARs compare inference engines on
-the same recording; they are not accuracy estimates.
+The bundles were trained on these corpora, so the UARs compare inference engines and
+tiers on the same recording; they are not accuracy estimates (the model cards have
+those).
 """
 
 from __future__ import annotations
@@ -319,7 +322,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
     parser.add_argument("--n", type=int, default=30, help="3 s clip repetitions")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     parser.add_argument("--no-onnx", dest="onnx", action="store_false",
-                        help="skip the int8 export (the packaged fast tier)")
+                        help="skip the int8 exports (the default's and the fast tier)")
     add_corpora_argument(parser)
     args = parser.parse_args(argv)
     root = corpora_root(args)
@@ -375,7 +378,13 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
             runtimes["ONNX float32 (packaged default)"] = OnnxRecognizer(
                 default, threads=args.threads)
         if args.onnx:
-            runtimes["ONNX int8 (packaged fast)"] = OnnxRecognizer(
+            from emovox.export import export_onnx
+
+            # The fast tier before it had its own bundle: the default's int8 export.
+            default_int8 = export_onnx(None, folder / "default-int8", int8=True)
+            runtimes["ONNX int8 of the default (fast tier before)"] = OnnxRecognizer(
+                default_int8, threads=args.threads)
+            runtimes["fast tier (packaged: blocks 1-2, int8)"] = OnnxRecognizer(
                 packaged_model("fast"), threads=args.threads)
         for name, recognizer in runtimes.items():
             recognizer.predict_signal(clip, RATE)  # warm

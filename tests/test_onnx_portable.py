@@ -230,6 +230,37 @@ def test_int8_export_loads_and_answers(default_exports: tuple[Path, Path]) -> No
     assert abs(proba.sum() - 1.0) < 1e-5
 
 
+def test_int8_export_quantises_the_encoder_convolutions(
+        default_exports: tuple[Path, Path]) -> None:
+    """The encoder's two convolutions are matrix products in an int8 graph, so int8
+    reaches them (ONNX Runtime quantises MatMul, not Conv, with fast kernels); only the
+    preprocessing's convolutions stay float32."""
+    import onnx
+
+    nodes = onnx.load_model(str(default_exports[1] / MODEL_FILE)).graph.node
+    convs = [n.name for n in nodes if n.op_type in ("Conv", "ConvInteger")]
+    assert convs and all(name.startswith("/front/") for name in convs), convs
+    float_nodes = onnx.load_model(str(default_exports[0] / MODEL_FILE)).graph.node
+    assert any(n.op_type == "Conv" and n.name.startswith("/model/encoder/")
+               for n in float_nodes)  # the float32 export keeps the convolutions
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_convolution_as_a_matrix_product_gives_the_same_numbers(stride: int) -> None:
+    import torch
+
+    from emovox.export import _torch_classes
+
+    torch.manual_seed(stride)
+    conv = torch.nn.Conv1d(5, 7, kernel_size=3, stride=stride, padding=1)
+    for frames in (1, 2, 9, 10):
+        x = torch.randn(2, 5, frames)
+        expected = conv(x)
+        got = _torch_classes().ConvAsMatMul(conv)(x)
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_log_mel_exports_still_run(tmp_path: Path, default_exports: tuple[Path, Path]) -> None:
     folder = export_onnx(None, tmp_path / "mel", graph_input="log_mel", check=False)
     spec = json.loads((folder / SPEC_FILE).read_text())

@@ -50,6 +50,7 @@ DataFrame results of :class:`emovox.recognizer.Recognizer`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -178,7 +179,7 @@ def export_onnx(
 
     from emovox.inference.packaged import resolve_model
 
-    bundle = resolve_model(bundle)  # type: ignore[assignment]
+    bundle = resolve_model(bundle, "torch")  # type: ignore[assignment]  # exports are of bundles
     bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
     source = bundle
     adapted = None
@@ -218,7 +219,7 @@ def export_onnx(
     if extractor.name == "whisper_encoder" and not network:
         front = _front_settings(extractor, target_lufs) if waveform else None
         proto, contains, plain_head = _whisper_graph(bundle, extractor, order, opset, dynamo,
-                                                     front=front)
+                                                     front=front, matmul_convs=int8)
         if waveform:
             kind = "whisper_waveform"
             input_spec = {"name": "waveform", "dtype": "float32", "shape": ["batch", "samples"],
@@ -403,7 +404,8 @@ def quantize_int8(source: Path, target: Path) -> dict[str, Any]:
                     onnx.load_model(str(target), load_external_data=False).graph.node)
     return {"method": "onnxruntime.quantization.quantize_dynamic, weight_type QInt8 per "
                       "output channel, MatMul with constant weights only (the encoder's "
-                      "projections); preprocessing and classifier head kept float32",
+                      "projections, and its two convolutions written as matrix products); "
+                      "preprocessing and classifier head kept float32",
             "quantised_inputs": quantised}
 
 
@@ -518,7 +520,8 @@ def _fold_linear(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
 
 
 def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
-                   dynamo: bool, front: dict[str, Any] | None = None
+                   dynamo: bool, front: dict[str, Any] | None = None,
+                   matmul_convs: bool = False
                    ) -> tuple[Any, str, tuple[np.ndarray, ...] | None]:
     """One graph from log-mel (or waveform) to probabilities for a whisper_encoder bundle.
 
@@ -526,7 +529,8 @@ def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
     states (the input of the head, for adaptation outside the graph), and ``frames``,
     the same states frame by frame (``mean`` pooling only), for timelines that pool
     windows themselves. ``front``: the :func:`_front_settings` of a waveform graph
-    (None: the graph takes the log-mel).
+    (None: the graph takes the log-mel). ``matmul_convs``: the encoder's convolutions as
+    matrix products, so that int8 quantisation reaches them.
 
     Returns
     -------
@@ -558,7 +562,7 @@ def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
     else:
         head = None
     module = _torch_classes().WhisperModule(load_whisper_encoder(extractor.model), layers,
-                                            pooling, head).eval()
+                                            pooling, head, matmul_convs).eval()
     outputs = list(module.outputs)
     if front is None:
         example = torch.from_numpy(whisper_log_mel_numpy(_warm_signal(3.0)))[None]
@@ -791,17 +795,47 @@ def _torch_classes() -> Any:
                 proba = torch.softmax(z, dim=1)
             return proba.index_select(1, self.order)
 
+    class ConvAsMatMul(nn.Module):
+        """A 1-D convolution written as one matrix product over stacked shifted inputs.
+
+        Same numbers as the convolution (to float rounding); ONNX Runtime's dynamic
+        quantisation handles MatMul with constant weights (fast int8 kernels) but only
+        Conv as ConvInteger, which is slower than float32 here.
+        """
+
+        def __init__(self, conv: nn.Conv1d) -> None:
+            super().__init__()
+            out_channels, in_channels, kernel = conv.weight.shape
+            self.kernel, self.stride = kernel, int(conv.stride[0])
+            self.padding = int(conv.padding[0])  # type: ignore[index]
+            # (out, in, k) -> (k * in, out): row j * in + c multiplies input c at shift j.
+            self.register_buffer("weight", conv.weight.detach().permute(2, 1, 0).reshape(
+                kernel * in_channels, out_channels).contiguous())
+            self.register_buffer("bias", conv.bias.detach().clone())
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # (batch, in, time)
+            n = (x.shape[2] + 2 * self.padding - self.kernel) // self.stride + 1
+            x = nn.functional.pad(x, (self.padding, self.padding)).transpose(1, 2)
+            shifted = [x[:, j: j + self.stride * (n - 1) + 1: self.stride]
+                       for j in range(self.kernel)]
+            return (torch.cat(shifted, dim=2) @ self.weight + self.bias).transpose(1, 2)
+
     class WhisperModule(nn.Module):
         """Encoder -> selected hidden states -> pooling over frames -> optional head.
 
         Outputs (:attr:`outputs`): the features alone without a head; with one, the
         probabilities, the features and (``mean`` pooling) the frames, each frame
-        layer-major like the features.
+        layer-major like the features. ``matmul_convs``: the encoder's two convolutions
+        written as matrix products (:class:`ConvAsMatMul`), for an int8 export.
         """
 
         def __init__(self, encoder: nn.Module, layers: Sequence[int], pooling: str,
-                     head: nn.Module | None) -> None:
+                     head: nn.Module | None, matmul_convs: bool = False) -> None:
             super().__init__()
+            if matmul_convs:  # a copy: the loaded encoder is shared with native models
+                encoder = copy.deepcopy(encoder)
+                encoder.conv1 = ConvAsMatMul(encoder.conv1)
+                encoder.conv2 = ConvAsMatMul(encoder.conv2)
             self.encoder = encoder
             self.layers = list(layers)
             self.pooling = pooling
@@ -841,8 +875,8 @@ def _torch_classes() -> Any:
             proba = torch.softmax(self.network(x), dim=1)
             return proba.index_select(1, self.order)
 
-    _TORCH_CLASSES.update(LinearHead=LinearHead, WhisperModule=WhisperModule,
-                          NetworkModule=NetworkModule)
+    _TORCH_CLASSES.update(LinearHead=LinearHead, ConvAsMatMul=ConvAsMatMul,
+                          WhisperModule=WhisperModule, NetworkModule=NetworkModule)
     return SimpleNamespace(**_TORCH_CLASSES)
 
 

@@ -76,7 +76,7 @@ def make_backend(model: Bundle | str | Path | None = None, n_jobs: int = -1,
 
     if runtime not in RUNTIMES:
         raise ConfigError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-    model = resolve_model(model)  # type: ignore[assignment]
+    model = resolve_model(model, runtime)  # type: ignore[assignment]
     if isinstance(model, str | Path) and not Path(model).exists():
         raise ConfigError(f"{model}: no such model folder, and not a packaged model "
                           f"(those are {', '.join(PACKAGED_MODELS)})")

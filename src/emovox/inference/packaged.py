@@ -1,16 +1,19 @@
-"""The models that ship inside the package: three tiers, and the default's ONNX export.
+"""The models that ship inside the package: three tiers, and ONNX exports.
 
-``default`` is the tier every front uses unless told otherwise; ``fast`` is the same
-model exported with int8 weights (about twice as fast on CPU, probabilities within a
-few hundredths of the default's); ``accurate`` trades speed for accuracy (a larger
-encoder; see its model card). Users name them (``emovox predict --model accurate``,
-``Recognizer("fast")``).
+``default`` is the tier every front uses unless told otherwise; ``fast`` is a smaller
+model (the default's recipe on the encoder's first blocks only) exported with int8
+weights, several times faster on CPU and a few points less accurate; ``accurate`` trades
+speed for accuracy (a larger encoder). Each tier's model card has its figures. Users name
+them (``emovox predict --model accurate``, ``Recognizer("fast")``).
 
-The ONNX export (``bundles/default-onnx``, made by ``emovox export --onnx
-src/emovox/bundles/default-onnx``) answers as the bundle does (probabilities within
-1e-6) and loads in a fraction of the time, without torch or scikit-learn, so the
-command line and the server use it by default. It records the digest of the bundle it
-was made from; a stale export (the bundle rebuilt, the export not) is never used.
+Exports are made from packaged bundles (:data:`EXPORT_SOURCES`) and record the digest
+of the bundle they were made from; a stale export (the bundle rebuilt, the export not)
+is never used. ``default-onnx`` (``emovox export --onnx src/emovox/bundles/default-onnx``)
+answers as the default bundle does (probabilities within 1e-6) and loads in a fraction
+of the time, without torch or scikit-learn, so the command line and the server use it
+by default. ``fast`` (``emovox export --model src/emovox/bundles/fast-native --onnx
+src/emovox/bundles/fast --int8``) is the int8 export of ``fast-native``, which the
+native runtime runs (``Recognizer("fast", runtime="torch")``).
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ MODEL_FILES = ("bundle.json", "model.skops", "model_unadapted.skops", "reference
 
 #: Names of the packaged models, the default first.
 PACKAGED_MODELS = ("default", "fast", "accurate")
-#: Packaged models that are ONNX exports of the default bundle (made by ``emovox export
-#: --onnx src/emovox/bundles/fast --int8``), not bundles.
+#: The packaged ONNX exports (folders under :func:`bundles_root`) and the packaged
+#: bundle each is made from.
+EXPORT_SOURCES = {"default-onnx": "default", "fast": "fast-native"}
+#: Packaged models whose name means an ONNX export, not a bundle.
 PACKAGED_EXPORTS = ("fast",)
 
 
@@ -55,14 +60,19 @@ def packaged_name(model: object) -> str | None:
     return None if Path(model).exists() else str(model)
 
 
-def resolve_model(model: object) -> object:
+def resolve_model(model: object, runtime: str = "auto") -> object:
     """``model`` with a packaged name replaced: None for ``"default"`` (the packaged
-    default, on whichever runtime serves it), the bundle folder for another tier;
-    anything else unchanged."""
+    default, on whichever runtime serves it), the folder of another tier (for an
+    exported tier on the ``"torch"`` runtime, the bundle it was exported from); anything
+    else unchanged."""
     name = packaged_name(model)
     if name is None:
         return model
-    return None if name == "default" else packaged_model(name)
+    if name == "default":
+        return None
+    if name in PACKAGED_EXPORTS and runtime == "torch":
+        return bundles_root() / EXPORT_SOURCES[name]
+    return packaged_model(name)
 
 
 def packaged_model(name: str) -> Path:
@@ -78,15 +88,15 @@ def packaged_model(name: str) -> Path:
     ValueError
         An unknown name.
     ConfigError
-        An export made from another bundle than the packaged default (stale: it would
-        not answer as the default does), or missing.
+        An export made from another bundle than its packaged source (stale: it would
+        not answer as that bundle does), or missing.
     """
     if name not in PACKAGED_MODELS:
         raise ValueError(f"no packaged model {name!r}; there are {', '.join(PACKAGED_MODELS)}")
     folder = bundles_root() / name
-    if name in PACKAGED_EXPORTS and not is_current_export(folder):
+    if name in PACKAGED_EXPORTS and not is_current_export(folder, EXPORT_SOURCES[name]):
         raise ConfigError(f"the packaged model {name!r} is missing or was exported from "
-                         f"another bundle than the default: reinstall emovox")
+                          f"another bundle than {EXPORT_SOURCES[name]!r}: reinstall emovox")
     return folder
 
 
@@ -113,9 +123,9 @@ def bundle_digest(folder: str | Path) -> str:
     return digest.hexdigest()
 
 
-def is_current_export(folder: Path) -> bool:
-    """Whether ``folder`` holds an ONNX export of the packaged default bundle as it is
-    now (the digest it records matches)."""
+def is_current_export(folder: Path, source: str = "default") -> bool:
+    """Whether ``folder`` holds an ONNX export of the packaged bundle ``source`` as it
+    is now (the digest it records matches)."""
     spec_file = folder / "preprocessing.json"
     if not spec_file.is_file():
         return False
@@ -123,7 +133,7 @@ def is_current_export(folder: Path) -> bool:
         recorded = json.loads(spec_file.read_text()).get("bundle_sha256")
     except ValueError:
         return False
-    return recorded == bundle_digest(bundles_root() / "default")
+    return recorded == bundle_digest(bundles_root() / source)
 
 
 def packaged_onnx() -> Path | None:
@@ -137,4 +147,4 @@ def packaged_onnx() -> Path | None:
         import onnxruntime  # noqa: F401  (the runtime it needs)
     except ImportError:
         return None
-    return folder if is_current_export(folder) else None
+    return folder if is_current_export(folder, EXPORT_SOURCES[folder.name]) else None
