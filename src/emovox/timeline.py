@@ -41,6 +41,7 @@ from emovox.errors import AudioError
 from emovox.fileio import atomic_write_text
 from emovox.inference.engine import Encoded, SpeakerAdapters, flat
 from emovox.inference.frames import WindowEncoder
+from emovox.inference.rows import INDEX_NAMES
 from emovox.inference.windows import (
     DEFAULT_CHUNK_SECONDS,
     DEFAULT_HOP,
@@ -271,20 +272,23 @@ class _Windows:
                  state: Callable[[str | None], FeatureAdapter | None],
                  columns: list[str]) -> pd.DataFrame:
         """The rows with their emotions, each speaker's adapted with ``state(speaker)``."""
-        frame = self.frame.copy()
+        scores = ["confidence", *engine.classes]
+        emotion = self.frame["emotion"].to_numpy(dtype=object, copy=True)
+        values = self.frame[scores].to_numpy(dtype=float, copy=True)
         groups: dict[str | None, list[int]] = {}
         for position, row in enumerate(self.feature_rows):  # time order kept per group
             groups.setdefault(self.who[row], []).append(position)
         for speaker, positions in groups.items():  # silent or too short: no emotion
             rows = [self.feature_rows[p] for p in positions]
-            probabilities = engine.rows(self.encoded.take(positions), pd.MultiIndex.from_tuples(
-                [self.index[i] for i in rows]), state(speaker))
-            frame.loc[rows, "emotion"] = probabilities["emotion"].to_numpy()
-            frame.loc[rows, ["confidence", *engine.classes]] = (
-                probabilities[["confidence", *engine.classes]].to_numpy(dtype=float))
-        frame.index = pd.MultiIndex.from_arrays(
-            [[r[0] for r in self.index], [r[1] for r in self.index],
-             [r[2] for r in self.index]], names=["file", "start", "end"])
+            answer = engine.rows(self.encoded.take(positions), pd.MultiIndex.from_tuples(
+                [self.index[i] for i in rows], names=list(INDEX_NAMES)), state(speaker))
+            # Filled in by position: pandas' label alignment cost more than the head.
+            emotion[rows] = answer["emotion"].to_numpy()
+            values[rows] = answer[scores].to_numpy(dtype=float)
+        frame = self.frame.assign(
+            emotion=pd.Series(emotion, index=self.frame.index, dtype=object),
+            **dict(zip(scores, values.T, strict=True)))
+        frame.index = pd.MultiIndex.from_tuples(self.index, names=list(INDEX_NAMES))
         return frame[columns]
 
 
