@@ -159,11 +159,13 @@ class _SileroNet:
 
     silero-vad's scripted model keeps its recurrent state inside the module, so two
     streams sharing it would mix their states. Its parts are used here instead: the
-    convolutional encoder runs on all the frames of a piece at once, and the LSTM cell's
-    weights drive a :class:`torch.nn.LSTM` over the sequence, with the state carried by
-    the caller. This is checked against the packaged model's own frame-by-frame output
-    when loaded; if the model's layout ever differs, the packaged model is stepped
-    frame by frame instead (slower, same numbers).
+    short-time spectrum (an FFT of the windowed frames: half the time of the model's
+    own DFT convolution, which also computes an unused phase) and the convolutional
+    encoder run on all the frames of a piece at once, and the LSTM cell's weights drive
+    a :class:`torch.nn.LSTM` over the sequence, with the state carried by the caller.
+    This is checked against the packaged model's own frame-by-frame output when loaded;
+    if the model's layout ever differs, the packaged model is stepped frame by frame
+    instead (slower, same numbers).
     """
 
     _instance: _SileroNet | None = None
@@ -195,6 +197,11 @@ class _SileroNet:
                 lstm.weight_hh_l0.copy_(cell.weight_hh)
                 lstm.bias_ih_l0.copy_(cell.bias_ih)
                 lstm.bias_hh_l0.copy_(cell.bias_hh)
+            stft = core.stft
+            # Its DFT basis is the window times cosines / sines: row 0 is the window.
+            self.window = stft.forward_basis_buffer[0, 0].clone()
+            self.hop = int(stft.hop_length)
+            self.padding = [int(n) for n in stft.padding.padding]
             self.core, self.head, self.lstm = core, core.decoder.decoder, lstm.eval()
             if not self._fast_path_matches():
                 self.lstm = None
@@ -248,7 +255,11 @@ class _SileroNet:
         x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
         previous = torch.cat([torch.from_numpy(context[None].astype(np.float32)),
                               x[:-1, -_SILERO_CONTEXT:]])
-        encoded = self.core.encoder(self.core.run_extractors(torch.cat([previous, x], 1)))
+        padded = torch.nn.functional.pad(torch.cat([previous, x], 1)[:, None], self.padding,
+                                         mode="reflect")[:, 0]
+        windows = padded.unfold(1, self.window.numel(), self.hop) * self.window
+        spectrum = torch.fft.rfft(windows, dim=2).abs().transpose(1, 2)
+        encoded = self.core.encoder(spectrum)
         hidden, state = self.lstm(encoded.squeeze(-1).unsqueeze(1), state)
         out = self.head(hidden.squeeze(1).unsqueeze(-1))
         return out.reshape(-1).numpy().astype(np.float32), state
