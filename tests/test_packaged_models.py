@@ -114,6 +114,25 @@ def test_the_fast_tier_is_its_bundle_exported_with_int8_weights(tmp_path: Path) 
     assert not is_current_export(stale, EXPORT_SOURCES["fast"])
 
 
+def test_emovox_models_lists_every_tier_with_its_own_score() -> None:
+    from emovox.inference.packaged import describe_models
+
+    rows = {row["model"]: row for row in describe_models()}
+    assert list(rows) == list(PACKAGED_MODELS)
+    assert "int8" in str(rows["fast"]["runtime"]) and "native" in str(rows["accurate"]["runtime"])
+    assert rows["fast"]["features"] == "tiny.en (states 0-2)"
+    assert rows["accurate"]["features"] == "tiny.en (states 1-3) + base (states 2-4)"
+    for name in ("fast-native", "accurate"):
+        evaluation = json.loads((bundles_root() / name / "bundle.json").read_text())[
+            "training"]["evaluation"]
+        row = rows["fast" if name == "fast-native" else name]
+        assert row["uar"] == evaluation["mean"]["uar"] and "speaker" in str(row["protocol"])
+    result = CliRunner().invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+    for name, row in rows.items():
+        assert name in result.output and f"{row['uar']:.3f}" in result.output
+
+
 def test_the_fast_tier_from_the_command_line() -> None:
     result = CliRunner().invoke(app, ["predict", "--model", "fast", "--sample", "-f", "json"])
     assert result.exit_code == 0, result.output

@@ -805,6 +805,25 @@ def serve(
                 limit_concurrency=SERVE_CONNECTIONS, timeout_keep_alive=5)
 
 
+@app.command()
+def models() -> None:
+    """List the packaged models: what each runs on, its encoder and its score."""
+    from emovox.inference.packaged import describe_models
+
+    rows = describe_models()
+    table = Table(title="packaged models (--model NAME)", header_style="bold")
+    for column in ("model", "runs on", "Whisper encoder", "UAR", "model card"):
+        table.add_column(column, justify="right" if column == "UAR" else "left")
+    for row in rows:
+        uar = row["uar"]
+        table.add_row(*map(Text, (str(row["model"]), str(row["runtime"]), str(row["features"]),
+                                  "" if uar != uar else f"{uar:.3f}", str(row["card"]))))
+    console.print(table)
+    protocol = next((str(r["protocol"]) for r in rows if r["protocol"]), "")
+    console.print(f"UAR: each bundle's own evaluation, {protocol}. Leave-one-corpus-out, "
+                  "lone-file, confidence and speed figures are in each model card.")
+
+
 @app.command("export")
 def export_model(
     onnx: Annotated[Path, typer.Option("--onnx", help="Folder to write model.onnx, "

@@ -148,3 +148,53 @@ def packaged_onnx() -> Path | None:
     except ImportError:
         return None
     return folder if is_current_export(folder, EXPORT_SOURCES[folder.name]) else None
+
+
+def _encoders(features: dict) -> list[str]:
+    """The Whisper encoders of a feature spec and their states, e.g. ``tiny.en 0-2``."""
+    if features.get("name") == "whisper_encoder":
+        layers = features.get("layers", "all")
+        if isinstance(layers, list) and layers == list(range(layers[0], layers[-1] + 1)):
+            layers = f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
+        model = str(features.get("model", "tiny")).replace("tiny", "tiny.en")
+        states = {"all": "all states", "last": "last state"}.get(str(layers),
+                                                                f"states {layers}")
+        return [f"{model} ({states})"]
+    inner = [features["features"]] if isinstance(features.get("features"), dict) else []
+    parts = [p for p in features.get("parts", []) if isinstance(p, dict)]
+    return [name for part in inner + parts for name in _encoders(part)]
+
+
+def describe_models() -> list[dict[str, object]]:
+    """What each packaged model is: one row per name of :data:`PACKAGED_MODELS`.
+
+    Returns
+    -------
+    list of dict
+        ``model`` (its name), ``runtime`` (what ``--model NAME`` runs on), ``features``
+        (the Whisper encoders and their states), ``uar`` (mean UAR of the bundle's own
+        speaker-disjoint evaluation, adapted to each test speaker; NaN when missing),
+        ``protocol`` and ``card`` (its model card, with every other figure).
+    """
+    rows: list[dict[str, object]] = []
+    for name in PACKAGED_MODELS:
+        try:
+            folder = (packaged_onnx() if name == "default" else None) or packaged_model(name)
+        except ConfigError as error:  # a stale or missing export: say so, list the rest
+            rows.append({"model": name, "runtime": f"unusable: {error}", "features": "",
+                         "uar": float("nan"), "protocol": "", "card": ""})
+            continue
+        spec_file = folder / ("preprocessing.json" if (folder / "preprocessing.json").is_file()
+                              else "bundle.json")
+        spec = json.loads(spec_file.read_text())
+        evaluation = spec.get("training", {}).get("evaluation") or {}
+        quantised = "quantization" in spec.get("graph", {})
+        runtime = ("native (PyTorch)" if spec_file.name == "bundle.json"
+                   else "ONNX Runtime" + (", int8" if quantised else ""))
+        rows.append({"model": name, "runtime": runtime,
+                     "features": " + ".join(_encoders(spec.get("features", {}))),
+                     "uar": float(evaluation.get("mean", {}).get("uar", float("nan"))),
+                     "protocol": str(evaluation.get("protocol", "")),
+                     "card": str(folder / "MODEL_CARD.md")})
+    return rows
+
