@@ -78,20 +78,22 @@ CHANNEL_COPY = {"recipe": "channel", "copies": 1}
 
 
 def tier_rows(name: str, features: dict, adapted: str = "adapted",
-              lone: str = "a lone file") -> dict[str, dict]:
-    """A tier recipe's two models as rows (C fixed at 0.01, corpus-balanced, one channel
-    copy per training file): standardised per speaker (``f"{name}, {adapted}"``) and
-    unnormalised, the model a lone file gets (``f"{name}, {lone}"``)."""
+              lone: str = "a lone file", copies: int = 1) -> dict[str, dict]:
+    """A tier recipe's two models as rows (C fixed at 0.01, corpus-balanced, ``copies``
+    channel copies per training file): standardised per speaker (``f"{name},
+    {adapted}"``) and unnormalised, the model a lone file gets (``f"{name}, {lone}"``)."""
+    augment = {**CHANNEL_COPY, "copies": copies}
     return {f"{name}, {adapted}": {"features": features, "model": TIER_LR,
-                                   "normalization": "speaker", "augment": CHANNEL_COPY},
+                                   "normalization": "speaker", "augment": augment},
             f"{name}, {lone}": {"features": features, "model": TIER_LR,
-                                "augment": CHANNEL_COPY}}
+                                "augment": augment}}
 
 
-def loco_tier_rows(name: str, features: dict) -> dict[str, dict]:
+def loco_tier_rows(name: str, features: dict, copies: int = 1) -> dict[str, dict]:
     """:func:`tier_rows` under the leave-one-corpus-out row names."""
-    return tier_rows(name, features, "per-speaker norm + channel augmentation",
-                     "corpus-balanced + channel augmentation")
+    augment = "channel augmentation" + (f" x{copies}" if copies != 1 else "")
+    return tier_rows(name, features, f"per-speaker norm + {augment}",
+                     f"corpus-balanced + {augment}", copies)
 
 
 SYSTEMS = {
@@ -207,6 +209,9 @@ LOCO_SYSTEMS = {
         "features": TINY_BASE, "model": {**LR_FIXED, "balance": "corpus"}},
     # The accurate tier's first recipe (all states), and its lone-file model.
     **loco_tier_rows("Whisper-tiny + base fused + LR, loudness -23 LUFS", TINY_BASE),
+    # More channel variety (issue 13): the default's recipe with three channel copies of
+    # every training file instead of one.
+    **loco_tier_rows("Whisper-tiny + LR, loudness -23 LUFS", LOUDNESS, copies=3),
     # The fast tier: tiny's first two blocks only (states 0-2).
     **loco_tier_rows("Whisper-tiny 0-2 + LR, loudness -23 LUFS", FAST_TIER),
     # The shipped accurate tier: the middle states only (tiny 1-3 + base 2-4).

@@ -133,6 +133,17 @@ def test_emovox_models_lists_every_tier_with_its_own_score() -> None:
         assert name in result.output and f"{row['uar']:.3f}" in result.output
 
 
+def test_emovox_models_says_when_an_export_is_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+    from emovox.inference import packaged
+
+    # As if bundles/fast had been exported from another bundle than its source.
+    monkeypatch.setitem(packaged.EXPORT_SOURCES, "fast", "accurate")
+    rows = {row["model"]: row for row in packaged.describe_models()}
+    assert str(rows["fast"]["runtime"]).startswith("unusable:")
+    assert "reinstall" in str(rows["fast"]["runtime"])
+    assert rows["accurate"]["uar"] > 0  # the others are still listed
+
+
 def test_the_fast_tier_from_the_command_line() -> None:
     result = CliRunner().invoke(app, ["predict", "--model", "fast", "--sample", "-f", "json"])
     assert result.exit_code == 0, result.output
