@@ -156,7 +156,7 @@ def _encoders(features: dict) -> list[str]:
         layers = features.get("layers", "all")
         if isinstance(layers, list) and layers == list(range(layers[0], layers[-1] + 1)):
             layers = f"{layers[0]}-{layers[-1]}" if len(layers) > 1 else str(layers[0])
-        model = str(features.get("model", "tiny")).replace("tiny", "tiny.en")
+        model = str(features.get("model", "tiny.en"))
         states = {"all": "all states", "last": "last state"}.get(str(layers),
                                                                 f"states {layers}")
         return [f"{model} ({states})"]
