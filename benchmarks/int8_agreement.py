@@ -1,23 +1,24 @@
-"""float32 vs int8 ONNX exports of the fast tier's bundle on a fixed set of speakers' files.
+"""float32 vs int8 ONNX exports of an int8 tier's bundle on a fixed set of speakers' files.
 
 Usage::
 
-    python benchmarks/int8_agreement.py [--corpora ../shared/corpora] [--threads 1]
-                                        [--markdown PATH]
+    python benchmarks/int8_agreement.py [--model fast|accurate] [--threads 1]
+                                        [--corpora ../shared/corpora] [--markdown PATH]
 
-Takes the packaged ``fast`` tier (the ``fast-native`` bundle's int8 export: MatMul
-weights, the encoder's convolutions included, quantised per output channel by ONNX
-Runtime's dynamic quantisation) and a float32 export of the same bundle made in a
-temporary folder, then predicts the files of a fixed set of speakers of EmoDB (the
-last two), RAVDESS speech (actors 21-24) and CREMA-D (the last four actors in the
-developer subset), each speaker's files as one batch (the bundle adapts to the
-speaker), with both exports. Prints per corpus: label agreement, the largest
-probability difference, the UAR of each against the corpus labels (the bundle's six
-classes), and the int8 / float32 prediction time.
+Takes a packaged int8 tier (``fast`` by default, or ``accurate``: the int8 export of
+the ``fast-native`` / ``accurate-native`` bundle, MatMul weights, the encoders'
+convolutions included, quantised per output channel by ONNX Runtime's dynamic
+quantisation) and a float32 export of the same bundle made in a temporary folder, then
+predicts the files of a fixed set of speakers of EmoDB (the last two), RAVDESS speech
+(actors 21-24) and CREMA-D (the last four actors in the developer subset), each
+speaker's files as one batch (the bundle adapts to the speaker), with both exports.
+Prints per corpus: label agreement, the largest probability difference, the UAR of each
+against the corpus labels (the bundle's six classes), and the int8 / float32
+prediction time.
 
-Protocol: fast bundle, training speakers included: agreement check only. The shipped
-bundle was trained on every speaker of these corpora, so the UARs are not accuracy
-estimates; they show whether int8 moves the answers, on the same files.
+Protocol: the tier's bundle, training speakers included: agreement check only. The
+shipped bundles were trained on every speaker of these corpora, so the UARs are not
+accuracy estimates; they show whether int8 moves the answers, on the same files.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from common import add_corpora_argument, corpora_root, print_table
 
 #: Corpus folder -> how many of its last speakers (sorted) are predicted.
 HELD_OUT = {"emodb/wav": 2, "ravdess/Audio_Speech_Actors_01-24": 4, "crema-d/AudioWAV": 4}
-PROTOCOL = "fast bundle, training speakers included: agreement check only"
+PROTOCOL = "{} bundle, training speakers included: agreement check only"
 
 
 def held_out_files(root: Path, labels: object) -> pd.DataFrame:
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
         One row per corpus and one for all files.
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="fast", choices=["fast", "accurate"],
+                        help="the packaged int8 tier")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads")
     parser.add_argument("--markdown", type=Path, help="also write the table here")
     add_corpora_argument(parser)
@@ -102,8 +105,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
 
     with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         warnings.simplefilter("ignore")
-        full_export = export_onnx(bundles_root() / EXPORT_SOURCES["fast"], Path(tmp) / "f32")
-        exports = {False: full_export, True: packaged_model("fast")}
+        source = bundles_root() / EXPORT_SOURCES[args.model]
+        exports = {False: export_onnx(source, Path(tmp) / "f32"),
+                   True: packaged_model(args.model)}
         recognizers = {k: OnnxRecognizer(v, threads=args.threads) for k, v in exports.items()}
         classes = recognizers[False].classes
         files = held_out_files(root, recognizers[False].labels)
@@ -123,7 +127,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, object]]:
             "UAR float32": compute_scores(truth, np.asarray(classes)[a], classes)["uar"],
             "UAR int8": compute_scores(truth, np.asarray(classes)[b], classes)["uar"],
         })
-    lines = [f"`{command.strip()}`", "", f"Protocol: {PROTOCOL}. int8 / float32 prediction "
+    protocol = PROTOCOL.format(args.model)
+    lines = [f"`{command.strip()}`", "", f"Protocol: {protocol}. int8 / float32 prediction "
              f"time: {int8_seconds / full_seconds:.2f} ({int8_seconds:.1f} s / "
              f"{full_seconds:.1f} s, {args.threads} thread(s)).", "",
              "| corpus | files (speakers) | label agreement | max abs dp | UAR float32 | "

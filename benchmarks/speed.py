@@ -30,8 +30,9 @@ number of threads on both sides:
   ``emovox predict one.wav`` command (wall time and peak RSS of the child process)
   with the default model and with the native bundle;
 - the same (one command, the timeline, the 3 s clip) for the accurate tier
-  (``--model accurate``: Whisper tiny.en + base, native), so its cost is a ratio to
-  the default's measured in the same run.
+  (``--model accurate``: Whisper tiny.en + base, the packaged int8 export) and for its
+  bundle run natively (before), so its cost is a ratio to the default's measured in
+  the same run.
 
 The bundles were trained on these corpora, so the UARs compare inference engines and
 tiers on the same recording; they are not accuracy estimates (the model cards have
@@ -399,16 +400,24 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
             recognizer.predict_signal(clip, RATE)  # warm
             timed_timeline(name, recognizer, long_file, utterances, ct2, report,
                            args.repeats)
-        if (packaged_model("accurate") / "bundle.json").is_file():
-            wall, rss = cli_call(one, "--model", "accurate")
-            report("emovox predict one.wav --model accurate (native)",
-                   f"{wall:.2f} s wall, {rss:.0f} MB peak RSS")
-            accurate = Recognizer("accurate", n_jobs=1)
-            set_threads(accurate, args.threads)
-            accurate.predict_signal(clip, RATE)  # warm: loads both encoders
-            timed_timeline("accurate tier (native)", accurate, long_file, utterances, ct2,
-                           report, args.repeats)
-            runtimes["accurate tier (native)"] = accurate
+        from emovox.inference.packaged import EXPORT_SOURCES, bundles_root
+
+        wall, rss = cli_call(one, "--model", "accurate")
+        report("emovox predict one.wav --model accurate (int8)",
+               f"{wall:.2f} s wall, {rss:.0f} MB peak RSS")
+        wall, rss = cli_call(one, "--bundle", str(bundles_root() / EXPORT_SOURCES["accurate"]))
+        report("emovox predict one.wav, accurate bundle (native, before)",
+               f"{wall:.2f} s wall, {rss:.0f} MB peak RSS")
+        accurate = Recognizer("accurate", n_jobs=1, runtime="torch")
+        set_threads(accurate, args.threads)
+        tiers = {"accurate tier, native (before)": accurate,
+                 "accurate tier (packaged: int8)": OnnxRecognizer(
+                     packaged_model("accurate"), threads=args.threads)}
+        for name, recognizer in tiers.items():
+            recognizer.predict_signal(clip, RATE)  # warm: loads both encoders
+            timed_timeline(name, recognizer, long_file, utterances, ct2, report,
+                           args.repeats)
+        runtimes.update(tiers)
         for name, recognizer in runtimes.items():
             if name.startswith("native, speech"):
                 continue  # one clip: the same work as window by window

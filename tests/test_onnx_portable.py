@@ -188,6 +188,41 @@ def test_waveform_export_matches_native(default_exports: tuple[Path, Path],
     assert np.nanmax(np.abs(_probabilities(a, classes) - _probabilities(b, classes))) < TOLERANCE
 
 
+def test_a_fused_bundle_exports_as_one_graph_holding_both_encoders(tmp_path: Path) -> None:
+    """The packaged accurate bundle (Whisper tiny.en and base states side by side)
+    exports to one waveform graph that answers as the bundle does: files, adapted
+    files and a timeline pooled from the graph's frames."""
+    from emovox.inference.packaged import EXPORT_SOURCES, bundles_root
+
+    source = bundles_root() / EXPORT_SOURCES["accurate"]
+    folder = export_onnx(source, tmp_path / "accurate")
+    spec = json.loads((folder / SPEC_FILE).read_text())
+    assert spec["graph"]["kind"] == "whisper_waveform"
+    assert spec["graph"]["frames_output"]["shape"][2] == 3 * 384 + 3 * 512
+    native = Recognizer(source, n_jobs=1, adapt="none")
+    exported = OnnxRecognizer(folder, adapt="none")
+    classes = native.classes
+    for seconds, seed in ((1.2, 1), (4.0, 2)):
+        signal = 0.3 * synth_voice(seconds, seed=seed)
+        np.testing.assert_allclose(
+            _probabilities(exported.predict_signal(signal, RATE), classes),
+            _probabilities(native.predict_signal(signal, RATE), classes), atol=TOLERANCE)
+    paths = []
+    for n in range(8):
+        paths.append(tmp_path / f"take{n}.wav")
+        sf.write(paths[-1], 0.2 * synth_voice(1.5, f0=110 + 12 * n, seed=60 + n), RATE)
+    a = Recognizer(source, n_jobs=1).predict_files(paths, progress=False)
+    b = OnnxRecognizer(folder).predict_files(paths, progress=False)
+    np.testing.assert_allclose(_probabilities(b, classes), _probabilities(a, classes),
+                               atol=TOLERANCE)
+    signal = np.concatenate([synth_voice(3.0, seed=i) * (0.5 if i % 2 else 0.05)
+                             for i in range(4)])
+    a = Recognizer(source, n_jobs=1).predict_timeline(signal, sample_rate=RATE, vad="energy")
+    b = OnnxRecognizer(folder).predict_timeline(signal, sample_rate=RATE, vad="energy")
+    assert a.index.equals(b.index) and a["emotion"].notna().sum() >= 5
+    assert np.nanmax(np.abs(_probabilities(a, classes) - _probabilities(b, classes))) < TOLERANCE
+
+
 def test_waveform_graph_batches_equal_lengths(default_exports: tuple[Path, Path]) -> None:
     from emovox.inference.onnx_backend import OnnxBackend
 
@@ -241,7 +276,7 @@ def test_int8_export_quantises_the_encoder_convolutions(
     convs = [n.name for n in nodes if n.op_type in ("Conv", "ConvInteger")]
     assert convs and all(name.startswith("/front/") for name in convs), convs
     float_nodes = onnx.load_model(str(default_exports[0] / MODEL_FILE)).graph.node
-    assert any(n.op_type == "Conv" and n.name.startswith("/model/encoder/")
+    assert any(n.op_type == "Conv" and n.name.startswith("/model/encoders.0/")
                for n in float_nodes)  # the float32 export keeps the convolutions
 
 

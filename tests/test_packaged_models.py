@@ -1,8 +1,8 @@
 """The packaged tiers: names resolve to the right model, the other tiers run.
 
 ``default`` is the model every front uses; ``fast`` is a smaller bundle's int8 ONNX
-export (the encoder's first two blocks); ``accurate`` is a second bundle (Whisper
-tiny.en + base). Users name them on the
+export (the encoder's first two blocks); ``accurate`` is a larger bundle's (Whisper
+tiny.en + base) int8 ONNX export. Users name them on the
 command line (``--model accurate``) and in Python (``Recognizer("fast")``).
 """
 
@@ -58,7 +58,7 @@ def test_every_packaged_tier_ships_with_a_card_stating_its_protocols() -> None:
         assert (folder / model_file).is_file(), f"{folder} is missing"
         card = (folder / "MODEL_CARD.md").read_text()
         assert "speaker" in card and "leave-one-corpus-out" in card.lower(), name
-    accurate = json.loads((packaged_model("accurate") / "bundle.json").read_text())
+    accurate = json.loads((bundles_root() / "accurate-native" / "bundle.json").read_text())
     default = json.loads((packaged_model("default") / "bundle.json").read_text())
     assert accurate["classes"] == default["classes"]
 
@@ -119,13 +119,13 @@ def test_emovox_models_lists_every_tier_with_its_own_score() -> None:
 
     rows = {row["model"]: row for row in describe_models()}
     assert list(rows) == list(PACKAGED_MODELS)
-    assert "int8" in str(rows["fast"]["runtime"]) and "native" in str(rows["accurate"]["runtime"])
+    assert "int8" in str(rows["fast"]["runtime"]) and "int8" in str(rows["accurate"]["runtime"])
     assert rows["fast"]["features"] == "tiny.en (states 0-2)"
     assert rows["accurate"]["features"] == "tiny.en (states 1-3) + base (states 2-4)"
-    for name in ("fast-native", "accurate"):
-        evaluation = json.loads((bundles_root() / name / "bundle.json").read_text())[
-            "training"]["evaluation"]
-        row = rows["fast" if name == "fast-native" else name]
+    for name in ("fast", "accurate"):
+        evaluation = json.loads((bundles_root() / EXPORT_SOURCES[name] / "bundle.json"
+                                 ).read_text())["training"]["evaluation"]
+        row = rows[name]
         assert row["uar"] == evaluation["mean"]["uar"] and "speaker" in str(row["protocol"])
     result = CliRunner().invoke(app, ["models"])
     assert result.exit_code == 0, result.output
@@ -137,7 +137,7 @@ def test_emovox_models_says_when_an_export_is_stale(monkeypatch: pytest.MonkeyPa
     from emovox.inference import packaged
 
     # As if bundles/fast had been exported from another bundle than its source.
-    monkeypatch.setitem(packaged.EXPORT_SOURCES, "fast", "accurate")
+    monkeypatch.setitem(packaged.EXPORT_SOURCES, "fast", "accurate-native")
     rows = {row["model"]: row for row in packaged.describe_models()}
     assert str(rows["fast"]["runtime"]).startswith("unusable:")
     assert "reinstall" in str(rows["fast"]["runtime"])
@@ -165,11 +165,30 @@ def accurate() -> Recognizer:
     return Recognizer("accurate", n_jobs=1)
 
 
-def test_the_accurate_tier_runs_natively_on_both_encoders(accurate: Recognizer) -> None:
-    assert accurate.engine_name == "torch"
-    assert accurate.classes == Recognizer().classes
-    parts = accurate.backend.bundle.features["parts"]
+def test_the_accurate_tier_is_its_two_encoder_bundle_exported_with_int8_weights(
+        accurate: Recognizer) -> None:
+    """``accurate`` runs the int8 export of the packaged ``accurate-native`` bundle (one
+    graph holding both encoders) on ONNX Runtime, and answers synthetic voices as the
+    bundle does natively (labels; probabilities within 0.15)."""
+    folder = packaged_model("accurate")
+    assert is_current_export(folder, EXPORT_SOURCES["accurate"])
+    spec = json.loads((folder / "preprocessing.json").read_text())
+    assert "int8" in spec["graph"]["quantization"]["method"].lower()
+    assert "tiny.en encoder" in spec["graph"]["contains"]
+    assert "base encoder" in spec["graph"]["contains"]
+    native = Recognizer("accurate", n_jobs=1, runtime="torch")
+    assert accurate.engine_name == "onnx" and native.engine_name == "torch"
+    assert accurate.classes == native.classes == Recognizer().classes
+    parts = native.backend.bundle.features["parts"]
     assert [p["features"].get("model", "tiny.en") for p in parts] == ["tiny.en", "base"]
+    from emovox.synth import synth_voice
+
+    for seed in range(2):
+        signal = synth_voice(2.5, 16000, seed=seed)
+        a, b = accurate.predict_signal(signal, 16000), native.predict_signal(signal, 16000)
+        assert a["emotion"].iloc[0] == b["emotion"].iloc[0]
+        np.testing.assert_allclose(a[native.classes].to_numpy(),
+                                   b[native.classes].to_numpy(), atol=0.15)
 
 
 @requires_corpora

@@ -190,18 +190,20 @@ def export_onnx(
         bundle = dataclasses.replace(bundle, model=bundle.unadapted_model, reference=None,
                                      unadapted_model=None)
     extractor = bundle.extractor()
+    width = math.prod(extractor.output_shape)
     model = bundle.model
     order = [list(model.classes_).index(c) for c in bundle.classes]
     network = type(model).__name__ == "NeuralClassifier"
-    # Loudness normalisation / trimming of a Whisper bundle run in NumPy before the
-    # graph (as the window does); the graph is built for the encoder they feed. Other
-    # preprocessed features are computed whole by the extractor named in the spec.
+    # Loudness normalisation / trimming of a Whisper bundle run before the encoder (in
+    # the graph for a waveform input); the graph is built for the encoders they feed
+    # (one, or each part of a fused bundle). Other preprocessed features are computed
+    # whole by the extractor named in the spec.
     signal_steps = None
-    if (extractor.name == "preprocessed" and extractor.inner.name == "whisper_encoder"
-            and not network):
-        signal_steps = {"trim_top_db": extractor.trim_top_db,
-                        "loudness_lufs": extractor.loudness_lufs}
-        extractor = extractor.inner
+    encoders: list[Any] | None = None
+    found = None if network else _whisper_parts(extractor)
+    if found is not None:
+        encoders, signal_steps = found
+        extractor = encoders[0]  # the window and rate, equal for every part
 
     calibrated = type(model).__name__ == "CalibratedClassifier"
     if (bundle.reference is not None or calibrated) and (
@@ -213,12 +215,13 @@ def export_onnx(
         adapted_head = _fold_linear(adapted.model)
         if adapted_head is not None:
             _check_folded(adapted.model, adapted_head, list(range(len(adapted.model.classes_))),
-                          math.prod(extractor.output_shape))
+                          width)
     waveform = graph_input == "waveform"
     target_lufs = signal_steps["loudness_lufs"] if signal_steps is not None else None
     if extractor.name == "whisper_encoder" and not network:
         front = _front_settings(extractor, target_lufs) if waveform else None
-        proto, contains, plain_head = _whisper_graph(bundle, extractor, order, opset, dynamo,
+        assert encoders is not None  # a whisper_encoder extractor comes from them
+        proto, contains, plain_head = _whisper_graph(bundle, encoders, order, opset, dynamo,
                                                      front=front, matmul_convs=int8)
         if waveform:
             kind = "whisper_waveform"
@@ -234,13 +237,12 @@ def export_onnx(
                                          "(preprocessing.log_mel), frames <= 3000"}
     else:
         plain_head = None
-        dim = math.prod(extractor.output_shape)
         if network:
-            proto, contains = _network_graph(model, order, dim, opset, dynamo)
+            proto, contains = _network_graph(model, order, width, opset, dynamo)
         else:
-            proto, contains = _sklearn_graph(model, order, dim, opset)
+            proto, contains = _sklearn_graph(model, order, width, opset)
         kind = "features"
-        input_spec = {"name": "features", "dtype": "float32", "shape": ["batch", dim],
+        input_spec = {"name": "features", "dtype": "float32", "shape": ["batch", width],
                        "description": f"the {extractor.name} features of each recording, "
                                       f"shape {list(extractor.output_shape)} flattened "
                                       "(row-major); computed by the emovox extractor in "
@@ -313,11 +315,11 @@ def export_onnx(
         batch = 1 if kind == "whisper_log_mel" else "batch"
         spec["graph"]["features_output"] = {
             "name": "features", "dtype": "float32",
-            "shape": [batch, math.prod(extractor.output_shape)],
+            "shape": [batch, width],
             "description": "the pooled encoder features (input of the adaptation)"}
         spec["graph"]["frames_output"] = {
             "name": "frames", "dtype": "float32",
-            "shape": [batch, "frames", math.prod(extractor.output_shape)],
+            "shape": [batch, "frames", width],
             "frame_seconds": ENCODER_FRAME_SECONDS,
             "description": "the same encoder states frame by frame (frame k covers "
                            "[k, k + 1) * frame_seconds of the analysed window); their "
@@ -519,18 +521,43 @@ def _fold_linear(model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return mean, scale, classifier.coef_ / temperature, classifier.intercept_ / temperature
 
 
-def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
+def _whisper_parts(extractor: Any) -> tuple[list[Any], dict[str, Any] | None] | None:
+    """The Whisper encoders a bundle's features come from, and the signal steps before
+    them: one encoder, or each part of a ``fused`` bundle in order. None for other
+    features, or for parts whose preprocessing, window or pooling differ (one graph
+    front feeds every encoder)."""
+    parts = extractor.extractors if extractor.name == "fused" else [extractor]
+    encoders, steps = [], []
+    for part in parts:
+        if part.name == "preprocessed" and part.inner.name == "whisper_encoder":
+            encoders.append(part.inner)
+            steps.append({"trim_top_db": part.trim_top_db, "loudness_lufs": part.loudness_lufs})
+        elif part.name == "whisper_encoder":
+            encoders.append(part)
+            steps.append(None)
+        else:
+            return None
+    settings = [(e.sample_rate, e.offset, e.duration, getattr(e, "max_seconds", 30.0),
+                 e.pooling) for e in encoders]
+    if any(step != steps[0] for step in steps) or len(set(settings)) > 1:
+        return None
+    return encoders, steps[0]
+
+
+def _whisper_graph(bundle: Bundle, encoders: Sequence[Any], order: list[int], opset: int,
                    dynamo: bool, front: dict[str, Any] | None = None,
                    matmul_convs: bool = False
                    ) -> tuple[Any, str, tuple[np.ndarray, ...] | None]:
-    """One graph from log-mel (or waveform) to probabilities for a whisper_encoder bundle.
+    """One graph from log-mel (or waveform) to probabilities for a Whisper bundle.
 
-    With a linear head (folded in), two more outputs: ``features``, the pooled encoder
-    states (the input of the head, for adaptation outside the graph), and ``frames``,
-    the same states frame by frame (``mean`` pooling only), for timelines that pool
-    windows themselves. ``front``: the :func:`_front_settings` of a waveform graph
-    (None: the graph takes the log-mel). ``matmul_convs``: the encoder's convolutions as
-    matrix products, so that int8 quantisation reaches them.
+    ``encoders``: its Whisper extractors (:func:`_whisper_parts`), each run on the same
+    log-mel, their pooled states concatenated in order. With a linear head (folded in),
+    two more outputs: ``features``, the pooled encoder states (the input of the head,
+    for adaptation outside the graph), and ``frames``, the same states frame by frame
+    (``mean`` pooling only), for timelines that pool windows themselves. ``front``: the
+    :func:`_front_settings` of a waveform graph (None: the graph takes the log-mel).
+    ``matmul_convs``: the encoders' convolutions as matrix products, so that int8
+    quantisation reaches them.
 
     Returns
     -------
@@ -542,12 +569,12 @@ def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
 
     from emovox.features.encoders import load_whisper_encoder
 
-    layers = list(extractor.layer_indices)
-    pooling = extractor.pooling
+    pooling = encoders[0].pooling
+    width = sum(math.prod(e.output_shape) for e in encoders)
     model = bundle.model
     folded = _fold_linear(model)
     if folded is not None:
-        _check_folded(model, folded, order, math.prod(extractor.output_shape))
+        _check_folded(model, folded, order, width)
         if bundle.reference is not None:
             # The graph predicts without adaptation: features are standardised by the
             # average training speaker, folded in front of the scaler:
@@ -561,8 +588,9 @@ def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
         raise BundleError("a speaker-normalised bundle exports only with a linear head")
     else:
         head = None
-    module = _torch_classes().WhisperModule(load_whisper_encoder(extractor.model), layers,
-                                            pooling, head, matmul_convs).eval()
+    module = _torch_classes().WhisperModule(
+        [(load_whisper_encoder(e.model), list(e.layer_indices)) for e in encoders],
+        pooling, head, matmul_convs).eval()
     outputs = list(module.outputs)
     if front is None:
         example = torch.from_numpy(whisper_log_mel_numpy(_warm_signal(3.0)))[None]
@@ -578,24 +606,24 @@ def _whisper_graph(bundle: Bundle, extractor: Any, order: list[int], opset: int,
         takes = "input 16 kHz waveform" + (
             f", loudness scaled to {front['target_lufs']:g} LUFS (BS.1770) in the graph, "
             if front["target_lufs"] is not None else ", ") + "log-mel in the graph"
-    pooled = f"{pooling} pooling of hidden states {layers}"
+    pooled = " + ".join(f"Whisper {e.model} encoder, {pooling} pooling of hidden states "
+                        f"{list(e.layer_indices)}" for e in encoders)
     if head is not None:
         proto = _torch_to_onnx(module, example, name, outputs, axes, opset, dynamo,
                                dynamic_batch=batch)
-        width = math.prod(extractor.output_shape)
         for position, axis in ((1, 1), (2, 2))[:len(outputs) - 1]:  # features, frames
             proto.graph.output[position].type.tensor_type.shape.dim[axis].dim_value = width
         if "frames" in outputs:  # traced with 150 frames: name the axis
             proto.graph.output[2].type.tensor_type.shape.dim[1].dim_param = "frames"
         names = " + ".join(type(s).__name__ for _, s in getattr(model, "steps", [])) \
             or type(model).__name__
-        return proto, (f"Whisper tiny.en encoder, {pooled}, {names} folded in, softmax; "
+        return proto, (f"{pooled}, {names} folded in, softmax; "
                        f"{takes}, output probabilities"), folded
     encoder = _torch_to_onnx(module, example, name, "features", axes, opset, dynamo,
                              dynamic_batch=batch)
-    classifier = _sklearn_proto(model, order, math.prod(extractor.output_shape), opset)
+    classifier = _sklearn_proto(model, order, width, opset)
     proto = _join(encoder, classifier)
-    return proto, (f"Whisper tiny.en encoder, {pooled}, then {type(model).__name__} "
+    return proto, (f"{pooled}, then {type(model).__name__} "
                    f"converted by skl2onnx; {takes}, output probabilities"), None
 
 
@@ -821,23 +849,29 @@ def _torch_classes() -> Any:
             return (torch.cat(shifted, dim=2) @ self.weight + self.bias).transpose(1, 2)
 
     class WhisperModule(nn.Module):
-        """Encoder -> selected hidden states -> pooling over frames -> optional head.
+        """Encoders -> selected hidden states -> pooling over frames -> optional head.
 
-        Outputs (:attr:`outputs`): the features alone without a head; with one, the
+        ``encoders``: (encoder, state indices) pairs, each run on the same log-mel; their
+        pooled states are concatenated in order (a fused bundle's layout). Outputs
+        (:attr:`outputs`): the features alone without a head; with one, the
         probabilities, the features and (``mean`` pooling) the frames, each frame
-        layer-major like the features. ``matmul_convs``: the encoder's two convolutions
+        layer-major like the features. ``matmul_convs``: the encoders' two convolutions
         written as matrix products (:class:`ConvAsMatMul`), for an int8 export.
         """
 
-        def __init__(self, encoder: nn.Module, layers: Sequence[int], pooling: str,
-                     head: nn.Module | None, matmul_convs: bool = False) -> None:
+        def __init__(self, encoders: Sequence[tuple[nn.Module, Sequence[int]]],
+                     pooling: str, head: nn.Module | None,
+                     matmul_convs: bool = False) -> None:
             super().__init__()
-            if matmul_convs:  # a copy: the loaded encoder is shared with native models
-                encoder = copy.deepcopy(encoder)
-                encoder.conv1 = ConvAsMatMul(encoder.conv1)
-                encoder.conv2 = ConvAsMatMul(encoder.conv2)
-            self.encoder = encoder
-            self.layers = list(layers)
+            modules = []
+            for encoder, _ in encoders:
+                if matmul_convs:  # a copy: the loaded encoder is shared with native models
+                    encoder = copy.deepcopy(encoder)
+                    encoder.conv1 = ConvAsMatMul(encoder.conv1)
+                    encoder.conv2 = ConvAsMatMul(encoder.conv2)
+                modules.append(encoder)
+            self.encoders = nn.ModuleList(modules)
+            self.layers = [list(layers) for _, layers in encoders]
             self.pooling = pooling
             self.head = head
             self.outputs = ("features",) if head is None else (
@@ -845,19 +879,23 @@ def _torch_classes() -> Any:
                 else ("probabilities", "features"))
 
         def forward(self, mel: torch.Tensor) -> Any:
-            states = self.encoder(mel, max(self.layers) + 1)  # (states, batch, frames, d)
-            if self.layers != list(range(states.shape[0])):
-                states = torch.stack([states[i] for i in self.layers])
-            pooled = states.mean(dim=2)  # (layers, batch, d)
-            if self.pooling == "mean_std":
-                pooled = torch.cat([pooled, states.std(dim=2, unbiased=False)], dim=2)
-            features = pooled.permute(1, 0, 2).reshape(mel.shape[0], -1)
+            pooled_parts, frame_parts = [], []
+            for encoder, layers in zip(self.encoders, self.layers, strict=True):
+                states = encoder(mel, max(layers) + 1)  # (states, batch, frames, d)
+                if layers != list(range(states.shape[0])):
+                    states = torch.stack([states[i] for i in layers])
+                pooled = states.mean(dim=2)  # (layers, batch, d)
+                if self.pooling == "mean_std":
+                    pooled = torch.cat([pooled, states.std(dim=2, unbiased=False)], dim=2)
+                pooled_parts.append(pooled.permute(1, 0, 2).reshape(mel.shape[0], -1))
+                frame_parts.append(
+                    states.permute(1, 2, 0, 3).reshape(mel.shape[0], states.shape[2], -1))
+            features = torch.cat(pooled_parts, dim=1)
             if self.head is None:
                 return features
             if len(self.outputs) == 2:
                 return self.head(features), features
-            frames = states.permute(1, 2, 0, 3).reshape(mel.shape[0], states.shape[2], -1)
-            return self.head(features), features, frames
+            return self.head(features), features, torch.cat(frame_parts, dim=2)
 
     class NetworkModule(nn.Module):
         """A NeuralClassifier's network with its standardisation and softmax."""

@@ -2,18 +2,20 @@
 
 ``default`` is the tier every front uses unless told otherwise; ``fast`` is a smaller
 model (the default's recipe on the encoder's first blocks only) exported with int8
-weights, several times faster on CPU and a few points less accurate; ``accurate`` trades
-speed for accuracy (a larger encoder). Each tier's model card has its figures. Users name
-them (``emovox predict --model accurate``, ``Recognizer("fast")``).
+weights, several times faster on CPU and a few points less accurate; ``accurate`` is a
+larger model (two encoders) exported with int8 weights, about as fast as the default
+and more accurate. Each tier's model card has its figures. Users name them (``emovox
+predict --model accurate``, ``Recognizer("fast")``).
 
 Exports are made from packaged bundles (:data:`EXPORT_SOURCES`) and record the digest
 of the bundle they were made from; a stale export (the bundle rebuilt, the export not)
 is never used. ``default-onnx`` (``emovox export --onnx src/emovox/bundles/default-onnx``)
 answers as the default bundle does (probabilities within 1e-6) and loads in a fraction
 of the time, without torch or scikit-learn, so the command line and the server use it
-by default. ``fast`` (``emovox export --model src/emovox/bundles/fast-native --onnx
-src/emovox/bundles/fast --int8``) is the int8 export of ``fast-native``, which the
-native runtime runs (``Recognizer("fast", runtime="torch")``).
+by default. ``fast`` and ``accurate`` are the int8 exports of the bundles
+``fast-native`` and ``accurate-native`` (``emovox export --model
+src/emovox/bundles/fast-native --onnx src/emovox/bundles/fast --int8``), which the
+native runtime runs (``Recognizer("accurate", runtime="torch")``).
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ MODEL_FILES = ("bundle.json", "model.skops", "model_unadapted.skops", "reference
 PACKAGED_MODELS = ("default", "fast", "accurate")
 #: The packaged ONNX exports (folders under :func:`bundles_root`) and the packaged
 #: bundle each is made from.
-EXPORT_SOURCES = {"default-onnx": "default", "fast": "fast-native"}
-#: Packaged models whose name means an ONNX export, not a bundle.
-PACKAGED_EXPORTS = ("fast",)
+EXPORT_SOURCES = {"default-onnx": "default", "fast": "fast-native",
+                  "accurate": "accurate-native"}
+#: Packaged models whose name means an ONNX export (int8), not a bundle.
+PACKAGED_EXPORTS = ("fast", "accurate")
 
 
 def bundles_root() -> Path:
