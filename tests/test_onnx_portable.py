@@ -157,35 +157,48 @@ def test_waveform_export_spec_tells_a_caller_what_to_do(default_exports: tuple[P
     assert model.graph.input[0].name == "waveform" and dims == ["batch", "samples"]
 
 
-def test_waveform_export_matches_native(default_exports: tuple[Path, Path],
-                                        tmp_path: Path) -> None:
-    folder, _ = default_exports
-    native, exported = Recognizer(n_jobs=1, adapt="none"), OnnxRecognizer(folder, adapt="none")
+def _assert_answers_as_native(model: Path | None, folder: Path, tmp_path: Path,
+                              signals: list[np.ndarray], files: list[np.ndarray],
+                              timeline: np.ndarray, min_windows: int) -> None:
+    """The export in ``folder`` answers as the bundle ``model`` (None: the packaged
+    default) does natively, within TOLERANCE: each signal alone, the files unadapted
+    and adapted together as one speaker, and a timeline adapted as a stream."""
+    native = Recognizer(model, n_jobs=1, adapt="none", runtime="torch")
+    exported = OnnxRecognizer(folder, adapt="none")
     classes = native.classes
-    for seconds, level, seed in ((0.7, 0.5, 1), (2.0, 0.05, 2), (3.3, 2.0, 3), (12.0, 0.2, 4)):
-        signal = level * synth_voice(seconds, seed=seed)
+    for signal in signals:
         np.testing.assert_allclose(
             _probabilities(exported.predict_signal(signal, RATE), classes),
             _probabilities(native.predict_signal(signal, RATE), classes), atol=TOLERANCE)
-    # Files, adapted together as one speaker (10 files: enough for batch adaptation).
     paths = []
-    for n in range(10):
+    for n, take in enumerate(files):
         paths.append(tmp_path / f"take{n}.wav")
-        sf.write(paths[-1], (0.1 + 0.1 * n) * synth_voice(1.5 + 0.1 * n, f0=110 + 12 * n,
-                                                          seed=40 + n), RATE)
+        sf.write(paths[-1], take, RATE)
     for adapt in ("none", "batch"):
-        a = Recognizer(n_jobs=1, adapt=adapt, runtime="torch").predict_files(paths, progress=False)
+        a = Recognizer(model, n_jobs=1, adapt=adapt, runtime="torch").predict_files(
+            paths, progress=False)
         b = OnnxRecognizer(folder, adapt=adapt).predict_files(paths, progress=False)
         np.testing.assert_allclose(_probabilities(b, classes), _probabilities(a, classes),
                                    atol=TOLERANCE)
-    # A timeline (many equal 2 s windows: one batch), adapted as a stream.
-    signal = np.concatenate([synth_voice(3.0, seed=i) * (0.5 if i % 2 else 0.05)
-                             for i in range(6)])
-    a = Recognizer(n_jobs=1, runtime="torch").predict_timeline(signal, sample_rate=RATE,
-                                                              vad="energy")
-    b = OnnxRecognizer(folder).predict_timeline(signal, sample_rate=RATE, vad="energy")
-    assert a.index.equals(b.index) and a["emotion"].notna().sum() >= 10
+    a = Recognizer(model, n_jobs=1, runtime="torch").predict_timeline(
+        timeline, sample_rate=RATE, vad="energy")
+    b = OnnxRecognizer(folder).predict_timeline(timeline, sample_rate=RATE, vad="energy")
+    assert a.index.equals(b.index) and a["emotion"].notna().sum() >= min_windows
     assert np.nanmax(np.abs(_probabilities(a, classes) - _probabilities(b, classes))) < TOLERANCE
+
+
+def test_waveform_export_matches_native(default_exports: tuple[Path, Path],
+                                        tmp_path: Path) -> None:
+    signals = [level * synth_voice(seconds, seed=seed) for seconds, level, seed in
+               ((0.7, 0.5, 1), (2.0, 0.05, 2), (3.3, 2.0, 3), (12.0, 0.2, 4))]
+    # Ten files: enough for batch adaptation.
+    files = [(0.1 + 0.1 * n) * synth_voice(1.5 + 0.1 * n, f0=110 + 12 * n, seed=40 + n)
+             for n in range(10)]
+    # A timeline: many equal 2 s windows, one batch.
+    timeline = np.concatenate([synth_voice(3.0, seed=i) * (0.5 if i % 2 else 0.05)
+                               for i in range(6)])
+    _assert_answers_as_native(None, default_exports[0], tmp_path, signals, files, timeline,
+                              min_windows=10)
 
 
 def test_a_fused_bundle_exports_as_one_graph_holding_both_encoders(tmp_path: Path) -> None:
@@ -199,28 +212,12 @@ def test_a_fused_bundle_exports_as_one_graph_holding_both_encoders(tmp_path: Pat
     spec = json.loads((folder / SPEC_FILE).read_text())
     assert spec["graph"]["kind"] == "whisper_waveform"
     assert spec["graph"]["frames_output"]["shape"][2] == 3 * 384 + 3 * 512
-    native = Recognizer(source, n_jobs=1, adapt="none")
-    exported = OnnxRecognizer(folder, adapt="none")
-    classes = native.classes
-    for seconds, seed in ((1.2, 1), (4.0, 2)):
-        signal = 0.3 * synth_voice(seconds, seed=seed)
-        np.testing.assert_allclose(
-            _probabilities(exported.predict_signal(signal, RATE), classes),
-            _probabilities(native.predict_signal(signal, RATE), classes), atol=TOLERANCE)
-    paths = []
-    for n in range(8):
-        paths.append(tmp_path / f"take{n}.wav")
-        sf.write(paths[-1], 0.2 * synth_voice(1.5, f0=110 + 12 * n, seed=60 + n), RATE)
-    a = Recognizer(source, n_jobs=1).predict_files(paths, progress=False)
-    b = OnnxRecognizer(folder).predict_files(paths, progress=False)
-    np.testing.assert_allclose(_probabilities(b, classes), _probabilities(a, classes),
-                               atol=TOLERANCE)
-    signal = np.concatenate([synth_voice(3.0, seed=i) * (0.5 if i % 2 else 0.05)
-                             for i in range(4)])
-    a = Recognizer(source, n_jobs=1).predict_timeline(signal, sample_rate=RATE, vad="energy")
-    b = OnnxRecognizer(folder).predict_timeline(signal, sample_rate=RATE, vad="energy")
-    assert a.index.equals(b.index) and a["emotion"].notna().sum() >= 5
-    assert np.nanmax(np.abs(_probabilities(a, classes) - _probabilities(b, classes))) < TOLERANCE
+    signals = [0.3 * synth_voice(seconds, seed=seed) for seconds, seed in ((1.2, 1), (4.0, 2))]
+    files = [0.2 * synth_voice(1.5, f0=110 + 12 * n, seed=60 + n) for n in range(8)]
+    timeline = np.concatenate([synth_voice(3.0, seed=i) * (0.5 if i % 2 else 0.05)
+                               for i in range(4)])
+    _assert_answers_as_native(source, folder, tmp_path, signals, files, timeline,
+                              min_windows=5)
 
 
 def test_waveform_graph_batches_equal_lengths(default_exports: tuple[Path, Path]) -> None:
