@@ -1,4 +1,4 @@
-"""Speed and accuracy of the default bundle's timeline on real speech, against CTranslate2.
+"""Speed and accuracy of the packaged tiers' timelines on real speech, against CTranslate2.
 
 Usage::
 
@@ -374,7 +374,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
                    f"{c:g} s: {e:.1f}" for c, (e, _) in encode.items())
                + f"); log-mel {mel:.1f} s more")
 
-        from emovox.inference.packaged import packaged_model, packaged_onnx
+        from emovox.inference.packaged import (
+            EXPORT_SOURCES,
+            bundles_root,
+            packaged_model,
+            packaged_onnx,
+        )
         from emovox.recognizer import OnnxRecognizer, Recognizer
 
         native = Recognizer(n_jobs=1, runtime="torch")
@@ -400,8 +405,6 @@ def main(argv: list[str] | None = None) -> list[tuple[str, str]]:
             recognizer.predict_signal(clip, RATE)  # warm
             timed_timeline(name, recognizer, long_file, utterances, ct2, report,
                            args.repeats)
-        from emovox.inference.packaged import EXPORT_SOURCES, bundles_root
-
         wall, rss = cli_call(one, "--model", "accurate")
         report("emovox predict one.wav --model accurate (int8)",
                f"{wall:.2f} s wall, {rss:.0f} MB peak RSS")

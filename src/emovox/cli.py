@@ -33,9 +33,9 @@ Overrides = Annotated[list[str] | None, typer.Argument(
 ModelOption = Annotated[Path | None, typer.Option(
     "--model", "--bundle", "-m",
     help="'default' (the packaged model), 'fast' (half the encoder, int8 weights: "
-         "about 3x faster on timelines, a few points less accurate), 'accurate' (a "
-         "larger encoder: more accurate, several times slower) or a model bundle / ONNX "
-         "export folder")]
+         "about 2.5x faster on timelines, a few points less accurate), 'accurate' (two "
+         "encoders, int8 weights: more accurate, about as fast; `emovox models` lists "
+         "them) or a model bundle / ONNX export folder")]
 
 
 #: Exit status when some inputs could not be predicted (each is listed on stderr).

@@ -154,7 +154,8 @@ def packaged_onnx() -> Path | None:
 
 
 def _encoders(features: dict) -> list[str]:
-    """The Whisper encoders of a feature spec and their states, e.g. ``tiny.en 0-2``."""
+    """The Whisper encoders of a feature spec and their states, e.g. ``tiny.en (states
+    0-2)``."""
     if features.get("name") == "whisper_encoder":
         layers = features.get("layers", "all")
         if isinstance(layers, list) and layers == list(range(layers[0], layers[-1] + 1)):
