@@ -78,34 +78,41 @@ def test_default_by_name_is_the_packaged_default() -> None:
     assert Recognizer("default").engine_name == Recognizer().engine_name
 
 
+def _int8_tier(name: str, seeds: int) -> tuple[Recognizer, Recognizer, dict]:
+    """A packaged int8 tier and its bundle run natively: the export is current and
+    quantised, runs on ONNX Runtime with the default's classes, and answers synthetic
+    voices as the bundle does (labels; probabilities within 0.15: int8 moves them by a
+    few hundredths on real corpus files, benchmarks/int8_agreement.py; a float32 export
+    stays within 1e-6, a broken quantisation moves far more). Returns (tier, native,
+    the export's spec)."""
+    folder = packaged_model(name)
+    assert is_current_export(folder, EXPORT_SOURCES[name]), (
+        f"src/emovox/bundles/{name} is stale: emovox export --model src/emovox/bundles/"
+        f"{EXPORT_SOURCES[name]} --onnx src/emovox/bundles/{name} --int8")
+    spec = json.loads((folder / "preprocessing.json").read_text())
+    assert "int8" in spec["graph"]["quantization"]["method"].lower()
+    tier, native = Recognizer(name, n_jobs=1), Recognizer(name, n_jobs=1, runtime="torch")
+    assert tier.engine_name == "onnx" and native.engine_name == "torch"
+    assert tier.classes == native.classes == Recognizer(n_jobs=1).classes
+    from emovox.synth import synth_voice
+
+    for seed in range(seeds):
+        signal = synth_voice(2.5, 16000, seed=seed)
+        a, b = tier.predict_signal(signal, 16000), native.predict_signal(signal, 16000)
+        assert a["emotion"].iloc[0] == b["emotion"].iloc[0]
+        np.testing.assert_allclose(a[tier.classes].to_numpy(), b[tier.classes].to_numpy(),
+                                   atol=0.15)
+    return tier, native, spec
+
+
 def test_the_fast_tier_is_its_bundle_exported_with_int8_weights(tmp_path: Path) -> None:
     """``fast`` is the int8 export of the packaged ``fast-native`` bundle as it is now,
     on ONNX Runtime; its encoder stops after block 2, and it answers synthetic voices as
-    its bundle does (labels; probabilities within 0.15). The native runtime runs the
-    bundle."""
-    folder = packaged_model("fast")
-    assert is_current_export(folder, EXPORT_SOURCES["fast"]), (
-        "src/emovox/bundles/fast is stale: emovox export --model "
-        "src/emovox/bundles/fast-native --onnx src/emovox/bundles/fast --int8")
-    spec = json.loads((folder / "preprocessing.json").read_text())
-    assert "int8" in spec["graph"]["quantization"]["method"].lower()
-    assert "int8" in (folder / "MODEL_CARD.md").read_text()
+    its bundle does. The native runtime runs the bundle."""
+    _, native, spec = _int8_tier("fast", seeds=3)
+    assert "int8" in (packaged_model("fast") / "MODEL_CARD.md").read_text()
     assert spec["features"]["features"]["layers"] == [0, 1, 2]
-    fast, native = Recognizer("fast", n_jobs=1), Recognizer("fast", n_jobs=1, runtime="torch")
-    assert fast.engine_name == "onnx" and native.engine_name == "torch"
     assert native.bundle.path == bundles_root() / EXPORT_SOURCES["fast"]
-    assert fast.classes == native.classes == Recognizer(n_jobs=1).classes
-    from emovox.synth import synth_voice
-
-    for seed in range(3):
-        signal = synth_voice(2.5, 16000, seed=seed)
-        a, b = fast.predict_signal(signal, 16000), native.predict_signal(signal, 16000)
-        assert a["emotion"].iloc[0] == b["emotion"].iloc[0]
-        # int8 moves probabilities: by a few hundredths on real corpus files
-        # (benchmarks/int8_agreement.py); a float32 export stays within 1e-6, a broken
-        # quantisation moves far more.
-        np.testing.assert_allclose(a[fast.classes].to_numpy(), b[fast.classes].to_numpy(),
-                                   atol=0.15)
     # An export of another bundle is stale, and refused by name.
     stale = tmp_path / "fast"
     stale.mkdir()
@@ -165,30 +172,15 @@ def accurate() -> Recognizer:
     return Recognizer("accurate", n_jobs=1)
 
 
-def test_the_accurate_tier_is_its_two_encoder_bundle_exported_with_int8_weights(
-        accurate: Recognizer) -> None:
+def test_the_accurate_tier_is_its_two_encoder_bundle_exported_with_int8_weights() -> None:
     """``accurate`` runs the int8 export of the packaged ``accurate-native`` bundle (one
     graph holding both encoders) on ONNX Runtime, and answers synthetic voices as the
-    bundle does natively (labels; probabilities within 0.15)."""
-    folder = packaged_model("accurate")
-    assert is_current_export(folder, EXPORT_SOURCES["accurate"])
-    spec = json.loads((folder / "preprocessing.json").read_text())
-    assert "int8" in spec["graph"]["quantization"]["method"].lower()
+    bundle does natively."""
+    _, native, spec = _int8_tier("accurate", seeds=2)
     assert "tiny.en encoder" in spec["graph"]["contains"]
     assert "base encoder" in spec["graph"]["contains"]
-    native = Recognizer("accurate", n_jobs=1, runtime="torch")
-    assert accurate.engine_name == "onnx" and native.engine_name == "torch"
-    assert accurate.classes == native.classes == Recognizer().classes
     parts = native.backend.bundle.features["parts"]
     assert [p["features"].get("model", "tiny.en") for p in parts] == ["tiny.en", "base"]
-    from emovox.synth import synth_voice
-
-    for seed in range(2):
-        signal = synth_voice(2.5, 16000, seed=seed)
-        a, b = accurate.predict_signal(signal, 16000), native.predict_signal(signal, 16000)
-        assert a["emotion"].iloc[0] == b["emotion"].iloc[0]
-        np.testing.assert_allclose(a[native.classes].to_numpy(),
-                                   b[native.classes].to_numpy(), atol=0.15)
 
 
 @requires_corpora
