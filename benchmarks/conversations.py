@@ -29,9 +29,11 @@ adaptation schemes on the same model, they are not accuracy estimates for new vo
 With ``--unseen`` they are: a third of every corpus's speakers (drawn with the seed)
 is held out, conversations are built from them only, and the model is the default
 bundle's recipe (``recipes/default_bundle.yaml``) trained on the other speakers in the
-temporary folder, so every voice in a conversation is new to it (as for a user); the
-voice projection of the diarization (:mod:`emovox.voice_projection`, packaged one
-fitted on all of these corpora's speakers) is refitted on the other speakers too.
+temporary folder, so every voice in a conversation is new to it (as for a user). The
+voices are told apart by CAM++ (``--voices campplus``, the default; trained on other
+speakers than these corpora's) or GE2E (``--voices ge2e``), whose voice projection
+(:mod:`emovox.voice_projection`, the packaged one fitted on all of these corpora's
+speakers) is refitted on the other speakers under ``--unseen``.
 
 With ``--diarization-only`` the same conversations (the same draws: a seed gives the
 same conversations as the full run) are only diarized, with the projection refitted
@@ -42,7 +44,7 @@ conversation from another corpus (another studio, microphone and room, as the tw
 of a call: the case where one voice's statistics differ most from the recording's).
 
 Usage: ``python benchmarks/conversations.py [--per-count 4] [--minutes 2] [--unseen]
-[--diarization-only] [--counts 2 3]``
+[--diarization-only] [--counts 2 3] [--voices campplus|ge2e]``
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ import pandas as pd
 import soundfile as sf
 from common import add_corpora_argument, corpora_root
 from sklearn.metrics import balanced_accuracy_score
+
+from emovox.diarization import DEFAULT_VOICES
+from emovox.speakers import VOICE_ENCODERS
 
 RATE = 16_000
 CLASSES = ("angry", "disgust", "fearful", "happy", "neutral", "sad")
@@ -223,8 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--diarization-only", action="store_true",
                         help="the same conversations, diarization only (no emotion model "
                              "is trained or run)")
+    parser.add_argument("--voices", default=None, choices=VOICE_ENCODERS,
+                        help=f"voice encoder of the diarization (default: {DEFAULT_VOICES})")
     args = parser.parse_args(argv)
     root = corpora_root(args)
+    voices = args.voices or DEFAULT_VOICES
 
     import torch
 
@@ -254,11 +262,11 @@ def main(argv: list[str] | None = None) -> None:
             if not args.diarization_only:
                 model = train_without(root, {s for h in held for s in h},
                                       Path(tmp) / "model")
-            # The voice projection too is fitted on the other speakers only.
-            projection, note = fit_projection_on_corpora(others)
-            os.environ[PROJECTION_ENV_VAR] = str(save_projection(
-                projection, Path(tmp) / "voice_lda.npz", note))
-            print(f"voice projection: {note}", file=sys.stderr, flush=True)
+            if voices == "ge2e":  # its projection too, fitted on the other speakers only
+                projection, note = fit_projection_on_corpora(others)
+                os.environ[PROJECTION_ENV_VAR] = str(save_projection(
+                    projection, Path(tmp) / "voice_lda.npz", note))
+                print(f"voice projection: {note}", file=sys.stderr, flush=True)
         if not args.diarization_only:
             adapted, plain = Recognizer(model), Recognizer(model, adapt="none")
             whole = Recognizer(model, adapt="batch")  # statistics of the whole recording
@@ -275,8 +283,8 @@ def main(argv: list[str] | None = None) -> None:
                                       args.across_corpora)
                 path = Path(tmp) / f"conversation-{n_speakers}-{k}.flac"
                 sf.write(path, signal, RATE, subtype="PCM_16")
-                found = diarize(path, speakers="auto")
-                given = diarize(path, speakers=n_speakers)
+                found = diarize(path, speakers="auto", encoder=voices)
+                given = diarize(path, speakers=n_speakers, encoder=voices)
                 rows.append({
                     "speakers": n_speakers,
                     "corpus": "+".join(sorted(table.loc[table["speaker"].isin(
@@ -297,10 +305,11 @@ def main(argv: list[str] | None = None) -> None:
                 wide = adapted.predict_timeline(path)
                 plain_seconds = time.perf_counter() - began
                 began = time.perf_counter()
-                per_speaker = adapted.predict_timeline(path, speakers="auto")
+                per_speaker = adapted.predict_timeline(path, speakers="auto", voices=voices)
                 speaker_seconds = time.perf_counter() - began
                 unadapted = plain.predict_timeline(path)
-                running_speaker = streamed.predict_timeline(path, speakers="auto")
+                running_speaker = streamed.predict_timeline(path, speakers="auto",
+                                                           voices=voices)
                 whole_wide = whole.predict_timeline(path)
                 # Oracle: each turn its own file, each speaker's turns adapted together.
                 alone = {}
@@ -326,16 +335,16 @@ def main(argv: list[str] | None = None) -> None:
                 })
                 print(f"{said}; diarization {r['diarization_s']:.1f} s, "
                       f"timeline {r['timeline_s']:.1f} s", file=sys.stderr, flush=True)
-    report(rows, args)
+    report(rows, args, voices)
 
 
-def report(rows: list[dict], args: argparse.Namespace) -> None:
+def report(rows: list[dict], args: argparse.Namespace, voices: str) -> None:
     """Print the summary of every conversation count (diarization rows only with
     ``--diarization-only``)."""
     print(f"conversations: {args.per_count} per speaker count, ~{args.minutes:g} min each, "
           + ("each speaker from another corpus (--across-corpora)" if args.across_corpora
              else "speakers of one corpus each (CREMA-D, RAVDESS speech, EmoDB in turn)")
-          + f", seed {args.seed}, {args.threads} thread(s); "
+          + f", seed {args.seed}, {args.threads} thread(s), voices {voices}; "
           + ("diarization only" if args.diarization_only else "model: ")
           + ("" if args.diarization_only
              else "default recipe trained without these speakers (--unseen)" if args.unseen

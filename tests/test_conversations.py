@@ -24,7 +24,13 @@ from emovox.diarization import (
     speaker_turns,
 )
 from emovox.errors import ConfigError
-from emovox.speakers import VoiceEncoder, shared_encoder, weights_path
+from emovox.speakers import (
+    VOICE_ENCODERS,
+    VoiceEncoder,
+    shared_encoder,
+    voice_encoder,
+    weights_path,
+)
 from emovox.synth import synth_voice
 
 try:
@@ -69,10 +75,11 @@ def _consistent(found: dict[tuple[float, float], str | None],
     return best
 
 
+@pytest.mark.parametrize("voices", VOICE_ENCODERS)
 @pytest.mark.parametrize("speakers", [2, "auto"])
-def test_speaker_labels_consistent_over_time(conversation, speakers):
+def test_speaker_labels_consistent_over_time(conversation, speakers, voices):
     signal, truth = conversation
-    result = diarize(signal, RATE, speakers=speakers, vad="energy")
+    result = diarize(signal, RATE, speakers=speakers, vad="energy", encoder=voices)
     assert result.speakers == ["S1", "S2"]
     found = {(a, b): result.speaker_of(a, b) for a, b, _ in truth}
     # Permutation-invariant: every turn of a voice carries that voice's one label.
@@ -155,7 +162,7 @@ def test_batched_mel_frames_match_one_window_at_a_time():
     # Different loudness per window: each is raised to the training level on its own.
     signals = (rng.normal(size=(3, RATE)) * np.array([[1e-3], [0.05], [0.5]])
                ).astype(np.float32)
-    batch = encoder.mels(signals)
+    batch = encoder.features(signals)
     assert batch.shape == (3, RATE // 160 + 1, 40)
     for k in range(3):
         assert np.allclose(batch[k], encoder.mel(signals[k]), rtol=1e-5, atol=1e-6)
@@ -165,7 +172,7 @@ def test_batched_mel_frames_match_one_window_at_a_time():
 def test_encoder_precision_is_chosen_once_and_agrees_with_float32(conversation):
     signal, _ = conversation
     encoder = shared_encoder()
-    frames = encoder.mels(np.stack([signal[k * RATE:k * RATE + 25_600] for k in range(4)]))
+    frames = encoder.features(np.stack([signal[k * RATE:k * RATE + 25_600] for k in range(4)]))
     frames = frames[:, :160]
     chosen = VoiceEncoder(precision="auto")
     auto = chosen.embed_frames(frames)
@@ -183,7 +190,7 @@ def test_encoder_precision_follows_the_cpu_not_the_load(conversation, monkeypatc
     import emovox.speakers as speakers
 
     signal, _ = conversation
-    frames = shared_encoder().mels(np.stack([signal[:25_600], signal[RATE:RATE + 25_600]]))
+    frames = shared_encoder().features(np.stack([signal[:25_600], signal[RATE:RATE + 25_600]]))
     encoder = VoiceEncoder(precision="float32")
     monkeypatch.setattr(speakers, "cpu_has_bfloat16", lambda: False)
     assert encoder.pick_precision(frames[:, :160], windows=4) == "float32"
@@ -192,10 +199,11 @@ def test_encoder_precision_follows_the_cpu_not_the_load(conversation, monkeypatc
     assert choices == {"bfloat16"}  # the embeddings agree on speech
 
 
-def test_embed_windows_keeps_only_windows_of_speech(conversation):
+@pytest.mark.parametrize("voices", VOICE_ENCODERS)
+def test_embed_windows_keeps_only_windows_of_speech(conversation, voices):
     signal, truth = conversation
-    heard = embed_windows(signal, RATE, vad="energy")
-    assert heard.embeddings.shape == (len(heard.centres), 256)
+    heard = embed_windows(signal, RATE, vad="energy", encoder=voices)
+    assert heard.embeddings.shape == (len(heard.centres), voice_encoder(voices).size)
     assert np.allclose(np.linalg.norm(heard.embeddings, axis=1), 1.0, atol=1e-5)
     assert np.all(np.diff(heard.centres) > 0)
     # Every embedded window is centred within 0.8 s of speech, never in a long pause.

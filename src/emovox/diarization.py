@@ -5,13 +5,14 @@ beyond one small vector per second of speech):
 
 1. the voice activity detector of the timelines (:mod:`emovox.vad`) finds the speech;
 2. windows of 1.6 s every 0.8 s (:func:`emovox.inference.windows.stream_windows`)
-   that are mostly speech get a voice embedding (:mod:`emovox.speakers`, GE2E);
-3. the embeddings, projected onto the directions that tell speakers apart rather than
-   emotions (:mod:`emovox.voice_projection`, which whitens one speaker's spread), are
-   clustered (:func:`cluster`: Ward on Euclidean distances, then centroid
-   refinement): into ``N`` speakers when the number is given, otherwise the fewest
-   with nearly the clearest separation (silhouette), or one speaker when the
-   embeddings spread no more than one voice does or no split separates them;
+   that are mostly speech get a voice embedding: CAM++ (:mod:`emovox.campplus`, the
+   default) or GE2E (:mod:`emovox.speakers`, about four times cheaper, less exact);
+3. the embeddings are clustered (:func:`cluster`: Ward on Euclidean distances, then
+   centroid refinement): into ``N`` speakers when the number is given, otherwise the
+   fewest with nearly the clearest separation (silhouette), or one speaker when no
+   split separates them (each encoder's :class:`CountRule`). GE2E's embeddings are
+   first projected onto the directions that tell speakers apart rather than emotions
+   (:mod:`emovox.voice_projection`); CAM++'s need no projection;
 4. each instant of speech belongs to the speaker of the nearest window centre, which
    cuts the speech segments into speaker turns.
 
@@ -33,14 +34,23 @@ import numpy as np
 from emovox.audio import open_blocks, resample
 from emovox.errors import AudioError
 from emovox.inference.windows import DEFAULT_CHUNK_SECONDS, stream_windows
-from emovox.speakers import PARTIAL_FRAMES, SAMPLE_RATE, VoiceEncoder, shared_encoder
+from emovox.speakers import SAMPLE_RATE, SpeakerEncoder, voice_encoder
 from emovox.vad import VadOptions, VoiceActivityStream, resolve_vad
 from emovox.voice_projection import project, voice_projection
 
 #: Seconds of speech per voice embedding (the encoder's 160 frames) and between two.
 EMBED_WINDOW, EMBED_HOP = 1.6, 0.8
-#: Windows embedded together (one LSTM batch), and whose mel frames are taken together.
-EMBED_BATCH, MEL_BATCH = 256, 32
+#: Windows handed to the encoder together. Each window is embedded on its own: CAM++
+#: encoding runs of overlapping windows once (half the work) moved their embeddings
+#: together through its context masks and the count found got worse (development
+#: seeds 1-2, DER found two / three speakers 0.054 / 0.141 -> 0.103 / 0.167 with
+#: runs of 4 windows, 0.103 / 0.195 with 24; given 0.054 / 0.050 -> 0.053 / 0.050).
+EMBED_BATCH = 256
+#: The voice encoder diarization uses unless told otherwise. CAM++ against GE2E on
+#: 108 development conversations of held-out voices (seeds 1-3; docs/RESULTS.md,
+#: issue 14), DER with the number of speakers given, two / three / four speakers:
+#: 0.054 / 0.050 / 0.099 against 0.152 / 0.164 / 0.221, at about four times the cost.
+DEFAULT_VOICES = "campplus"
 #: Share of an embedding window that must be speech.
 MIN_EMBED_SPEECH = 0.5
 #: Most speakers ``auto`` looks for.
@@ -68,6 +78,40 @@ ONE_VOICE_SPREAD = 1.1
 #: projection was fitted on (the tests' synthetic ones) spread little even when two;
 #: the development one-speaker recordings scored 0.12-0.27 at best.
 ONE_VOICE_SILHOUETTE = 0.3
+#: CAM++ ``auto``: a recording whose best two-way split leaves centroids (of the unit
+#: embeddings, in the raw space) at least this alike (cosine) is one voice. On
+#: development recordings (seeds 1-3): one speaker's two halves 0.62-0.84 (27
+#: recordings of a held-out speaker's emotions), two speakers' 0.27-0.69 (18
+#: conversations): 24/27 found as one, 1/18 wrongly.
+ONE_VOICE_COSINE = 0.65
+
+
+@dataclass(frozen=True)
+class CountRule:
+    """How ``auto`` finds the number of speakers in one encoder's embeddings.
+
+    Attributes
+    ----------
+    margin : float
+        Silhouettes within this of the best count as equal (:func:`pick_count`).
+    one_voice_spread : float or None
+        One voice below this spread, in the voice projection (see ``one_voice`` of
+        :func:`cluster`); used only when a projection applies.
+    one_voice_cosine : float or None
+        One voice when the two-way split's centroids are this alike (cosine).
+    """
+
+    margin: float
+    one_voice_spread: float | None = None
+    one_voice_cosine: float | None = None
+
+
+#: Each encoder's rule, tuned on development conversations only (seeds 1-6 for GE2E,
+#: 1-3 for CAM++; never the reported seed 0). CAM++'s margin: 0.01 / 0.02 -> DER
+#: with the count found 0.054 / 0.054 (two speakers), 0.141 / 0.163 (three), 0.158
+#: / 0.220 (four), seeds 1-2.
+COUNT_RULES = {"ge2e": CountRule(SILHOUETTE_MARGIN, one_voice_spread=ONE_VOICE_SPREAD),
+               "campplus": CountRule(0.01, one_voice_cosine=ONE_VOICE_COSINE)}
 #: Most embeddings clustered together; the others join the nearest centroid
 #: (bounds the N x N distances of long recordings).
 MAX_CLUSTERED = 2000
@@ -171,7 +215,7 @@ def diarize(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     name: str | None = None,
     vad_options: VadOptions | None = None,
-    encoder: VoiceEncoder | None = None,
+    encoder: SpeakerEncoder | str | None = None,
     max_speakers: int = MAX_SPEAKERS,
 ) -> Diarization:
     """Separate the voices of a recording: who spoke when.
@@ -192,8 +236,9 @@ def diarize(
         How errors name the recording.
     vad_options : VadOptions, optional
         Detector and smoothing parameters.
-    encoder : VoiceEncoder, optional
-        The voice encoder (default: one shared by the process).
+    encoder : SpeakerEncoder or str, optional
+        The voice encoder, or the name of one shared by the process (see
+        :data:`emovox.speakers.VOICE_ENCODERS`; default :data:`DEFAULT_VOICES`).
     max_speakers : int
         Most speakers ``auto`` considers.
 
@@ -210,12 +255,18 @@ def diarize(
     """
     began = time.perf_counter()
     speakers = check_speakers(speakers)
+    encoder = _resolve(encoder)
     heard = embed_windows(source, sample_rate, vad=vad, chunk_seconds=chunk_seconds,
                           name=name, vad_options=vad_options, encoder=encoder)
-    # Speaker directions only (emotion moves raw embeddings as much as the voice does).
-    projection = voice_projection()
+    # GE2E: speaker directions only (emotion moves its raw embeddings as much as the
+    # voice does). CAM++ ships no projection: one fitted on the corpora's 37 other
+    # speakers lost to the raw embeddings (DER given 0.043 / 0.059 against 0.035 /
+    # 0.058, two / three speakers, seed 1; 0.090 / 0.127 against 0.073 / 0.042, seed 2).
+    projection = voice_projection(encoder.name, encoder.size)
+    rule = COUNT_RULES.get(encoder.name, CountRule(SILHOUETTE_MARGIN))
     labels = cluster(project(heard.embeddings, projection), speakers, max_speakers,
-                     one_voice=ONE_VOICE_SPREAD if projection is not None else None)
+                     one_voice=rule.one_voice_spread if projection is not None else None,
+                     one_voice_cosine=rule.one_voice_cosine, margin=rule.margin)
     turns = speaker_turns(heard.segments, heard.centres, labels)
     names = list(dict.fromkeys(s for _, _, s in turns))
     if isinstance(speakers, int):  # the speakers given but never heard still exist
@@ -257,7 +308,7 @@ def embed_windows(
     chunk_seconds: float = DEFAULT_CHUNK_SECONDS,
     name: str | None = None,
     vad_options: VadOptions | None = None,
-    encoder: VoiceEncoder | None = None,
+    encoder: SpeakerEncoder | str | None = None,
     window: float = EMBED_WINDOW,
     hop: float = EMBED_HOP,
 ) -> Heard:
@@ -278,9 +329,8 @@ def embed_windows(
     method = resolve_vad(vad)
     label, sr, blocks = open_blocks(source, sample_rate, chunk_seconds, name)
     detector = VoiceActivityStream(method, sr, vad_options) if method else None
-    encoder = encoder or shared_encoder()
-    width = PARTIAL_FRAMES * SAMPLE_RATE // 100
-    vectors, centres, signals, frames = [], [], [], []
+    encoder = _resolve(encoder)
+    vectors, centres, signals = [], [], []
     read = 0
     for ready in stream_windows(blocks, sr, window, hop, detector):
         read = ready.samples_read
@@ -292,27 +342,32 @@ def embed_windows(
                                          < MIN_EMBED_SPEECH * seconds):
                 continue
             x = ready.buffer[start - ready.offset:end - ready.offset]
-            x = resample(np.asarray(x, np.float32), sr, SAMPLE_RATE)[:width]
-            signals.append(np.pad(x, (0, width - len(x))))
+            signals.append(resample(np.asarray(x, np.float32), sr, SAMPLE_RATE))
             centres.append((start + end) / 2 / sr)
-        # Mel frames a batch at a time (one matrix product), then the LSTM over large
-        # batches (it pays per time step; bounded: 6.5 MB of frames).
-        if len(signals) >= MEL_BATCH or (ready.last and signals):
-            frames.append(encoder.mels(np.stack(signals))[:, :PARTIAL_FRAMES])
+        # Embedded a batch at a time: bounded memory, and GE2E's LSTM pays per time
+        # step, so large batches.
+        if len(signals) >= EMBED_BATCH or (ready.last and signals):
+            vectors.append(encoder.embed(signals))
             signals = []
-        if sum(map(len, frames)) >= EMBED_BATCH or (ready.last and frames):
-            vectors.append(encoder.embed_frames(np.concatenate(frames)))
-            frames = []
     if read == 0:
         raise AudioError(label, "no audio samples (empty or truncated file)")
     duration = read / sr
     segments = detector.segments() if detector is not None else [(0.0, duration)]
-    embeddings = np.concatenate(vectors) if vectors else np.zeros((0, 256), np.float32)
+    embeddings = (np.concatenate(vectors) if vectors
+                  else np.zeros((0, encoder.size), np.float32))
     return Heard(embeddings, np.asarray(centres, dtype=float), segments, duration, detector)
 
 
+def _resolve(encoder: SpeakerEncoder | str | None) -> SpeakerEncoder:
+    """An encoder object from an object, a name, or None (the default)."""
+    if encoder is None or isinstance(encoder, str):
+        return voice_encoder(encoder or DEFAULT_VOICES)
+    return encoder
+
+
 def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
-            max_speakers: int = MAX_SPEAKERS, one_voice: float | None = None
+            max_speakers: int = MAX_SPEAKERS, one_voice: float | None = None,
+            one_voice_cosine: float | None = None, margin: float = SILHOUETTE_MARGIN
             ) -> np.ndarray:
     """Speaker labels of voice embeddings.
 
@@ -343,6 +398,12 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
         dimension is below this (:data:`ONE_VOICE_SPREAD` in the voice projection,
         where one voice's spread is known; None: no such test), one speaker unless
         the best split's silhouette reaches :data:`ONE_VOICE_SILHOUETTE`.
+    one_voice_cosine : float, optional
+        ``auto``: one speaker when the centroids of the two-cluster split (means of
+        the unit-length embeddings, before the recording's mean is taken out) have
+        at least this cosine (:data:`ONE_VOICE_COSINE` for CAM++).
+    margin : float
+        ``auto``: silhouettes within this of the best count as equal.
 
     Returns
     -------
@@ -357,9 +418,9 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
     if n == 0:
         return np.zeros(0, int)
     X = np.asarray(embeddings, dtype=np.float64)
-    # GE2E embeddings are non-negative and share a large common part (cosine ~0.5
+    # Voice embeddings share a large common part (GE2E's are non-negative, cosine ~0.5
     # between any two voices): taking out the recording's mean leaves what tells its
-    # voices apart (measured: DER 0.34 -> 0.19 on two-speaker conversations).
+    # voices apart (measured with GE2E: DER 0.34 -> 0.19 on two-speaker conversations).
     X = X - X.mean(axis=0) if n > 1 else X
     # No more spread than one voice: only a clear split counts as two voices.
     floor = (ONE_VOICE_SILHOUETTE if one_voice is not None
@@ -372,10 +433,12 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
               else list(range(2, min(max_speakers, len(Xs) - 1) + 1)))
     tree = linkage(Xs, method="ward") if len(Xs) > 1 else None  # one tree, cut per count
     tried: list[tuple[float, np.ndarray]] = []
+    halves = None  # the two-way split
     for k in counts:
         if k <= 1 or k > len(Xs):
             continue
         found = _refine(Xs, fcluster(tree, k, criterion="maxclust") - 1, k)
+        halves = found if k == 2 else halves
         if speakers != "auto":
             score = 1.0  # the count is given: nothing to choose
         elif len(set(found)) > 1:
@@ -383,7 +446,11 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
         else:
             score = -1.0
         tried.append((score, found))
-    best = pick_count(tried, floor=floor) if tried else np.zeros(len(Xs), int)
+    best = pick_count(tried, margin, floor) if tried else np.zeros(len(Xs), int)
+    # Two halves as alike as one voice's emotions are: one voice (CAM++).
+    if (speakers == "auto" and one_voice_cosine is not None and halves is not None
+            and _split_alike(np.asarray(embeddings)[sample], halves) >= one_voice_cosine):
+        best = np.zeros(len(Xs), int)
     labels = _nearest(X, _centroids(Xs, best)) if len(sample) < n else best
     # Number the speakers in order of first appearance.
     order = {old: new for new, old in enumerate(dict.fromkeys(labels.tolist()))}
@@ -418,6 +485,16 @@ def pick_count(tried: Sequence[tuple[float, np.ndarray]],
         return np.zeros(len(tried[0][1]), int)
     near = [labels for score, labels in tried if score >= best - margin]
     return min(near, key=lambda labels: len(np.unique(labels)))
+
+
+def _split_alike(embeddings: np.ndarray, labels: np.ndarray) -> float:
+    """Cosine between the centroids of a two-way split of unit-length embeddings
+    (1.0 when the split left one cluster)."""
+    if len(np.unique(labels)) < 2:
+        return 1.0
+    unit = embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+    a, b = _centroids(unit, labels)
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
 
 
 def _centroids(X: np.ndarray, labels: np.ndarray) -> np.ndarray:

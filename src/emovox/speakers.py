@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -31,6 +33,8 @@ PARTIAL_FRAMES = 160
 GE2E_SHA256 = "39373b86598fa3da9fcddee6142382efe09777e8d37dc9c0561f41f0070f134e"
 #: Loudness the encoder's training audio was raised to (dBFS, never lowered).
 _TARGET_DBFS = -30.0
+#: Windows whose mel frames are taken together (one STFT and one matrix product).
+MEL_BATCH = 32
 #: Arithmetic the LSTM may run in.
 PRECISIONS = ("auto", "float32", "bfloat16")
 #: bfloat16 is used only when its embeddings are at least this close (cosine) to
@@ -39,6 +43,18 @@ _BF16_AGREEMENT = 0.99
 
 _lock = threading.Lock()
 _shared: VoiceEncoder | None = None
+
+
+class SpeakerEncoder(Protocol):
+    """What diarization needs of a voice encoder (GE2E here, CAM++ in
+    :mod:`emovox.campplus`)."""
+
+    #: Its name (``voices=``), and the size of an embedding.
+    name: str
+    size: int
+
+    def embed(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Unit-length embeddings of windows of 16 kHz audio, one row each, in order."""
 
 
 def weights_path() -> Path:
@@ -77,6 +93,9 @@ class VoiceEncoder:
         at the first batch), else float32.
     """
 
+    #: Name of the encoder (``--voices``), and the size of an embedding.
+    name, size = "ge2e", 256
+
     def __init__(self, path: Path | None = None, threads: int | None = None,
                  precision: str = "auto") -> None:
         import torch
@@ -108,9 +127,9 @@ class VoiceEncoder:
 
     def mel(self, signal: np.ndarray) -> np.ndarray:
         """Mel frames of a 16 kHz signal, shape (n_frames, 40), one every 10 ms."""
-        return self.mels(np.asarray(signal, dtype=np.float32)[None])[0]
+        return self.features(np.asarray(signal, dtype=np.float32)[None])[0]
 
-    def mels(self, signals: np.ndarray) -> np.ndarray:
+    def features(self, signals: np.ndarray) -> np.ndarray:
         """Mel frames of equal-length 16 kHz signals, each raised to the training
         loudness on its own.
 
@@ -143,6 +162,26 @@ class VoiceEncoder:
         flat = power.transpose(1, 0, 2).reshape(bins, n * frames)
         return (self._mel_basis @ flat).reshape(_N_MELS, n, frames).transpose(1, 2, 0
                                                                             ).astype(np.float32)
+
+    def embed(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Embeddings of windows of 16 kHz audio, each on its own (its first 1.6 s;
+        shorter ones padded with silence).
+
+        Parameters
+        ----------
+        windows : sequence of np.ndarray
+
+        Returns
+        -------
+        np.ndarray, shape (len(windows), 256), float32, rows of unit length.
+        """
+        width = PARTIAL_FRAMES * SAMPLE_RATE // 100
+        signals = [np.pad(x[:width], (0, width - len(x[:width]))) for x in windows]
+        if not signals:
+            return np.zeros((0, self.size), np.float32)
+        frames = [self.features(np.stack(signals[k:k + MEL_BATCH]))[:, :PARTIAL_FRAMES]
+                  for k in range(0, len(signals), MEL_BATCH)]
+        return self.embed_frames(np.concatenate(frames))
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         """Embeddings of equal-length stacks of mel frames.
@@ -223,6 +262,28 @@ def cpu_has_bfloat16() -> bool:
     flags = {flag for line in text.splitlines() if line.startswith("flags")
              for flag in line.split(":", 1)[-1].split()}
     return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+#: Voice encoders diarization can use, by name (:func:`voice_encoder`).
+VOICE_ENCODERS = ("campplus", "ge2e")
+
+
+def voice_encoder(name: str) -> SpeakerEncoder:
+    """The process's shared voice encoder of that name (``"campplus"``: CAM++,
+    :mod:`emovox.campplus`; ``"ge2e"``: GE2E, this module).
+
+    Raises
+    ------
+    ValueError
+        An unknown name.
+    """
+    if name == "ge2e":
+        return shared_encoder()
+    if name == "campplus":
+        from emovox.campplus import shared_campplus
+
+        return shared_campplus()
+    raise ValueError(f"voices must be one of {', '.join(VOICE_ENCODERS)}, got {name!r}")
 
 
 def shared_encoder() -> VoiceEncoder:

@@ -31,9 +31,11 @@ EMBEDDING_SIZE = 256
 _LOADED: dict[str, np.ndarray | None] = {}
 
 
-def packaged_projection_path() -> Path:
-    """The projection file that ships with emovox."""
-    return Path(str(resources.files("emovox") / "data" / "voice_lda.npz"))
+def packaged_projection_path(encoder: str = "ge2e") -> Path:
+    """The projection file that ships with emovox for a voice encoder's embeddings
+    (``voice_lda.npz`` for GE2E, ``voice_lda_<encoder>.npz`` for the others)."""
+    name = "voice_lda.npz" if encoder == "ge2e" else f"voice_lda_{encoder}.npz"
+    return Path(str(resources.files("emovox") / "data" / name))
 
 
 def fit_projection(embeddings: np.ndarray, speakers: Sequence[str]) -> np.ndarray:
@@ -64,7 +66,8 @@ def fit_projection(embeddings: np.ndarray, speakers: Sequence[str]) -> np.ndarra
 
 
 def fit_projection_on_corpora(tables: Sequence, per_speaker: int = 40, seed: int = 1,
-                              progress: bool = False) -> tuple[np.ndarray, str]:
+                              progress: bool = False, encoder: str = "ge2e"
+                              ) -> tuple[np.ndarray, str]:
     """:func:`fit_projection` on windows of up to ``per_speaker`` utterances of every
     speaker of ``tables`` (corpus tables with ``path`` and ``speaker`` columns).
 
@@ -83,11 +86,11 @@ def fit_projection_on_corpora(tables: Sequence, per_speaker: int = 40, seed: int
     groups = [(s, g) for t in tables for s, g in t.groupby("speaker")]
     for speaker, group in tqdm(groups, unit="speaker", disable=not progress):
         for path in rng.permutation(sorted(group["path"]))[:per_speaker]:
-            heard = embed_windows(path, vad="energy")
+            heard = embed_windows(path, vad="energy", encoder=encoder)
             vectors.append(heard.embeddings)
             who += [str(speaker)] * len(heard.embeddings)
     X = np.concatenate(vectors)
-    note = (f"LDA (eigen, Ledoit-Wolf shrinkage) of {len(X)} GE2E window embeddings of "
+    note = (f"LDA (eigen, Ledoit-Wolf shrinkage) of {len(X)} {encoder} window embeddings of "
             f"{len(groups)} speakers (up to {per_speaker} utterances each, seed {seed})")
     return fit_projection(X, who), note
 
@@ -104,8 +107,8 @@ def save_projection(projection: np.ndarray, path: str | Path, note: str) -> Path
     return atomic_write(path, write)
 
 
-def read_projection(path: str | Path) -> np.ndarray:
-    """A projection file, checked: plain arrays only, shape (256, k), finite.
+def read_projection(path: str | Path, size: int = EMBEDDING_SIZE) -> np.ndarray:
+    """A projection file, checked: plain arrays only, shape (size, k), finite.
 
     Raises
     ------
@@ -117,27 +120,37 @@ def read_projection(path: str | Path) -> np.ndarray:
             projection = np.asarray(data["projection"], dtype=np.float32)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not a voice projection file ({error})") from None
-    if (projection.ndim != 2 or projection.shape[0] != EMBEDDING_SIZE
-            or not 1 <= projection.shape[1] <= EMBEDDING_SIZE
+    if (projection.ndim != 2 or projection.shape[0] != size
+            or not 1 <= projection.shape[1] <= size
             or not np.all(np.isfinite(projection))):
-        raise ValueError(f"{path}: a voice projection must be a finite ({EMBEDDING_SIZE}, k) "
+        raise ValueError(f"{path}: a voice projection must be a finite ({size}, k) "
                          f"array, got shape {projection.shape}")
     return projection
 
 
-def voice_projection() -> np.ndarray | None:
-    """The projection diarization applies: ``$EMOVOX_VOICE_PROJECTION`` if set (None
-    for ``none``), else the packaged one (None if it is missing). Read once per file."""
+def voice_projection(encoder: str = "ge2e", size: int = EMBEDDING_SIZE
+                     ) -> np.ndarray | None:
+    """The projection diarization applies to a voice encoder's embeddings:
+    ``$EMOVOX_VOICE_PROJECTION`` if set (None for ``none``), else the packaged one
+    (None if there is none for this encoder). Read once per file.
+
+    Parameters
+    ----------
+    encoder : str
+        The voice encoder's name (``"ge2e"``, ``"campplus"``).
+    size : int
+        Its embeddings' size (a projection of another size is refused).
+    """
     choice = os.environ.get(PROJECTION_ENV_VAR, "").strip()
     if choice.lower() == "none":
         return None
-    path = Path(choice) if choice else packaged_projection_path()
-    key = str(path)
+    path = Path(choice) if choice else packaged_projection_path(encoder)
+    key = f"{path}:{size}"
     if key not in _LOADED:
         if not choice and not path.is_file():
             _LOADED[key] = None
         else:
-            _LOADED[key] = read_projection(path)
+            _LOADED[key] = read_projection(path, size)
     return _LOADED[key]
 
 

