@@ -162,6 +162,17 @@ def test_usage_errors_exit_2(plain, tmp_path):
     assert out.exit_code == EXIT_USAGE and "--format" in out.output
 
 
+@pytest.mark.parametrize("args, said", [
+    (["--timeline", "--voices", "ge2e"], "add --speakers"),
+    (["--timeline", "--speakers", "2", "--voices", "xvector"], "--voices must be"),
+    (["--speakers", "2"], "add --timeline"),
+    (["--plot", "p.png"], "add --timeline"),
+])
+def test_speaker_options_need_their_context(plain, tmp_path, args, said):
+    out = run("predict", _voice(tmp_path / "a.wav"), *args, *plain)
+    assert out.exit_code == EXIT_USAGE and said in out.output, out.output
+
+
 # ------------------------------------------------------------------ calibration
 @pytest.fixture()
 def takes(tmp_path) -> list[Path]:

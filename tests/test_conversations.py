@@ -295,10 +295,12 @@ def test_a_conversation_encodes_each_speaker_turn_apart(conversation, monkeypatc
     assert pieces == {(round(a * RATE), round(b * RATE)) for a, b, _ in turns}
 
 
-def test_summary_adds_up_to_the_speech_time(conversation, recognizer):
+@pytest.mark.parametrize("voices", VOICE_ENCODERS)
+def test_summary_adds_up_to_the_speech_time(conversation, recognizer, voices):
     signal, _ = conversation
     frame = recognizer.predict_timeline(signal, sample_rate=RATE, vad="energy",
-                                        speakers="auto")
+                                        speakers="auto", voices=voices)
+    assert sorted(set(frame["speaker"].dropna())) == ["S1", "S2"]
     assert {"speaker"} <= set(frame.columns)
     summary = speaker_summary(frame)
     speech = sum(b - a for a, b in frame.attrs["speech_segments"])
