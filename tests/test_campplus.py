@@ -72,3 +72,20 @@ def test_the_same_voice_is_nearer_than_another_voice():
         for other in speakers:
             if other != s:
                 assert same > (vectors[s] @ vectors[other].T).mean(), (s, other)
+
+
+def test_onnx_runtime_matches_pytorch(tmp_path, monkeypatch):
+    """The graph is exported once into the cache folder and gives PyTorch's numbers,
+    for any number of frames."""
+    monkeypatch.setenv("EMOVOX_CACHE", str(tmp_path))
+    onnx = CampPlusEncoder(threads=1, runtime="onnx")
+    torch_ = CampPlusEncoder(threads=1, runtime="torch")
+    assert (onnx.runtime, torch_.runtime) == ("onnx", "torch")
+    assert len(list((tmp_path / "onnx").glob("campplus-*.onnx"))) == 1
+    signal = synth_voice(2.0, f0=150, seed=3)
+    for samples in (25_600, 12_000):
+        frames = onnx.features(np.stack([signal[:samples], signal[-samples:]]))
+        np.testing.assert_allclose(onnx.embed_frames(frames), torch_.embed_frames(frames),
+                                   atol=1e-4)
+    with pytest.raises(ValueError, match="runtime"):
+        CampPlusEncoder(runtime="tensorflow")

@@ -333,7 +333,8 @@ def test_plot_has_one_lane_per_speaker(conversation, recognizer, tmp_path):
     assert out.stat().st_size > 10_000
 
 
-def test_api_timeline_with_speakers(conversation, recognizer, tmp_path):
+@pytest.mark.parametrize("voices", ["", "&voices=ge2e"])
+def test_api_timeline_with_speakers(conversation, recognizer, tmp_path, voices):
     pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
     import soundfile as sf
     from fastapi.testclient import TestClient
@@ -347,7 +348,7 @@ def test_api_timeline_with_speakers(conversation, recognizer, tmp_path):
         bad = client.post("/api/timeline?speakers=zero", files={"file": ("call.wav", b"x")})
         assert bad.status_code == 422 and bad.json()["field"] == "speakers"
         with path.open("rb") as handle:
-            response = client.post("/api/timeline?speakers=2&vad=energy",
+            response = client.post(f"/api/timeline?speakers=2&vad=energy{voices}",
                                    files={"file": ("call.wav", handle, "audio/wav")})
     assert response.status_code == 200, response.text
     data = response.json()

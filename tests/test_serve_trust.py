@@ -164,6 +164,8 @@ def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "trus
     ("window=30&hop=1", "hop"),  # analyses every second 30 times
     ("colour=red", "colour"),
     ("window=2&chunk_seconds=0.001", "chunk_seconds"),
+    ("voices=ge2e", "voices"),  # without speakers
+    ("speakers=2&voices=xvector", "voices"),
 ])
 def test_each_bad_timeline_parameter_is_422_naming_it(client: Any, spy: Spy, query: str,
                                                       field: str) -> None:

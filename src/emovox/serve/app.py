@@ -464,16 +464,18 @@ def timeline_options(query: Mapping[str, str],
     -------
     dict
         ``window`` and ``hop`` in seconds (always), ``vad`` (a name or None, only when
-        given), ``speakers`` (``"auto"`` or a number, only when given).
+        given), ``speakers`` (``"auto"`` or a number, only when given) and ``voices``
+        (the voice encoder, only with ``speakers``).
 
     Raises
     ------
     ApiError
         422 naming the parameter: unknown, not a finite number, ``window`` outside
         [:data:`MIN_WINDOW`, :data:`MAX_WINDOW`], ``hop`` under :data:`MIN_HOP` or
-        ``window / MAX_OVERLAP`` or over ``window``, ``vad`` not a detector.
+        ``window / MAX_OVERLAP`` or over ``window``, ``vad`` not a detector,
+        ``voices`` not an encoder or without ``speakers``.
     """
-    check_query(query, ("window", "hop", "vad", "speakers"))
+    check_query(query, ("window", "hop", "vad", "speakers", "voices"))
     defaults = {name: _default(predict_timeline, name, fallback) if predict_timeline
                 else fallback for name, fallback in (("window", DEFAULT_WINDOW),
                                                      ("hop", DEFAULT_HOP))}
@@ -505,6 +507,17 @@ def timeline_options(query: Mapping[str, str],
             raise ApiError(422, str(error), field="speakers") from None
         if options["speakers"] != "auto" and options["speakers"] > MAX_SPEAKERS:
             raise ApiError(422, f"speakers: at most {MAX_SPEAKERS}", field="speakers")
+    voices = query.get("voices")
+    if voices is not None:
+        from emovox.speakers import VOICE_ENCODERS
+
+        if speakers is None:
+            raise ApiError(422, "voices tells the voices of speakers apart: give speakers",
+                           field="voices")
+        if voices not in VOICE_ENCODERS:
+            raise ApiError(422, f"voices must be one of {', '.join(VOICE_ENCODERS)}, "
+                                f"got {voices[:40]!r}", field="voices")
+        options["voices"] = voices
     return options
 
 
