@@ -14,9 +14,11 @@ The network is written here from the paper's description, with the layer names o
 ``kaldi-native-fbank`` (Kaldi's ``compute-fbank-feats``, as the model was trained on),
 with each window's mean taken out.
 
-Against the GE2E encoder of :mod:`emovox.speakers`, CAM++ was trained on about 100
-times more speakers and tells voices apart by more than their emotion; see
-docs/RESULTS.md (issue 14) for what it changes in diarization.
+Against the GE2E encoder of :mod:`emovox.speakers` (about 8,000 training speakers),
+CAM++ was trained on about 25 times more and tells voices apart by more than their
+emotion, at about six times the cost per window; see docs/RESULTS.md (issue 14).
+It runs on ONNX Runtime when it can (the graph exported once into the cache), else on
+PyTorch.
 """
 
 from __future__ import annotations

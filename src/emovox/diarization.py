@@ -43,13 +43,15 @@ EMBED_WINDOW, EMBED_HOP = 1.6, 0.8
 #: Windows handed to the encoder together. Each window is embedded on its own: CAM++
 #: encoding runs of overlapping windows once (half the work) moved their embeddings
 #: together through its context masks and the count found got worse (development
-#: seeds 1-2, DER found two / three speakers 0.054 / 0.141 -> 0.103 / 0.167 with
-#: runs of 4 windows, 0.103 / 0.195 with 24; given 0.054 / 0.050 -> 0.053 / 0.050).
+#: seeds 1-2, DER found two / three speakers 0.054 / 0.141 -> 0.141 / 0.167 with
+#: runs of 4 windows, 0.199 / 0.221 with 24; given 0.054 / 0.050 -> 0.053 / 0.050).
 EMBED_BATCH = 256
-#: The voice encoder diarization uses unless told otherwise. CAM++ against GE2E on
-#: 108 development conversations of held-out voices (seeds 1-3; docs/RESULTS.md,
-#: issue 14), DER with the number of speakers given, two / three / four speakers:
-#: 0.054 / 0.050 / 0.099 against 0.152 / 0.164 / 0.221, at about four times the cost.
+#: The voice encoder diarization uses unless told otherwise. CAM++ against GE2E (with
+#: its projection) on 54 development conversations of held-out voices (seeds 1-3;
+#: docs/RESULTS.md, issue 14), DER with the number of speakers given, two / three /
+#: four speakers: 0.060 / 0.051 / 0.092 against 0.189 / 0.141 / 0.253; found: 0.079 /
+#: 0.176 / 0.146 against 0.191 / 0.275 / 0.387. It costs about 24 ms per window
+#: against GE2E's 3-4.5 ms.
 DEFAULT_VOICES = "campplus"
 #: Share of an embedding window that must be speech.
 MIN_EMBED_SPEECH = 0.5

@@ -26,7 +26,7 @@ import numpy as np
 
 #: Environment variable naming another projection file, or ``none``.
 PROJECTION_ENV_VAR = "EMOVOX_VOICE_PROJECTION"
-#: Size of the voice embeddings the projection takes.
+#: Size of the GE2E voice embeddings the packaged projection takes.
 EMBEDDING_SIZE = 256
 _LOADED: dict[str, np.ndarray | None] = {}
 
@@ -43,14 +43,14 @@ def fit_projection(embeddings: np.ndarray, speakers: Sequence[str]) -> np.ndarra
 
     Parameters
     ----------
-    embeddings : np.ndarray, shape (n, 256)
+    embeddings : np.ndarray, shape (n, dim)
         Voice embeddings of windows, each speaker heard in several emotions.
     speakers : sequence of str, length n
         The speaker of each window (at least two speakers).
 
     Returns
     -------
-    np.ndarray, float32, shape (256, n_speakers - 1)
+    np.ndarray, float32, shape (dim, n_speakers - 1)
         Apply as ``embeddings @ projection``.
     """
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
@@ -59,7 +59,7 @@ def fit_projection(embeddings: np.ndarray, speakers: Sequence[str]) -> np.ndarra
     n_speakers = len(np.unique(speakers))
     if n_speakers < 2:
         raise ValueError("fitting a voice projection needs at least two speakers")
-    # Shrinkage (Ledoit-Wolf): 256 dimensions against a few thousand windows.
+    # Shrinkage (Ledoit-Wolf): hundreds of dimensions against a few thousand windows.
     lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage="auto")
     lda.fit(np.asarray(embeddings, dtype=np.float64), speakers)
     return np.ascontiguousarray(lda.scalings_[:, :n_speakers - 1], dtype=np.float32)
@@ -69,11 +69,12 @@ def fit_projection_on_corpora(tables: Sequence, per_speaker: int = 40, seed: int
                               progress: bool = False, encoder: str = "ge2e"
                               ) -> tuple[np.ndarray, str]:
     """:func:`fit_projection` on windows of up to ``per_speaker`` utterances of every
-    speaker of ``tables`` (corpus tables with ``path`` and ``speaker`` columns).
+    speaker of ``tables`` (corpus tables with ``path`` and ``speaker`` columns),
+    embedded by the voice encoder named ``encoder``.
 
     Returns
     -------
-    projection : np.ndarray, shape (256, n_speakers - 1)
+    projection : np.ndarray, shape (dim, n_speakers - 1)
     note : str
         What it was fitted on, for the file.
     """
