@@ -124,6 +124,25 @@ def test_cluster_auto_finds_one_voice_by_its_spread():
     assert cluster(one, 2, one_voice=1.1).max() == 1  # a given count is kept
 
 
+def test_cluster_auto_finds_one_voice_by_its_halves():
+    """CAM++'s rule: a split whose two centroids point nearly the same way (cosine at
+    or over the threshold) is one voice's emotions, not two voices."""
+    rng = np.random.default_rng(4)
+    base = rng.normal(size=32)
+
+    def voice(shift: float) -> np.ndarray:
+        centre = base + shift * np.r_[1.0, np.zeros(31)] * np.linalg.norm(base)
+        x = centre + 0.05 * np.linalg.norm(base) * rng.normal(size=(60, 32))
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    near = np.vstack([voice(-0.3), voice(0.3)])  # halves' centroids: cosine ~0.8
+    far = np.vstack([voice(-3.0), voice(3.0)])  # two voices: cosine well below 0.65
+    assert len(set(cluster(near, "auto").tolist())) == 2  # no test: split
+    assert set(cluster(near, "auto", one_voice_cosine=0.65).tolist()) == {0}
+    assert len(set(cluster(far, "auto", one_voice_cosine=0.65).tolist())) == 2
+    assert cluster(near, 2, one_voice_cosine=0.65).max() == 1  # a given count is kept
+
+
 def _emodb_voices(speakers: list[str]) -> np.ndarray:
     """EmoDB speakers' neutral sentences, two at a time in turn, 0.5 s pauses."""
     from emovox.audio import load_audio

@@ -6,7 +6,7 @@ beyond one small vector per second of speech):
 1. the voice activity detector of the timelines (:mod:`emovox.vad`) finds the speech;
 2. windows of 1.6 s every 0.8 s (:func:`emovox.inference.windows.stream_windows`)
    that are mostly speech get a voice embedding: CAM++ (:mod:`emovox.campplus`, the
-   default) or GE2E (:mod:`emovox.speakers`, about four times cheaper, less exact);
+   default) or GE2E (:mod:`emovox.speakers`, about six times cheaper, less exact);
 3. the embeddings are clustered (:func:`cluster`: Ward on Euclidean distances, then
    centroid refinement): into ``N`` speakers when the number is given, otherwise the
    fewest with nearly the clearest separation (silhouette), or one speaker when no

@@ -445,7 +445,7 @@ class Recognizer(FileVerbs):
             :mod:`emovox.diarization` and :func:`emovox.conversation.speaker_summary`.
         voices : {"campplus", "ge2e"}, optional
             With ``speakers``: the voice encoder that tells them apart (default
-            CAM++; GE2E is about four times cheaper and less exact).
+            CAM++; GE2E is about six times cheaper and less exact).
 
         Returns
         -------
