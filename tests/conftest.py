@@ -19,6 +19,17 @@ CORPORA_SKIP_REASON = (
 )
 
 
+def skip_without_weights(weights_path, reason: str) -> None:
+    """Skip the calling test module, saying ``reason``, when ``weights_path()`` finds
+    no weights (their package is a dependency: only a broken install lacks them)."""
+    from emovox.errors import ConfigError
+
+    try:
+        weights_path()
+    except ConfigError:
+        pytest.skip(reason, allow_module_level=True)
+
+
 def corpora_root() -> Path | None:
     """Folder of the real corpora, or ``None`` when it is not available.
 

