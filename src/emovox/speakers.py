@@ -1,6 +1,8 @@
-"""Voice embeddings: who is speaking, as a vector (the GE2E speaker encoder).
+"""Voice embeddings: who is speaking, as a vector. What diarization needs of a voice
+encoder (:class:`SpeakerEncoder`), the encoders by name (:func:`voice_encoder`: CAM++
+in :mod:`emovox.campplus`, the default; GE2E here), and the GE2E encoder.
 
-The encoder is the GE2E model (a 3-layer LSTM over 40 mel bands, 256-dimensional
+GE2E is the model (a 3-layer LSTM over 40 mel bands, 256-dimensional
 L2-normalised embeddings of 1.6 s of speech) whose weights ship as ``pretrained.pt``
 in the PyPI package ``resemblyzer`` (Apache-2.0). Only the weights file is read: the
 package's own Python code is never imported (it needs ``webrtcvad`` and an old
@@ -8,7 +10,8 @@ package's own Python code is never imported (it needs ``webrtcvad`` and an old
 written here, following the package's ``hparams.py`` and ``audio.py``.
 
 Embeddings of the same voice have cosine similarity near 1; different voices lower.
-:mod:`emovox.diarization` clusters them.
+:mod:`emovox.diarization` clusters them. GE2E costs about a sixth of CAM++ per window
+and tells voices apart less well (docs/RESULTS.md, issue 14).
 """
 
 from __future__ import annotations
