@@ -14,7 +14,14 @@ import pytest
 import soundfile as sf
 
 from emovox import audio
-from emovox.audio import DEFAULT_SAMPLE_RATE, audio_info, check_signal, load_audio, resample
+from emovox.audio import (
+    DEFAULT_SAMPLE_RATE,
+    audio_info,
+    check_signal,
+    load_audio,
+    open_blocks,
+    resample,
+)
 from emovox.errors import AudioError, EmovoxError
 
 SR = DEFAULT_SAMPLE_RATE
@@ -563,3 +570,21 @@ def test_decoding_stops_past_the_duration_limit(tmp_path: Path,
     assert_clear_error(excinfo, path, "too long")
     signal, rate = audio._read_blocks(path, 0, 3 * SR, limit=None)
     assert signal.shape == (3 * SR, 1) and rate == SR
+
+
+def test_open_blocks_shows_progress_on_slow_reads_and_yields_the_same(capsys):
+    """A bar over seconds of audio appears once reading takes a second; the blocks
+    are those read without it."""
+    import time
+
+    signal = np.random.default_rng(0).normal(0, 0.1, 16_000 * 8).astype(np.float32)
+    _, _, plain = open_blocks(signal, 16_000, 2.0)
+    _, rate, tracked = open_blocks(signal, 16_000, 2.0, progress="who speaks when")
+    got = []
+    for block in tracked:
+        got.append(block)
+        time.sleep(0.4)  # a slow pass: four blocks, 1.6 s
+    assert rate == 16_000
+    assert all(np.array_equal(a, b) for a, b in zip(plain, got, strict=True))
+    err = capsys.readouterr().err
+    assert "who speaks when" in err and "s of audio" in err

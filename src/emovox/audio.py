@@ -373,7 +373,7 @@ def check_durations(
 
 
 def open_blocks(source: str | os.PathLike[str] | np.ndarray, sample_rate: int | None,
-                chunk_seconds: float, name: str | None = None
+                chunk_seconds: float, name: str | None = None, progress: str | None = None
                 ) -> tuple[str, int, Iterator[np.ndarray]]:
     """A recording (a file, or samples in memory) as mono float32 blocks.
 
@@ -387,6 +387,9 @@ def open_blocks(source: str | os.PathLike[str] | np.ndarray, sample_rate: int | 
         Seconds per block.
     name : str, optional
         How errors and results name it (default: the path, or ``"<signal>"``).
+    progress : str, optional
+        Show a progress bar (seconds of audio read, on stderr) with this description,
+        once the reading has taken a second.
 
     Returns
     -------
@@ -406,13 +409,36 @@ def open_blocks(source: str | os.PathLike[str] | np.ndarray, sample_rate: int | 
         label = name or "<signal>"
         mono = to_mono_float32(source, label)
         chunk = max(1, round(chunk_seconds * sample_rate))
-        return label, int(sample_rate), _array_blocks(mono, chunk, label)
+        blocks = _array_blocks(mono, chunk, label)
+        return label, int(sample_rate), _tracked(blocks, int(sample_rate),
+                                                 len(mono) / sample_rate, progress)
     path = Path(source)
     info = audio_info(path)  # AudioError naming the file when it is unusable
     if info.samplerate <= 0:
         raise AudioError(path, f"invalid sample rate {info.samplerate}")
     chunk = max(1, round(chunk_seconds * info.samplerate))
-    return name or str(source), int(info.samplerate), stream_mono(path, chunk)
+    return name or str(source), int(info.samplerate), _tracked(
+        stream_mono(path, chunk), int(info.samplerate), info.duration, progress)
+
+
+def _tracked(blocks: Iterator[np.ndarray], sample_rate: int, seconds: float,
+             description: str | None) -> Iterator[np.ndarray]:
+    """``blocks``, with a progress bar over their seconds when ``description`` is set."""
+    if description is None:
+        return blocks
+
+    def tracked() -> Iterator[np.ndarray]:
+        from tqdm.auto import tqdm
+
+        with tqdm(total=round(seconds, 1), unit="s", desc=description, delay=1.0,
+                  leave=False, bar_format="{desc}: {percentage:3.0f}%|{bar}| "
+                                          "{n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]"
+                  ) as bar:
+            for block in blocks:
+                yield block
+                bar.update(min(len(block) / sample_rate, bar.total - bar.n))
+
+    return tracked()
 
 
 def _array_blocks(mono: np.ndarray, chunk: int, source: str) -> Iterator[np.ndarray]:

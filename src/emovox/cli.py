@@ -490,7 +490,8 @@ def _predict_timelines(recognizer, paths: list[str], options: dict,
         if sys.stderr.isatty():
             errors.print(escape(f"timeline {number}/{len(paths)}: {path}"), highlight=False)
         try:
-            frame = recognizer.predict_timeline(path, **options)
+            frame = recognizer.predict_timeline(path, progress=sys.stderr.isatty(),
+                                                **options)
         except Exception as error:  # a bad file never stops the batch
             reason = str(error) if isinstance(error, EmovoxError) else (
                 f"{type(error).__name__}: {error}")

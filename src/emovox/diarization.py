@@ -219,6 +219,7 @@ def diarize(
     vad_options: VadOptions | None = None,
     encoder: SpeakerEncoder | str | None = None,
     max_speakers: int = MAX_SPEAKERS,
+    progress: bool = False,
 ) -> Diarization:
     """Separate the voices of a recording: who spoke when.
 
@@ -243,6 +244,8 @@ def diarize(
         :data:`emovox.speakers.VOICE_ENCODERS`; default :data:`DEFAULT_VOICES`).
     max_speakers : int
         Most speakers ``auto`` considers.
+    progress : bool
+        Show a progress bar over the recording (stderr) when the pass takes a while.
 
     Returns
     -------
@@ -259,7 +262,8 @@ def diarize(
     speakers = check_speakers(speakers)
     encoder = _resolve(encoder)
     heard = embed_windows(source, sample_rate, vad=vad, chunk_seconds=chunk_seconds,
-                          name=name, vad_options=vad_options, encoder=encoder)
+                          name=name, vad_options=vad_options, encoder=encoder,
+                          progress=progress)
     # GE2E: speaker directions only (emotion moves its raw embeddings as much as the
     # voice does). CAM++ ships no projection: one fitted on the corpora's 37 other
     # speakers lost to the raw embeddings (DER given 0.043 / 0.059 against 0.035 /
@@ -313,11 +317,11 @@ def embed_windows(
     encoder: SpeakerEncoder | str | None = None,
     window: float = EMBED_WINDOW,
     hop: float = EMBED_HOP,
+    progress: bool = False,
 ) -> Heard:
     """Voice embeddings of a recording's speech: one per window that is mostly speech.
 
-    Parameters are those of :func:`diarize`, and ``window`` and ``hop`` in seconds
-    (windows shorter than 1.6 s are padded with silence).
+    Parameters are those of :func:`diarize`, and ``window`` and ``hop`` in seconds.
 
     Returns
     -------
@@ -329,7 +333,8 @@ def embed_windows(
         Unreadable or empty audio.
     """
     method = resolve_vad(vad)
-    label, sr, blocks = open_blocks(source, sample_rate, chunk_seconds, name)
+    label, sr, blocks = open_blocks(source, sample_rate, chunk_seconds, name,
+                                    progress="who speaks when" if progress else None)
     detector = VoiceActivityStream(method, sr, vad_options) if method else None
     encoder = _resolve(encoder)
     vectors, centres, signals = [], [], []

@@ -412,6 +412,7 @@ class Recognizer(FileVerbs):
         vad_options: VadOptions | None = None,
         speakers: int | str | None = None,
         voices: str | None = None,
+        progress: bool = False,
     ) -> pd.DataFrame:
         """Emotion over time: windows of ``window`` s every ``hop`` s over the speech.
 
@@ -446,6 +447,8 @@ class Recognizer(FileVerbs):
         voices : {"campplus", "ge2e"}, optional
             With ``speakers``: the voice encoder that tells them apart (default
             CAM++; GE2E is about six times cheaper and less exact).
+        progress : bool
+            Progress bars over the recording (stderr) for passes that take a while.
 
         Returns
         -------
@@ -465,7 +468,7 @@ class Recognizer(FileVerbs):
         return timeline(self.engine, source, sample_rate, window=window, hop=hop, vad=vad,
                         chunk_seconds=chunk_seconds, min_speech=min_speech,
                         keep_nonspeech=keep_nonspeech, name=name, vad_options=vad_options,
-                        speakers=speakers, voices=voices)
+                        speakers=speakers, voices=voices, progress=progress)
 
     def iter_timeline(
         self,

@@ -95,6 +95,7 @@ def iter_timeline(
     vad_options: VadOptions | None = None,
     speakers: int | str | None = None,
     voices: str | None = None,
+    progress: bool = False,
 ) -> Iterator[pd.DataFrame]:
     """Classify windows of a recording chunk by chunk, yielding each batch of rows.
 
@@ -130,6 +131,8 @@ def iter_timeline(
     voices : {"campplus", "ge2e"}, optional
         With ``speakers``: the voice encoder that tells them apart (default CAM++;
         GE2E costs about a sixth and errs more, see :mod:`emovox.diarization`).
+    progress : bool
+        Progress bars over the recording (stderr), for each pass that takes a while.
 
     Yields
     ------
@@ -156,7 +159,8 @@ def iter_timeline(
     """
     check_window(window, hop, min_speech, chunk_seconds)
     method = resolve_vad(vad)
-    label, sr, blocks = open_blocks(source, sample_rate, chunk_seconds, name)
+    label, sr, blocks = open_blocks(source, sample_rate, chunk_seconds, name,
+                                    progress="emotion over time" if progress else None)
     diarization = None
     if speakers is not None:
         # A first pass over the file: who speaks when (its detector serves both passes).
@@ -164,7 +168,7 @@ def iter_timeline(
 
         diarization = diarize(source, sample_rate, speakers=speakers, vad=method,
                               chunk_seconds=chunk_seconds, name=label,
-                              vad_options=vad_options, encoder=voices)
+                              vad_options=vad_options, encoder=voices, progress=progress)
         detector = diarization.detector
     else:
         detector = VoiceActivityStream(method, sr, vad_options) if method else None
