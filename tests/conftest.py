@@ -263,3 +263,24 @@ def crema_twelve() -> list[str]:
     folder = real_corpus("crema-d/AudioWAV")
     return [str(path) for speaker in ("1001", "1002", "1003")
             for path in sorted(folder.glob(f"{speaker}_*"))[:4]]
+
+
+@pytest.fixture(scope="module")
+def crema_calls(crema_twelve: list[str], tmp_path_factory) -> list[str]:
+    """Three two-speaker recordings (~20 s) made of the CREMA-D utterances above:
+    speakers 1001 and 1002, 1002 and 1003, 1003 and 1001, taking turns with 0.4 s
+    pauses (in a temporary folder, never kept)."""
+    from emovox.audio import load_audio
+
+    folder = tmp_path_factory.mktemp("calls")
+    by_speaker = {s: [load_audio(p, 16_000) for p in crema_twelve if f"/{s}_" in p]
+                  for s in ("1001", "1002", "1003")}
+    pause = np.zeros(6_400, np.float32)
+    calls = []
+    for a, b in (("1001", "1002"), ("1002", "1003"), ("1003", "1001")):
+        parts = [x for pair in zip(by_speaker[a], by_speaker[b], strict=True)
+                 for y in pair for x in (y, pause)]
+        path = folder / f"call-{a}-{b}.flac"
+        sf.write(path, np.concatenate(parts), 16_000)
+        calls.append(str(path))
+    return calls

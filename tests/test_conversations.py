@@ -161,6 +161,13 @@ def test_auto_finds_the_number_of_real_voices(speakers):
     assert len(result.speakers) == len(speakers)
 
 
+@pytest.mark.parametrize("voices", VOICE_ENCODERS)
+def test_auto_finds_no_stray_speakers_in_a_short_call(crema_calls, voices):
+    """Two voices, 20-26 s (12-15 windows): tiny clusters are not speakers."""
+    for path in crema_calls:
+        assert 1 <= len(diarize(path, speakers="auto", encoder=voices).speakers) <= 2
+
+
 def test_pick_count_prefers_fewest_speakers_among_near_equal_silhouettes():
     two, three, four = (np.arange(12) % k for k in (2, 3, 4))
     # 3 and 4 clusters score within the margin of each other: the fewer wins.

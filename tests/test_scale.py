@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from emovox.cli import app
 from emovox.scale import work
-from emovox.scale.runner import auto_jobs, read_results, run_job
+from emovox.scale.runner import auto_jobs, read_results, run_job, run_timelines
 
 pytestmark = pytest.mark.corpora
 CLASSES = ["angry", "disgust", "fearful", "happy", "neutral", "sad"]
@@ -166,3 +166,45 @@ def test_cli_predicts_a_manifest_into_parquet(files, tmp_path):
     assert result.exit_code == 0 and "3 files already done" in result.output
     result = CliRunner().invoke(app, ["predict", str(manifest), "-o", str(out)])
     assert result.exit_code == 2 and "no 'path' column" in result.output
+
+
+def test_timeline_job_answers_as_predict_timeline_and_resumes(crema_calls, tmp_path):
+    """Conversations as a batch job (two local workers): each file's timeline with its
+    speakers, as predict_timeline makes it (CSV keeps 4 decimals); a bad file is
+    listed, a re-run skips all."""
+    from emovox.recognizer import Recognizer
+
+    options = {"speakers": 2, "window": 2.0, "hop": 1.0}
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"not audio at all")
+    out = tmp_path / "timelines.csv"
+    items = [{"file": f, "call": k} for k, f in enumerate([*crema_calls, str(bad)])]
+    summary = run_timelines(items, out, options=options, jobs=2, progress=False)
+    assert summary.workers == 2 and [f for f, _ in summary.failures] == [str(bad)]
+    result = pd.read_csv(out)
+    recognizer = Recognizer(None, n_jobs=1)
+    for k, path in enumerate(crema_calls):
+        mine = result[result["file"] == path].reset_index(drop=True)
+        alone = recognizer.predict_timeline(path, **options).reset_index()
+        assert len(mine) == len(alone) and set(mine["call"]) == {k}
+        np.testing.assert_allclose(mine[CLASSES].to_numpy(float),
+                                   alone[CLASSES].to_numpy(float), atol=1e-4, equal_nan=True)
+        assert list(mine["speaker"].fillna("")) == list(alone["speaker"].fillna(""))
+        assert set(alone["speaker"].dropna()) == {"S1", "S2"}
+    again = run_timelines(items[:-1], out, options=options, jobs=1, progress=False)
+    assert again.done_before == len(crema_calls) and again.rows_written == 0
+
+
+def test_cli_makes_conversation_timelines_of_a_manifest(crema_calls, tmp_path):
+    manifest = tmp_path / "calls.csv"
+    pd.DataFrame({"path": crema_calls, "agent": ["x", "y", "z"]}).to_csv(manifest, index=False)
+    out = tmp_path / "timelines.parquet"
+    result = CliRunner().invoke(app, ["predict", str(manifest), "--timeline", "--speakers",
+                                      "2", "--voices", "ge2e", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    frame = read_results(out)
+    assert set(frame["file"]) == set(crema_calls) and set(frame["agent"]) == {"x", "y", "z"}
+    assert {"speaker", "speech", "speech_ratio"} <= set(frame.columns)
+    refused = CliRunner().invoke(app, ["predict", str(manifest), "--timeline", "--plot",
+                                       str(tmp_path / "p.png"), "-o", str(out)])
+    assert refused.exit_code == 2 and "--plot" in refused.output

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from emovox.scale.runner import read_results, run_job
+from emovox.scale.runner import read_results, run_job, run_timelines
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.corpora
@@ -69,6 +69,23 @@ def test_ray_answers_as_local_and_survives_a_killed_worker(cluster, files, expec
     # A re-run on Ray skips every file.
     again = run_job([{"file": f} for f in files], out, engine="ray", jobs=1, progress=False)
     assert again.encoded == 0 and again.done_before == len(files)
+
+
+def test_conversation_timelines_on_ray_as_locally(cluster, crema_calls, tmp_path):
+    """Timelines with speakers on Ray actors: the rows the local engine writes."""
+    options = {"speakers": "auto"}
+    items = [{"file": f} for f in crema_calls]
+    local, remote = tmp_path / "local.parquet", tmp_path / "ray.parquet"
+    run_timelines(items, local, options=options, jobs=1, progress=False)
+    summary = run_timelines(items, remote, options=options, engine="ray", jobs=2,
+                            progress=False)
+    assert summary.workers == 2 and summary.failures == [] and summary.encoded == 3
+    mine, theirs = (read_results(p).sort_values(["file", "start"]).reset_index(drop=True)
+                    for p in (remote, local))
+    assert list(mine["speaker"].fillna("")) == list(theirs["speaker"].fillna(""))
+    assert mine["speaker"].notna().any()
+    np.testing.assert_allclose(mine[CLASSES].to_numpy(float), theirs[CLASSES].to_numpy(float),
+                               atol=1e-6, equal_nan=True)
 
 
 def _free_port() -> int:

@@ -6,7 +6,7 @@ import json
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 import typer
@@ -303,15 +303,25 @@ def predict(
         paths, problems = _gather_inputs([f for f in files if str(f) not in streamed])
         if not paths and not streamed:  # nothing to do: say why before loading any model
             _finish([], problems)
-        if not timeline and (streamed or engine != "local" or output_format == "parquet"
-                             or (output is not None and output_format != "table")):
+        job_options = None  # timelines as a batch job: Ray, manifests, Parquet
+        if timeline and (streamed or engine != "local" or output_format == "parquet"):
+            if plot is not None or calibrate:
+                _fail("--plot and --calibrate go with timelines made here one by one, "
+                      "not with a job (--engine ray, a manifest or Parquet output)")
+            job_options = {"window": window, "hop": hop, "vad": None if no_vad else vad}
+            if speakers is not None:
+                job_options.update(speakers=speakers, voices=voices)
+        if job_options is not None or (not timeline and (
+                streamed or engine != "local" or output_format == "parquet"
+                or (output is not None and output_format != "table"))):
             _predict_job(paths, streamed, problems, bundle=bundle, output=output,
                          output_format=output_format, jobs=jobs, engine=engine,
                          address=address, adapt=adapt, group_by=group_by,
-                         path_column=path_column, resume=resume, calibrate=calibrate)
+                         path_column=path_column, resume=resume, calibrate=calibrate,
+                         timeline_options=job_options)
             return
     if engine != "local":
-        _fail("--engine ray runs whole-file predictions of files (not --timeline, --sample)")
+        _fail("--engine ray runs files (not --sample)")
     if jobs is None:
         from emovox.scale.runner import auto_jobs
 
@@ -420,13 +430,15 @@ def _predict_job(paths: list[str], streamed: list[str], problems: list[str], *,
                  bundle: Path | None, output: Path | None, output_format: str,
                  jobs: int | None, engine: str, address: str | None, adapt: str,
                  group_by: str | None, path_column: str, resume: bool,
-                 calibrate: list[Path] | None) -> None:
-    """Whole-file predictions as a batch job (emovox.scale): local or Ray workers,
-    written batch by batch, resumable; a table is printed from a temporary output."""
+                 calibrate: list[Path] | None,
+                 timeline_options: dict[str, Any] | None = None) -> None:
+    """Whole-file predictions (or timelines, given their options) as a batch job
+    (emovox.scale): local or Ray workers, written batch by batch, resumable; a table
+    is printed from a temporary output."""
     import tempfile
 
     from emovox.scale.inputs import iter_items, manifest_rows
-    from emovox.scale.runner import read_results, run_job
+    from emovox.scale.runner import read_results, run_job, run_timelines
 
     total = None
     if not any("*" in s or "?" in s or "[" in s for s in streamed):
@@ -443,11 +455,18 @@ def _predict_job(paths: list[str], streamed: list[str], problems: list[str], *,
         target = output if output is not None and output_format != "table" else (
             Path(scratch) / "results.parquet")
         fmt = output_format if output_format != "table" else "parquet"
+        items = iter_items(streamed, path_column, listed=paths)
         try:
-            summary = run_job(iter_items(streamed, path_column, listed=paths), target, fmt,
-                              model=bundle, engine=engine, jobs=jobs, address=address,
-                              adapt=adapt, group_by=group_by, resume=resume, total=total,
-                              progress=sys.stderr.isatty(), setup=setup)
+            if timeline_options is not None:
+                summary = run_timelines(items, target, fmt, options=timeline_options,
+                                        model=bundle, engine=engine, jobs=jobs,
+                                        address=address, adapt=adapt, resume=resume,
+                                        total=total, progress=sys.stderr.isatty())
+            else:
+                summary = run_job(items, target, fmt, model=bundle, engine=engine, jobs=jobs,
+                                  address=address, adapt=adapt, group_by=group_by,
+                                  resume=resume, total=total, progress=sys.stderr.isatty(),
+                                  setup=setup)
         except (ValueError, OSError) as error:
             _fail(str(error))
         if target == output:

@@ -1,11 +1,12 @@
 """Where the per-file work runs: this process, a local process pool, or Ray actors.
 
-Every executor runs :func:`emovox.scale.work.encode_batch` in workers that load the
-model once (a process initializer; a Ray actor's constructor), keeps a bounded number
-of batches in flight (so the input is pulled as workers free up, never listed whole)
-and survives a worker that dies: its batches are given to a new worker. Results come
-back to the driver, the only writer, which drops a batch's records it already has
-(a batch retried after a crash may have been done), so each file is written once.
+Every executor runs the job's work (:func:`emovox.scale.work.encode_batch`, or a
+:class:`~emovox.scale.work.TimelineWork`) in workers that load the model once (a
+process initializer; a Ray actor's constructor), keeps a bounded number of batches in
+flight (so the input is pulled as workers free up, never listed whole) and survives a
+worker that dies: its batches are given to a new worker. Results come back to the
+driver, the only writer, which drops a batch's records it already has (a batch retried
+after a crash may have been done), so each file is written once.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from emovox.scale.cluster import connect_ray
-from emovox.scale.work import ModelRef, PackedModel, Record, encode_batch, load_recognizer
+from emovox.scale.work import (
+    ModelRef,
+    PackedModel,
+    Record,
+    Work,
+    encode_batch,
+    load_recognizer,
+)
 
 Batch = list[str]
 #: Batches in flight per worker: one running, one queued, so a worker never idles.
@@ -30,7 +38,8 @@ MAX_POOL_RESTARTS = 3
 
 
 class Executor(ABC):
-    """Runs batches of files through :func:`~emovox.scale.work.encode_batch`."""
+    """Runs batches of files through the job's work (default
+    :func:`~emovox.scale.work.encode_batch`)."""
 
     #: Number of worker processes.
     workers: int = 1
@@ -50,35 +59,37 @@ class Executor(ABC):
 class InProcess(Executor):
     """Runs batches here, with the driver's own recogniser (no start-up cost)."""
 
-    def __init__(self, recognizer: Any) -> None:
-        self.recognizer = recognizer
+    def __init__(self, recognizer: Any, work: Work = encode_batch) -> None:
+        self.recognizer, self.work = recognizer, work
 
     def imap_unordered(self, batches: Iterator[Batch]) -> Iterator[tuple[Batch, list[Record]]]:
         for batch in batches:
-            yield batch, encode_batch(self.recognizer, batch)
+            yield batch, self.work(self.recognizer, batch)
 
 
 # ----------------------------------------------------------------------------- local pool
 _WORKER: dict[str, Any] = {}
 
 
-def _init_local(model: ModelRef, adapt: str, parent: int) -> None:
+def _init_local(model: ModelRef, adapt: str, parent: int, work: Work) -> None:
     """Process-pool initializer: load the model once; exit with the driver."""
     from emovox.features.extract import exit_with_parent
 
     exit_with_parent(parent)
     _WORKER["recognizer"] = load_recognizer(model, adapt)
+    _WORKER["work"] = work
 
 
 def _local_batch(batch: Batch) -> tuple[Batch, list[Record]]:
-    return batch, encode_batch(_WORKER["recognizer"], batch)
+    return batch, _WORKER["work"](_WORKER["recognizer"], batch)
 
 
 class LocalPool(Executor):
     """``jobs`` worker processes on this machine (spawned: no inherited threads)."""
 
-    def __init__(self, model: ModelRef, adapt: str, jobs: int) -> None:
-        self.model, self.adapt, self.workers = model, adapt, jobs
+    def __init__(self, model: ModelRef, adapt: str, jobs: int, work: Work = encode_batch
+                 ) -> None:
+        self.model, self.adapt, self.workers, self.work = model, adapt, jobs, work
         self.restarts = 0
         self._pool = self._start()
 
@@ -88,7 +99,7 @@ class LocalPool(Executor):
         from joblib.externals.loky import ProcessPoolExecutor
 
         pool = ProcessPoolExecutor(self.workers, initializer=_init_local,
-                                   initargs=(self.model, self.adapt, os.getpid()))
+                                   initargs=(self.model, self.adapt, os.getpid(), self.work))
         for _ in range(self.workers):  # start every worker now: they load while we do
             pool.submit(time.sleep, 0)
         return pool
@@ -143,14 +154,14 @@ class LocalPool(Executor):
 class _RayWorker:
     """A Ray actor holding one loaded model (the class is made remote lazily)."""
 
-    def __init__(self, model: ModelRef, adapt: str) -> None:
-        self.recognizer = load_recognizer(model, adapt)
+    def __init__(self, model: ModelRef, adapt: str, work: Work) -> None:
+        self.recognizer, self.work = load_recognizer(model, adapt), work
 
     def pid(self) -> int:
         return os.getpid()
 
     def run(self, batch: Batch) -> tuple[Batch, list[Record]]:
-        return batch, encode_batch(self.recognizer, batch)
+        return batch, self.work(self.recognizer, batch)
 
 
 class RayPool(Executor):
@@ -162,7 +173,7 @@ class RayPool(Executor):
     """
 
     def __init__(self, model: ModelRef, adapt: str, workers: int | None = None,
-                 address: str | None = None) -> None:
+                 address: str | None = None, work: Work = encode_batch) -> None:
         ray = self.ray = connect_ray(address)
         cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
         if workers is None or workers < 1:
@@ -177,7 +188,7 @@ class RayPool(Executor):
         remote = ray.remote(num_cpus=1, max_restarts=-1, max_task_retries=-1)(_RayWorker)
         # The model goes with each actor's arguments (not a shared object-store
         # reference, which a restarted actor could find gone: ray issue 53727).
-        self.actors = [remote.remote(model, adapt) for _ in range(workers)]
+        self.actors = [remote.remote(model, adapt, work) for _ in range(workers)]
 
     def pids(self) -> list[int]:
         return list(self.ray.get([actor.pid.remote() for actor in self.actors]))

@@ -30,8 +30,22 @@ from tqdm.auto import tqdm
 
 from emovox.errors import ConfigError
 from emovox.scale.executors import Executor, InProcess, LocalPool, RayPool
-from emovox.scale.store import EncodedStore, ParquetResults, TextResults, state_dir
-from emovox.scale.work import ModelRef, Record, load_recognizer
+from emovox.scale.store import (
+    PART_GLOB,
+    EncodedStore,
+    ParquetResults,
+    TextResults,
+    part_number,
+    state_dir,
+)
+from emovox.scale.work import (
+    ModelRef,
+    Record,
+    TimelineWork,
+    Work,
+    encode_batch,
+    load_recognizer,
+)
 
 if TYPE_CHECKING:
     from emovox.normalization import FeatureStats
@@ -198,33 +212,16 @@ def run_job(
     """
     started = time.perf_counter()
     output = Path(output)
-    fmt = output_format(output, fmt)
-    if fmt not in ("parquet", "csv", "json"):
-        raise ConfigError(f"output format must be parquet, csv or json, not {fmt!r}")
-    if engine not in ENGINES:
-        raise ConfigError(f"--engine must be local or ray, not {engine!r}")
-    if adapt == "stream":
-        raise ConfigError("--adapt stream follows the order of a stream, which a parallel "
-                          "job does not keep: use batch (statistics per --group-by group) "
-                          "or none")
+    fmt = _check_job(output, fmt, engine, adapt)
     store = EncodedStore(state_dir(output, fmt), fresh=not resume)
     summary = JobSummary(engine=engine, encoded_before=len(store.done))
     stream = iter(items)
     first = next(stream, None)
     extras = [k for k in (first or {}) if k != "file"]
 
-    # Workers start first: they load the model while this process loads its own.
     todo_estimate = None if total is None else max(0, total - len(store.done))
-    if engine == "ray":
-        executor: Executor = RayPool(model, adapt, jobs, address)
-    else:
-        jobs = jobs if jobs and jobs > 0 else auto_jobs(todo_estimate)
-        executor = LocalPool(model, adapt, jobs) if jobs > 1 else None  # type: ignore[assignment]
-    recognizer = load_recognizer(model, adapt)
-    if setup is not None:
-        setup(recognizer)
-    if executor is None:
-        executor = InProcess(recognizer)
+    executor, recognizer = _start(model, adapt, engine, jobs, address, todo_estimate,
+                                  encode_batch, setup)
     summary.workers = executor.workers
     columns = ["file", "start", "end", "emotion", "confidence", *recognizer.classes, "basis",
                *extras]
@@ -239,34 +236,11 @@ def run_job(
         size = max(1, min(size, math.ceil(max(1, todo_estimate or 0) / (4 * executor.workers))))
 
     pending: dict[str, dict[str, Any]] = {}  # items of batches in flight
-    seen: set[str] = set()
-
-    def batches() -> Iterator[list[str]]:
-        batch: list[str] = []
-        for item in _chain(first, stream):
-            file = str(item["file"])
-            if file in seen:
-                summary.duplicates += 1
-                bar.update(1)
-                continue
-            seen.add(file)
-            summary.files += 1
-            if file in store.done:
-                bar.update(1)
-                continue
-            pending[file] = item
-            batch.append(file)
-            if len(batch) >= size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-    bar = tqdm(total=total, unit="file", desc=f"predict ({engine}, {executor.workers} "
-               f"worker{'s' if executor.workers > 1 else ''})", disable=not progress,
-               dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
+    bar = _bar("predict", engine, executor, total, progress)
+    batches = _batches(_chain(first, stream), store.done.__contains__, size, pending,
+                       summary, bar)
     try:
-        for batch, records in executor.imap_unordered(batches()):
+        for batch, records in executor.imap_unordered(batches):
             frame = _records_frame(records, pending, group_of, extras, summary)
             number = store.add(frame) if len(frame) else -1
             if number >= 0:
@@ -301,6 +275,170 @@ def run_job(
     summary.rows_written = results.rows_written
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def run_timelines(
+    items: Iterable[dict[str, Any]],
+    output: str | Path,
+    fmt: str | None = None,
+    *,
+    options: dict[str, Any] | None = None,
+    model: ModelRef = None,
+    engine: str = "local",
+    jobs: int | None = None,
+    address: str | None = None,
+    adapt: str = "auto",
+    resume: bool = True,
+    total: int | None = None,
+    progress: bool = True,
+    batch_files: int | None = None,
+) -> JobSummary:
+    """The timeline of every input file into ``output``, once, resuming an earlier run.
+
+    Each worker makes whole timelines (:class:`~emovox.scale.work.TimelineWork`): a
+    long recording or a conversation (``options={"speakers": "auto"}``) is one file's
+    work, its adaptation its own (per speaker in a conversation), so files need nothing
+    from each other and the driver writes each batch's rows as they come.
+
+    Parameters
+    ----------
+    items, output, fmt, model, engine, jobs, address, total, progress, batch_files
+        As for :func:`run_job`.
+    options : dict, optional
+        Keyword arguments of :meth:`~emovox.recognizer.Recognizer.predict_timeline`
+        (``window``, ``hop``, ``vad``, ``speakers``, ``voices``).
+    adapt : {"auto", "batch", "none"}
+        Adaptation of a speaker-normalised model within each recording.
+    resume : bool
+        Keep the files an earlier run wrote completely (False: start afresh).
+
+    Returns
+    -------
+    JobSummary
+    """
+    from emovox.timeline import SPEECH_COLUMNS, timeline_complete
+
+    started = time.perf_counter()
+    output = Path(output)
+    fmt = _check_job(output, fmt, engine, adapt)
+    options = dict(options or {})
+    summary = JobSummary(engine=engine)
+    stream = iter(items)
+    first = next(stream, None)
+    extras = [k for k in (first or {}) if k != "file"]
+    work = TimelineWork(tuple(sorted(options.items())))
+    executor, recognizer = _start(model, adapt, engine, jobs, address, total, work, None)
+    summary.workers = executor.workers
+    columns = ["file", "start", "end", "emotion", "confidence", *recognizer.classes,
+               *SPEECH_COLUMNS, *(["speaker"] if options.get("speakers") else []), *extras]
+    if fmt == "parquet":
+        results: ParquetResults | TextResults = ParquetResults(output, fresh=not resume)
+        number = 1 + max((part_number(p) for p in output.glob(PART_GLOB)), default=-1)
+    else:
+        results = TextResults(output, fmt, columns, fresh=not resume,
+                              complete=timeline_complete)
+        number = 0
+    summary.done_before = len(results.done)
+    pending: dict[str, dict[str, Any]] = {}
+    bar = _bar("timelines", engine, executor, total, progress)
+    batches = _batches(_chain(first, stream), results.is_done, batch_files or 1, pending,
+                       summary, bar)
+    try:
+        for batch, records in executor.imap_unordered(batches):
+            frames = []
+            for record in records:
+                item = pending.get(record["file"])
+                if item is None or results.is_done(record["file"]):
+                    continue  # a retried batch already written
+                if record["error"] is not None:
+                    summary.failures.append((record["file"], record["error"]))
+                    continue
+                rows = record["rows"].assign(**{k: item.get(k) for k in extras})
+                frames.append(rows.reindex(columns=columns[3:]))
+                summary.encoded += 1
+                summary.audio_seconds += record["duration"]
+            if frames:
+                if summary.first_result_seconds is None:
+                    summary.first_result_seconds = time.perf_counter() - started
+                    summary.rows_before_first_result = summary.files + summary.duplicates
+                results.add(number, pd.concat(frames))
+                number += 1
+            for file in batch:
+                pending.pop(file, None)
+            bar.update(len(batch))
+            bar.set_postfix(failed=len(summary.failures), refresh=False)
+    finally:
+        bar.close()
+        executor.close()
+    results.close()
+    summary.rows_written = results.rows_written
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _check_job(output: Path, fmt: str | None, engine: str, adapt: str) -> str:
+    """The output format of a job, its engine and adaptation checked (ConfigError)."""
+    fmt = output_format(output, fmt)
+    if fmt not in ("parquet", "csv", "json"):
+        raise ConfigError(f"output format must be parquet, csv or json, not {fmt!r}")
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be local or ray, not {engine!r}")
+    if adapt == "stream":
+        raise ConfigError("--adapt stream follows the order of a stream, which a parallel "
+                          "job does not keep: use batch (statistics per --group-by group) "
+                          "or none")
+    return fmt
+
+
+def _start(model: ModelRef, adapt: str, engine: str, jobs: int | None,
+           address: str | None, todo: int | None, work: Work,
+           setup: Callable[[Recognizer], None] | None) -> tuple[Executor, Recognizer]:
+    """The job's executor and the driver's recogniser. Workers start first: they load
+    the model while this process loads its own."""
+    if engine == "ray":
+        executor: Executor | None = RayPool(model, adapt, jobs, address, work)
+    else:
+        jobs = jobs if jobs and jobs > 0 else auto_jobs(todo)
+        executor = LocalPool(model, adapt, jobs, work) if jobs > 1 else None
+    recognizer = load_recognizer(model, adapt)
+    if setup is not None:
+        setup(recognizer)
+    return executor or InProcess(recognizer, work), recognizer
+
+
+def _bar(what: str, engine: str, executor: Executor, total: int | None,
+         progress: bool) -> Any:
+    """The job's progress bar over input files (stderr)."""
+    return tqdm(total=total, unit="file", desc=f"{what} ({engine}, {executor.workers} "
+                f"worker{'s' if executor.workers > 1 else ''})", disable=not progress,
+                dynamic_ncols=True, file=sys.stderr, smoothing=0.1)
+
+
+def _batches(items: Iterator[dict[str, Any]], done: Callable[[str], bool], size: int,
+             pending: dict[str, dict[str, Any]], summary: JobSummary, bar: Any
+             ) -> Iterator[list[str]]:
+    """Batches of ``size`` input files, each file once, skipping those ``done``; the
+    items of files handed out are kept in ``pending`` (the driver pops them)."""
+    seen: set[str] = set()
+    batch: list[str] = []
+    for item in items:
+        file = str(item["file"])
+        if file in seen:
+            summary.duplicates += 1
+            bar.update(1)
+            continue
+        seen.add(file)
+        summary.files += 1
+        if done(file):
+            bar.update(1)
+            continue
+        pending[file] = item
+        batch.append(file)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _chain(first: dict[str, Any] | None, rest: Iterator[dict[str, Any]]

@@ -18,7 +18,7 @@ with ``_``.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,10 +204,11 @@ class ParquetResults:
 class TextResults:
     """Result rows in one CSV or JSON file (:class:`~emovox.timeline.ResultsFile`)."""
 
-    def __init__(self, path: Path, fmt: str, columns: Sequence[str], fresh: bool) -> None:
+    def __init__(self, path: Path, fmt: str, columns: Sequence[str], fresh: bool,
+                 complete: Callable[[str, pd.DataFrame], bool] | None = None) -> None:
         from emovox.timeline import ResultsFile
 
-        self.file = ResultsFile(path, fmt, list(columns), resume=not fresh)
+        self.file = ResultsFile(path, fmt, list(columns), resume=not fresh, complete=complete)
         self.added: set[str] = set()
 
     @property

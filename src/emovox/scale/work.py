@@ -1,5 +1,6 @@
 """The per-file work of a batch job, the same in every executor (this process, a local
-process pool, Ray actors): encode files into records.
+process pool, Ray actors): encode files into records, or make their timelines
+(:class:`TimelineWork`).
 
 A record is a pure function of (file, model): the file's duration, its pooled features
 (kept only when a speaker-normalised model needs them for adaptation) and the
@@ -15,6 +16,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +30,8 @@ if TYPE_CHECKING:
     from emovox.recognizer import Recognizer
 
 Record = dict[str, Any]
+#: The work a worker does on a batch of files: ``work(recognizer, files)`` -> records.
+Work = Callable[["Recognizer", list[str]], list[Record]]
 
 
 @dataclass(frozen=True)
@@ -166,3 +170,34 @@ def _record(path: str, duration: float | None = None, basis: str | None = None,
             "basis": basis, "plain": vector(plain, np.float64),
             "features": vector(features, np.float32), "proba": vector(proba, np.float64),
             "error": error}
+
+
+@dataclass(frozen=True)
+class TimelineWork:
+    """The per-file work of a timeline job: each file's whole timeline, a file at a
+    time (a conversation's speakers and their statistics are the file's own, so a
+    timeline needs nothing from other files).
+
+    Attributes
+    ----------
+    options : tuple of (str, Any)
+        Keyword arguments of :meth:`~emovox.recognizer.Recognizer.predict_timeline`
+        (window, hop, vad, speakers, voices), as pairs so the work pickles and hashes.
+    """
+
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __call__(self, recognizer: Recognizer, files: list[str]) -> list[Record]:
+        """Records ``file``, ``duration``, ``rows`` (the timeline, indexed ``file,
+        start, end``, or None) and ``error`` (a one-line reason, or None)."""
+        records = []
+        for path in files:
+            try:
+                rows = recognizer.predict_timeline(path, **dict(self.options))
+            except Exception as error:  # one bad file must not stop the job
+                records.append({"file": path, "duration": None, "rows": None,
+                                "error": failure_reason(path, error)})
+                continue
+            records.append({"file": path, "duration": float(rows.attrs.get("duration", 0.0)),
+                            "rows": rows, "error": None})
+        return records
