@@ -11,10 +11,14 @@ Two steps, both idempotent:
    default all files are one speaker, as a folder predicted together): they are
    computed once from the stored features after step 1 and saved with the results.
    Other models and modes write each batch's rows as soon as it is encoded.
+
+Timelines (:func:`run_timelines`) need nothing from other files: each worker makes
+whole timelines and the driver writes their rows as they come, without a store.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -128,6 +132,12 @@ class JobSummary:
     workers: int = 1
     engine: str = "local"
 
+    def result_came(self, started: float) -> None:
+        """Note the first result's time (``started``: the job's ``perf_counter``)."""
+        if self.first_result_seconds is None:
+            self.first_result_seconds = time.perf_counter() - started
+            self.rows_before_first_result = self.files + self.duplicates
+
     @property
     def files_per_second(self) -> float:
         """Files encoded per second of wall time."""
@@ -211,13 +221,10 @@ def run_job(
     JobSummary
     """
     started = time.perf_counter()
-    output = Path(output)
-    fmt = _check_job(output, fmt, engine, adapt)
+    output, fmt = _check_job(output, fmt, engine, adapt)
     store = EncodedStore(state_dir(output, fmt), fresh=not resume)
     summary = JobSummary(engine=engine, encoded_before=len(store.done))
-    stream = iter(items)
-    first = next(stream, None)
-    extras = [k for k in (first or {}) if k != "file"]
+    items, extras = _peek(items)
 
     todo_estimate = None if total is None else max(0, total - len(store.done))
     executor, recognizer = _start(model, adapt, engine, jobs, address, todo_estimate,
@@ -237,16 +244,14 @@ def run_job(
 
     pending: dict[str, dict[str, Any]] = {}  # items of batches in flight
     bar = _bar("predict", engine, executor, total, progress)
-    batches = _batches(_chain(first, stream), store.done.__contains__, size, pending,
+    batches = _batches(items, store.done.__contains__, size, pending,
                        summary, bar)
     try:
         for batch, records in executor.imap_unordered(batches):
             frame = _records_frame(records, pending, group_of, extras, summary)
             number = store.add(frame) if len(frame) else -1
             if number >= 0:
-                if summary.first_result_seconds is None:
-                    summary.first_result_seconds = time.perf_counter() - started
-                    summary.rows_before_first_result = summary.files + summary.duplicates
+                summary.result_came(started)
                 summary.encoded += len(frame)
                 summary.audio_seconds += float(frame["duration"].sum())
                 if not needs_stats:
@@ -319,13 +324,10 @@ def run_timelines(
     from emovox.timeline import SPEECH_COLUMNS, timeline_complete
 
     started = time.perf_counter()
-    output = Path(output)
-    fmt = _check_job(output, fmt, engine, adapt)
+    output, fmt = _check_job(output, fmt, engine, adapt)
     options = dict(options or {})
     summary = JobSummary(engine=engine)
-    stream = iter(items)
-    first = next(stream, None)
-    extras = [k for k in (first or {}) if k != "file"]
+    items, extras = _peek(items)
     work = TimelineWork(tuple(sorted(options.items())))
     executor, recognizer = _start(model, adapt, engine, jobs, address, total, work, None)
     summary.workers = executor.workers
@@ -341,7 +343,7 @@ def run_timelines(
     summary.done_before = len(results.done)
     pending: dict[str, dict[str, Any]] = {}
     bar = _bar("timelines", engine, executor, total, progress)
-    batches = _batches(_chain(first, stream), results.is_done, batch_files or 1, pending,
+    batches = _batches(items, results.is_done, batch_files or 1, pending,
                        summary, bar)
     try:
         for batch, records in executor.imap_unordered(batches):
@@ -358,9 +360,7 @@ def run_timelines(
                 summary.encoded += 1
                 summary.audio_seconds += record["duration"]
             if frames:
-                if summary.first_result_seconds is None:
-                    summary.first_result_seconds = time.perf_counter() - started
-                    summary.rows_before_first_result = summary.files + summary.duplicates
+                summary.result_came(started)
                 results.add(number, pd.concat(frames))
                 number += 1
             for file in batch:
@@ -376,8 +376,10 @@ def run_timelines(
     return summary
 
 
-def _check_job(output: Path, fmt: str | None, engine: str, adapt: str) -> str:
-    """The output format of a job, its engine and adaptation checked (ConfigError)."""
+def _check_job(output: str | Path, fmt: str | None, engine: str, adapt: str
+               ) -> tuple[Path, str]:
+    """A job's output and its format, its engine and adaptation checked (ConfigError)."""
+    output = Path(output)
     fmt = output_format(output, fmt)
     if fmt not in ("parquet", "csv", "json"):
         raise ConfigError(f"output format must be parquet, csv or json, not {fmt!r}")
@@ -387,7 +389,7 @@ def _check_job(output: Path, fmt: str | None, engine: str, adapt: str) -> str:
         raise ConfigError("--adapt stream follows the order of a stream, which a parallel "
                           "job does not keep: use batch (statistics per --group-by group) "
                           "or none")
-    return fmt
+    return output, fmt
 
 
 def _start(model: ModelRef, adapt: str, engine: str, jobs: int | None,
@@ -441,11 +443,12 @@ def _batches(items: Iterator[dict[str, Any]], done: Callable[[str], bool], size:
         yield batch
 
 
-def _chain(first: dict[str, Any] | None, rest: Iterator[dict[str, Any]]
-           ) -> Iterator[dict[str, Any]]:
-    if first is not None:
-        yield first
-    yield from rest
+def _peek(items: Iterable[dict[str, Any]]) -> tuple[Iterator[dict[str, Any]], list[str]]:
+    """The items (whole again after a look at the first) and the first one's extra columns."""
+    stream = iter(items)
+    first = next(stream, None)
+    extras = [k for k in (first or {}) if k != "file"]
+    return (stream if first is None else itertools.chain([first], stream)), extras
 
 
 def _grouper(group_by: str | None, extras: list[str]) -> Callable[[dict[str, Any]], str]:
