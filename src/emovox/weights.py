@@ -37,11 +37,16 @@ def verify_file(path: Path, expected: str, what: str) -> None:
     with _LOCK:
         if stamp in _VERIFIED:
             return
-    with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    digest = file_sha256(path)
     if digest != expected:
         raise ValueError(f"{path}: SHA-256 {digest} is not the pinned {expected} of {what}; "
                          "refusing to load weights that changed (reinstall the package, "
                          "or report it)")
     with _LOCK:
         _VERIFIED.add(stamp)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, hex."""
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
