@@ -10,6 +10,7 @@ from emovox.campplus import (
     BATCH,
     CAMPPLUS_SHA256,
     EMBEDDING_SIZE,
+    GRAPH_VERSION,
     CampPlusEncoder,
     shared_campplus,
     weights_path,
@@ -73,7 +74,7 @@ def test_onnx_runtime_matches_pytorch(tmp_path, monkeypatch):
     """The graph is exported once into the cache folder and gives PyTorch's numbers,
     for any number of frames."""
     monkeypatch.setenv("EMOVOX_CACHE", str(tmp_path))
-    onnx = CampPlusEncoder(threads=1, runtime="onnx")
+    onnx = CampPlusEncoder(threads=1, runtime="onnx", precision="float")
     torch_ = CampPlusEncoder(threads=1, runtime="torch")
     assert (onnx.runtime, torch_.runtime) == ("onnx", "torch")
     assert len(list((tmp_path / "onnx").glob("campplus-*.onnx"))) == 1
@@ -84,6 +85,60 @@ def test_onnx_runtime_matches_pytorch(tmp_path, monkeypatch):
                                    atol=1e-4)
     with pytest.raises(ValueError, match="runtime"):
         CampPlusEncoder(runtime="tensorflow")
+    with pytest.raises(ValueError, match="precision"):
+        CampPlusEncoder(precision="fp8")
+
+
+def _windows(seconds: float = 4.0) -> list[np.ndarray]:
+    """1.6 s windows of three synthetic voices."""
+    return [synth_voice(seconds, f0=f0, seed=seed)[k:k + 25_600]
+            for f0, seed in ((110, 1), (180, 2), (240, 3)) for k in (0, 12_800, 25_600)]
+
+
+def test_int8_graph_is_built_once_and_stays_near_float(tmp_path, monkeypatch):
+    """By default the convolutions run in int8, from the shipped activation ranges;
+    the graph is cached beside the float32 one, and the embeddings stay near float32's
+    (real speech: the EmoDB test above runs in int8)."""
+    monkeypatch.setenv("EMOVOX_CACHE", str(tmp_path))
+    int8 = CampPlusEncoder(threads=1)
+    exact = CampPlusEncoder(threads=1, precision="float")
+    assert (int8.precision, exact.precision) == ("int8", "float")
+    assert sorted(p.name for p in (tmp_path / "onnx").glob("campplus-*.onnx")) == [
+        f"campplus-{CAMPPLUS_SHA256[:16]}-v{GRAPH_VERSION}-int8.onnx",
+        f"campplus-{CAMPPLUS_SHA256[:16]}-v{GRAPH_VERSION}.onnx"]
+    windows = _windows()
+    cosines = np.sum(int8.embed(windows) * exact.embed(windows), axis=1)
+    # Synthetic voices lie outside the speech the ranges were measured on (real speech:
+    # least cosine 0.98, mean 0.993; tools/build_campplus_int8.py).
+    assert cosines.mean() > 0.97 and cosines.min() > 0.85, cosines
+    assert not np.allclose(cosines, 1.0, atol=1e-5)  # it really is another graph
+
+
+def test_int8_falls_back_to_float_when_its_ranges_do_not_fit(tmp_path, monkeypatch):
+    """Ranges that do not fit the graph (here a thousand times too wide) fail the
+    agreement check: float32 runs, with a warning, and nothing int8 is kept."""
+    import json
+
+    import emovox.campplus as campplus
+
+    ranges = json.loads(campplus.INT8_RANGES.read_text())
+    for entry in ranges["data"].values():
+        for end in ("lowest", "highest"):
+            value = entry[end]
+            if isinstance(value, dict):
+                value["data"] = np.multiply(value["data"], 1000.0).tolist()
+            else:
+                entry[end] = value * 1000.0
+    wide = tmp_path / "wide.json"
+    wide.write_text(json.dumps(ranges))
+    monkeypatch.setattr(campplus, "INT8_RANGES", wide)
+    monkeypatch.setenv("EMOVOX_CACHE", str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="int8 graph failed"):
+        encoder = CampPlusEncoder(threads=1)
+    assert encoder.precision == "float"
+    exact = CampPlusEncoder(threads=1, precision="float")
+    windows = _windows()
+    np.testing.assert_allclose(encoder.embed(windows), exact.embed(windows), atol=1e-6)
 
 
 def test_network_matches_the_reference_code_shipped_with_the_weights():

@@ -6,7 +6,8 @@ beyond one small vector per second of speech):
 1. the voice activity detector of the timelines (:mod:`emovox.vad`) finds the speech;
 2. windows of 1.6 s every 0.8 s (:func:`emovox.inference.windows.stream_windows`)
    that are mostly speech get a voice embedding: CAM++ (:mod:`emovox.campplus`, the
-   default) or GE2E (:mod:`emovox.speakers`, about six times cheaper, less exact);
+   default, int8) or GE2E (:mod:`emovox.speakers`, two to three times cheaper, less
+   exact);
 3. the embeddings are clustered (:func:`cluster`: Ward on Euclidean distances, then
    centroid refinement): into ``N`` speakers when the number is given, otherwise the
    fewest with nearly the clearest separation (silhouette), or one speaker when no
@@ -50,8 +51,8 @@ EMBED_BATCH = 256
 #: its projection) on 54 development conversations of held-out voices (seeds 1-3;
 #: docs/RESULTS.md, issue 14), DER with the number of speakers given, two / three /
 #: four speakers: 0.060 / 0.051 / 0.092 against 0.189 / 0.141 / 0.253; found: 0.079 /
-#: 0.176 / 0.146 against 0.191 / 0.275 / 0.387. It costs about 24 ms per window
-#: against GE2E's 3-4.5 ms.
+#: 0.176 / 0.146 against 0.191 / 0.275 / 0.387. Its int8 graph costs about 9-12 ms
+#: per window (float32 21-24 ms) against GE2E's 3-4.5 ms.
 DEFAULT_VOICES = "campplus"
 #: Share of an embedding window that must be speech.
 MIN_EMBED_SPEECH = 0.5

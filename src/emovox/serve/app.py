@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import logging
 import math
 import os
 import re
@@ -51,9 +52,11 @@ from fastapi.staticfiles import StaticFiles
 
 from emovox import __version__
 from emovox.audio import audio_info, load_audio
-from emovox.errors import AudioError, EmovoxError
+from emovox.errors import AudioError, ConfigError, EmovoxError
 from emovox.timeline import DEFAULT_HOP, DEFAULT_WINDOW, check_window, window_count
 from emovox.vad import VAD_METHODS
+
+logger = logging.getLogger(__name__)
 
 #: Default upload limit (the ``--max-upload-mb 20`` of ``emovox serve``).
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -522,6 +525,18 @@ def timeline_options(query: Mapping[str, str],
 
 
 # ---------------------------------------------------------------------- the app
+def _warm_voices() -> None:
+    """Load the default voice encoder (its ONNX graphs built into the cache on the
+    first start); a server without its weights still serves everything else."""
+    from emovox.diarization import DEFAULT_VOICES
+    from emovox.speakers import voice_encoder
+
+    try:
+        voice_encoder(DEFAULT_VOICES)
+    except ConfigError as error:
+        logger.warning("speakers will not be told apart: %s", error)
+
+
 def create_app(
     recognizer: Any = None,
     *,
@@ -550,8 +565,9 @@ def create_app(
     workers : int, optional
         Predictions computed at the same time (default: the number of cores).
     warm_up : bool
-        Run one prediction on a synthetic voice at startup, so the first request does
-        not pay for loading weights and compiling code.
+        Run one prediction on a synthetic voice and load the default voice encoder at
+        startup, so the first request (with ``speakers`` or not) does not pay for
+        loading weights and building graphs.
     max_windows : int
         Most windows of one timeline (413 above, counted from the header before any
         work).
@@ -585,6 +601,7 @@ def create_app(
 
             await anyio.to_thread.run_sync(recognizer.predict_signal, synth_voice(1.5),
                                            16000)
+            await anyio.to_thread.run_sync(_warm_voices)
         yield
 
     app = FastAPI(

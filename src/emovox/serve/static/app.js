@@ -9,6 +9,8 @@ const CONFIG = Object.assign({
   /** Recordings at least this long (s) also get a timeline, when the model offers one. */
   /** Speakers of a timeline: "auto" separates the voices (per-speaker summary), "" never. */
   timelineSpeakers: "auto",
+  /** Voice encoder that tells the speakers apart ("campplus", "ge2e"); "": the server's default. */
+  timelineVoices: "",
   /** Sample rate of the WAV files the page makes from recordings. */
   wavSampleRate: 16000,
   /** Longest microphone recording (s); the server's own limit applies too. */
@@ -25,6 +27,14 @@ const CONFIG = Object.assign({
     "🐶 A puppy runs up to you, wagging its tail.",
   ],
 }, window.EMOVOX_CONFIG || {});
+
+/** The timeline request's query: its speakers and their voice encoder, as configured. */
+function timelineQuery() {
+  if (!CONFIG.timelineSpeakers) return "";
+  const params = new URLSearchParams({speakers: CONFIG.timelineSpeakers});
+  if (CONFIG.timelineVoices) params.set("voices", CONFIG.timelineVoices);
+  return `?${params}`;
+}
 
 /** Emoji and colour of the canonical emotions; other classes get a palette colour. */
 const EMOTIONS = {
@@ -461,8 +471,7 @@ async function analyse(blob, filename) {
   // gets its timeline: the headline above is the mean of the same windows.
   if (state.model && state.model.timeline && result.basis && result.basis !== "whole recording") {
     try {
-      const query = CONFIG.timelineSpeakers ? `?speakers=${encodeURIComponent(CONFIG.timelineSpeakers)}` : "";
-      renderTimeline(await postAudio(`/api/timeline${query}`, sent, name));
+      renderTimeline(await postAudio(`/api/timeline${timelineQuery()}`, sent, name));
     } catch (error) {
       showAlert(`Timeline: ${error.message}`);
     }
