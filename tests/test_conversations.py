@@ -179,6 +179,16 @@ def test_pick_count_prefers_fewest_speakers_among_near_equal_silhouettes():
     assert pick_count([(0.05, two), (0.08, three)], floor=0.12).tolist() == [0] * 12
 
 
+def test_pick_count_makes_each_speaker_beyond_two_buy_silhouette():
+    two, three, four = (np.arange(12) % k for k in (2, 3, 4))
+    tried = [(0.30, two), (0.31, three), (0.325, four)]
+    assert pick_count(tried, margin=0.0) is four  # no penalty: the best
+    assert pick_count(tried, margin=0.0, penalty=0.005) is four  # 0.315 > 0.305 > 0.30
+    assert pick_count(tried, margin=0.0, penalty=0.02) is two  # 0.285, 0.29 < 0.30
+    # The floor looks at the silhouettes themselves, not the penalised scores.
+    assert pick_count([(0.13, two), (0.14, three)], floor=0.12, penalty=0.05) is two
+
+
 def test_batched_mel_frames_match_one_window_at_a_time():
     encoder = shared_encoder()
     rng = np.random.default_rng(4)
