@@ -22,6 +22,10 @@ Usage::
 
     python benchmarks/accuracy.py [--corpora ../shared/corpora] [--markdown out.md]
     python benchmarks/accuracy.py --loco [--only base]
+    python benchmarks/accuracy.py --pick-states
+
+``--pick-states`` scores every encoder state alone in-corpus (never on a leave-one-
+corpus-out test corpus) and prints the states :func:`pick_states` keeps (issue 13).
 
 Features are cached (``$EMOVOX_CACHE`` or ~/.cache/emovox), so a rerun takes seconds.
 """
@@ -70,6 +74,30 @@ TINY_BASE_NO_EMBEDDINGS = {"name": "fused", "parts": [
 TINY_BASE_MIDDLE = {"name": "fused", "parts": [
     {**LOUDNESS, "features": {**WHISPER_TINY, "layers": [1, 2, 3]}},
     {**LOUDNESS_BASE, "features": {**WHISPER_BASE, "layers": [2, 3, 4]}}]}
+
+
+def with_states(part: dict, layers: list[int]) -> dict:
+    """A (preprocessed) encoder spec like ``part`` keeping only the hidden states
+    ``layers``; cached features of all its states serve it (their columns)."""
+    return {**part, "features": {**part["features"], "layers": layers}}
+
+
+def tiny_base_states(tiny: list[int], base: list[int]) -> dict:
+    """Whisper tiny.en's states ``tiny`` and base's states ``base`` side by side
+    (loudness -23 LUFS)."""
+    return {"name": "fused", "parts": [with_states(LOUDNESS, tiny),
+                                       with_states(LOUDNESS_BASE, base)]}
+
+
+#: Tiny 2-3 + base 2-3 (768 + 1,024 values): the states ``--pick-states`` keeps on the
+#: in-corpus folds of all three corpora (:func:`pick_states`, issue 13's third round).
+TINY_BASE_PICKED = tiny_base_states([2, 3], [2, 3])
+#: The states ``--pick-states`` keeps on the in-corpus folds of each leave-one-corpus-out
+#: fold's training corpora only ("kept on the training corpora of LOCO test ...").
+TINY_BASE_PICKED_PER_FOLD = {
+    "crema-d": tiny_base_states([2, 3], [2, 3]), "emodb": tiny_base_states([2, 3], [3, 4]),
+    "ravdess-song": tiny_base_states([2], [2, 3]),
+    "ravdess-speech": tiny_base_states([2], [2, 3])}
 #: The fast tier (recipes/fast_bundle.yaml): tiny's states 0-2 (3 x 384 values), the
 #: encoder stops after block 2 of 4.
 FAST_TIER = {**LOUDNESS, "features": {**WHISPER_TINY, "layers": [0, 1, 2]}}
@@ -80,20 +108,94 @@ CHANNEL_COPY = {"recipe": "channel", "copies": 1}
 def tier_rows(name: str, features: dict, adapted: str = "adapted",
               lone: str = "a lone file", copies: int = 1) -> dict[str, dict]:
     """A tier recipe's two models as rows (C fixed at 0.01, corpus-balanced, ``copies``
-    channel copies per training file): standardised per speaker (``f"{name},
+    channel copies per training file, none when 0): standardised per speaker (``f"{name},
     {adapted}"``) and unnormalised, the model a lone file gets (``f"{name}, {lone}"``)."""
-    augment = {**CHANNEL_COPY, "copies": copies}
+    augment = {"augment": {**CHANNEL_COPY, "copies": copies}} if copies else {}
     return {f"{name}, {adapted}": {"features": features, "model": TIER_LR,
-                                   "normalization": "speaker", "augment": augment},
-            f"{name}, {lone}": {"features": features, "model": TIER_LR,
-                                "augment": augment}}
+                                   "normalization": "speaker", **augment},
+            f"{name}, {lone}": {"features": features, "model": TIER_LR, **augment}}
 
 
 def loco_tier_rows(name: str, features: dict, copies: int = 1) -> dict[str, dict]:
     """:func:`tier_rows` under the leave-one-corpus-out row names."""
-    augment = "channel augmentation" + (f" x{copies}" if copies != 1 else "")
-    return tier_rows(name, features, f"per-speaker norm + {augment}",
-                     f"corpus-balanced + {augment}", copies)
+    augment = " + channel augmentation" + (f" x{copies}" if copies != 1 else "")
+    augment = augment if copies else ""
+    return tier_rows(name, features, f"per-speaker norm{augment}",
+                     f"corpus-balanced{augment}", copies)
+
+
+#: The accurate tier's two encoders: spec with every state, and how many states.
+ENCODER_STATES = {"tiny": (LOUDNESS, 5), "base": (LOUDNESS_BASE, 7)}
+#: The rule of :func:`pick_states`, fixed before any state was scored: keep an encoder's
+#: states scoring within this of its best state (about the standard error of a mean
+#: in-corpus UAR over the folds: RAVDESS 0.049 / sqrt(6), EmoDB 0.029 / sqrt(10)).
+STATE_MARGIN = 0.02
+#: In-corpus benchmarks whose corpus a leave-one-corpus-out fold trains on, by test
+#: domain (RAVDESS speech and song share their actors: neither trains the other's fold).
+LOCO_TRAINING_BENCHMARKS = {
+    "crema-d": ["EmoDB 7-class LOSO", "RAVDESS speech 8-class, 6 actor folds"],
+    "emodb": ["RAVDESS speech 8-class, 6 actor folds",
+              "CREMA-D (20 actors) 6-class, 5 speaker folds"],
+    "ravdess-song": ["EmoDB 7-class LOSO", "CREMA-D (20 actors) 6-class, 5 speaker folds"],
+    "ravdess-speech": ["EmoDB 7-class LOSO", "CREMA-D (20 actors) 6-class, 5 speaker folds"],
+}
+
+
+def single_state_systems() -> dict[str, dict]:
+    """Every state of both encoders alone, the tier recipe without channel copies
+    (adapted and a lone file): ``"<encoder> state <k> alone, ..."``."""
+    systems = {}
+    for encoder, (part, n_states) in ENCODER_STATES.items():
+        for state in range(n_states):
+            systems.update(tier_rows(f"{encoder} state {state} alone",
+                                     with_states(part, [state]), copies=0))
+    return systems
+
+
+def pick_states(rows: list[dict], benchmarks: list[str] | None = None) -> dict[str, list[int]]:
+    """The states kept, per encoder, from :func:`run` rows of :func:`single_state_systems`.
+
+    A state's score is its mean UAR over ``benchmarks`` (all when None) and over its two
+    models (adapted, a lone file); an encoder keeps every state scoring at least its
+    best state's score minus :data:`STATE_MARGIN`. Only in-corpus, speaker-disjoint
+    scores enter, so no leave-one-corpus-out test corpus takes part in the choice when
+    ``benchmarks`` are the fold's training corpora (:data:`LOCO_TRAINING_BENCHMARKS`).
+    """
+    picked = {}
+    for encoder, (_, n_states) in ENCODER_STATES.items():
+        scores = []
+        for state in range(n_states):
+            mine = [r["uar_mean"] for r in rows
+                    if r["system"].startswith(f"{encoder} state {state} alone,")
+                    and (benchmarks is None or r["benchmark"] in benchmarks)]
+            scores.append(float(np.mean(mine)))
+        best = max(scores)
+        picked[encoder] = [k for k, score in enumerate(scores) if score >= best - STATE_MARGIN]
+    return picked
+
+
+def state_scores_markdown(rows: list[dict]) -> str:
+    """States down, in-corpus benchmarks across (UAR adapted / a lone file), then the
+    states :func:`pick_states` keeps on all three and for each LOCO test domain."""
+    benches = list(dict.fromkeys(r["benchmark"] for r in rows))
+    lines = ["| state | " + " | ".join(benches) + " | score |",
+             "|---|" + "---|" * (len(benches) + 1)]
+    for encoder, (_, n_states) in ENCODER_STATES.items():
+        for state in range(n_states):
+            mine = [r for r in rows if r["system"].startswith(f"{encoder} state {state} alone,")]
+            cells = []
+            for bench in benches:
+                pair = [r["uar_mean"] for r in mine if r["benchmark"] == bench]
+                cells.append(" / ".join(f"{v:.3f}" for v in pair))
+            score = np.mean([r["uar_mean"] for r in mine])
+            lines.append(f"| {encoder} {state} | " + " | ".join(cells) + f" | {score:.3f} |")
+    lines.append("")
+    lines.append(f"kept (within {STATE_MARGIN} of each encoder's best), all three corpora: "
+                 f"{pick_states(rows)}")
+    for domain, benchmarks in LOCO_TRAINING_BENCHMARKS.items():
+        lines.append(f"kept on the training corpora of LOCO test {domain}: "
+                     f"{pick_states(rows, benchmarks)}")
+    return "\n".join(lines)
 
 
 SYSTEMS = {
@@ -219,6 +321,16 @@ LOCO_SYSTEMS = {
     # The accurate tier without the encoders' embedding outputs (tiny 1-4 + base 1-6).
     **loco_tier_rows("Whisper-tiny 1-4 + base 1-6 + LR, loudness -23 LUFS",
                      TINY_BASE_NO_EMBEDDINGS),
+    # The states kept by a rule on in-corpus folds (tiny 2-3 + base 2-3), with and
+    # without the tier's channel copies.
+    **loco_tier_rows("Whisper-tiny 2-3 + base 2-3 (in-corpus pick) + LR, loudness -23 LUFS",
+                     TINY_BASE_PICKED, copies=0),
+    **loco_tier_rows("Whisper-tiny 2-3 + base 2-3 (in-corpus pick) + LR, loudness -23 LUFS",
+                     TINY_BASE_PICKED),
+    # The same rule on each fold's training corpora only: the states differ by fold.
+    **{system: {**spec, "features_by_test": TINY_BASE_PICKED_PER_FOLD} for system, spec in
+       loco_tier_rows("Whisper-tiny + base, states of the fold's in-corpus pick + LR, "
+                      "loudness -23 LUFS", TINY_BASE_PICKED).items()},
     # New voices at training time: one copy of every training file played 0.9-1.1x as
     # fast (pitch, formants and tempo move together), as its own speaker group.
     "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm + speed perturbation": {
@@ -237,29 +349,42 @@ def loco_corpora(root: Path) -> list[str]:
 
 
 def run_loco(root: Path, only: str | None = None) -> list[dict]:
-    """Leave-one-domain-out UAR of every system; one row per system and test domain."""
+    """Leave-one-domain-out UAR of every system; one row per system and test domain.
+
+    A system with ``features_by_test`` (test domain -> features) is run once per
+    distinct features and keeps, from each run, the folds testing its domains.
+    """
     rows = []
     datasets: dict[str, object] = {}
     for system, spec in LOCO_SYSTEMS.items():
         if only and only.lower() not in system.lower():
             continue
-        config = load_config(data={
-            "name": "loco", "corpora": loco_corpora(root), "labels": "common6",
-            "protocol": {"kind": "loco", "by": "domain"}, **spec})
-        key = str(spec["features"])
-        if key not in datasets:
-            datasets[key] = prepare_dataset(config, progress=sys.stderr.isatty())
-        started = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = run_experiment(config, datasets[key], progress=False)
-        seconds = time.perf_counter() - started
-        for fold in result.folds:
-            held = fold.name.split("test=")[-1]
-            rows.append({"system": system, "test": held, "train": fold.name.split(" ")[0],
-                         "uar": fold.scores["uar"], "n": len(fold.y_true),
-                         "protocol": protocol_description(result), "seconds": seconds})
-        scores = "  ".join(f"{r['test']} {r['uar']:.3f}" for r in rows[-len(result.folds):])
+        spec = dict(spec)
+        by_test = spec.pop("features_by_test", None)
+        variants = ([(spec["features"], None)] if by_test is None else
+                    [(features, [d for d, f in by_test.items() if f == features])
+                     for features in {str(f): f for f in by_test.values()}.values()])
+        seconds, mine = 0.0, []
+        for features, tests in variants:
+            config = load_config(data={
+                "name": "loco", "corpora": loco_corpora(root), "labels": "common6",
+                "protocol": {"kind": "loco", "by": "domain"}, **spec, "features": features})
+            key = str(features)
+            if key not in datasets:
+                datasets[key] = prepare_dataset(config, progress=sys.stderr.isatty())
+            started = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = run_experiment(config, datasets[key], progress=False)
+            seconds += time.perf_counter() - started
+            for fold in result.folds:
+                held = fold.name.split("test=")[-1]
+                if tests is None or held in tests:
+                    mine.append({"system": system, "test": held,
+                                 "train": fold.name.split(" ")[0], "uar": fold.scores["uar"],
+                                 "n": len(fold.y_true), "protocol": protocol_description(result)})
+        rows += [{**r, "seconds": seconds} for r in sorted(mine, key=lambda r: r["test"])]
+        scores = "  ".join(f"{r['test']} {r['uar']:.3f}" for r in rows[-len(mine):])
         print(f"{system:40s} {scores}  ({seconds:.0f} s)", flush=True)
     return rows
 
@@ -281,15 +406,19 @@ def loco_markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(root: Path, only: str | None = None) -> list[dict]:
-    """Run every benchmark x system; return one row of scores per run."""
+def run(root: Path, only: str | None = None, systems: dict[str, dict] | None = None
+        ) -> list[dict]:
+    """Run every benchmark x system (of ``systems``: :data:`SYSTEMS` and the leaky
+    split when None); return one row of scores per run."""
     rows = []
-    jobs = [(b, s, None) for b in BENCHMARKS for s in SYSTEMS] + [LEAKY]
+    systems = systems or SYSTEMS
+    jobs = [(b, s, None) for b in BENCHMARKS for s in systems]
+    jobs += [LEAKY] if systems is SYSTEMS else []
     datasets: dict[tuple[str, str], object] = {}
     for bench, system, protocol in jobs:
         if only and only.lower() not in f"{bench} {system}".lower():
             continue
-        spec = {**BENCHMARKS[bench], **SYSTEMS[system], "name": "benchmark"}
+        spec = {**BENCHMARKS[bench], **systems[system], "name": "benchmark"}
         spec["corpora"] = [c.format(root=root) for c in spec["corpora"]]
         if protocol:
             spec["protocol"] = protocol
@@ -339,8 +468,14 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--loco", action="store_true",
                         help="the leave-one-corpus-out table (raw and each adaptation)")
+    parser.add_argument("--pick-states", action="store_true",
+                        help="score each encoder state alone in-corpus; print the states kept")
     args = parser.parse_args()
     root = corpora_root(args)
+    if args.pick_states:
+        rows = run(root, args.only, single_state_systems())
+        print_table(state_scores_markdown(rows), args.markdown)
+        return
     rows = run_loco(root, args.only) if args.loco else run(root, args.only)
     if not rows:
         sys.exit(f"no benchmark or system matches {args.only!r}")

@@ -442,6 +442,36 @@ def test_corrupt_cache_entry_is_recomputed(
     assert FeatureCache(tmp_path).load(audio["tone"], ext) is None
 
 
+def test_encoder_state_subset_is_served_from_the_all_states_entry(
+    audio: dict[str, Path], tmp_path: Path
+) -> None:
+    """Some states of an encoder (alone, preprocessed or fused) are columns of the
+    cached entry holding all of them; nothing is extracted."""
+    cache = FeatureCache(tmp_path)
+    tiny = {"name": "whisper_encoder", "layers": "all"}
+    base = {**tiny, "model": "base"}
+    loud = {"name": "preprocessed", "loudness_lufs": -23.0}
+    rng = np.random.default_rng(0)
+    every = {name: rng.normal(size=get_extractor(spec).output_shape).astype(np.float32)
+             for name, spec in [("tiny", tiny), ("base", base)]}
+    for name, spec in [("tiny", tiny), ("base", base)]:
+        cache.save(audio["tone"], get_extractor({**loud, "features": spec}), every[name])
+    blocks = {name: every[name].reshape(-1, 384 if name == "tiny" else 512)
+              for name in every}
+    some = get_extractor({**loud, "features": {**tiny, "layers": [3, 1]}})
+    np.testing.assert_array_equal(cache.load(audio["tone"], some),
+                                  blocks["tiny"][[3, 1]].ravel())
+    fused = get_extractor({"name": "fused", "parts": [
+        {**loud, "features": {**tiny, "layers": [2]}}, {**loud, "features": base}]})
+    assert cache.load(audio["tone"], fused) is None  # no fused entry holds it yet
+    cache.save(audio["tone"], fused.cache_superset()[0],
+               np.concatenate([every["tiny"], every["base"]]))
+    np.testing.assert_array_equal(cache.load(audio["tone"], fused),
+                                  np.concatenate([blocks["tiny"][2], every["base"]]))
+    assert get_extractor(tiny).cache_superset() is None
+    assert cache.load(audio["tone"], get_extractor({**tiny, "layers": [1]})) is None
+
+
 def test_default_cache_dir(
     audio: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

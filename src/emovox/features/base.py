@@ -107,6 +107,16 @@ class FeatureExtractor(ABC):
     def output_shape(self) -> tuple[int, ...]:
         """Shape of the array one file yields, known without extracting anything."""
 
+    def cache_superset(self) -> tuple[FeatureExtractor, np.ndarray] | None:
+        """A larger extractor whose features hold this one's exactly, and where.
+
+        Returns ``(superset, columns)`` with ``superset features[columns]`` equal to
+        this extractor's features (e.g. some hidden states of an encoder among all of
+        them), or None. The feature cache answers a miss from a cached entry of the
+        superset instead of extracting again.
+        """
+        return None
+
     # ------------------------------------------------------------------ extraction
     def extract_signal(self, signal: np.ndarray, sample_rate: int) -> np.ndarray:
         """Compute the features of an in-memory recording.

@@ -99,7 +99,9 @@ class FeatureCache:
         """Return the cached features of ``path``, or ``None`` on a miss.
 
         A missing file, a corrupt entry, or an entry of the wrong shape or dtype all
-        count as misses.
+        count as misses. On a miss, an entry of the extractor's
+        :meth:`~emovox.features.base.FeatureExtractor.cache_superset` answers instead
+        (its columns; e.g. three encoder states out of an entry holding all five).
 
         Parameters
         ----------
@@ -118,10 +120,15 @@ class FeatureCache:
         try:
             features = np.load(entry, allow_pickle=False)
         except Exception:  # absent, truncated or garbage: a miss (overwritten on save)
+            features = None
+        if (features is not None and features.shape == extractor.output_shape
+                and features.dtype == np.float32):
+            return features
+        superset = extractor.cache_superset()
+        if superset is None:
             return None
-        if features.shape != extractor.output_shape or features.dtype != np.float32:
-            return None
-        return features
+        whole = self.load(path, superset[0], key)
+        return None if whole is None else np.ascontiguousarray(whole[superset[1]])
 
     def save(
         self,

@@ -81,6 +81,15 @@ class Preprocessed(FeatureExtractor):
     def output_shape(self) -> tuple[int, ...]:
         return self.inner.output_shape
 
+    def cache_superset(self) -> tuple[Preprocessed, np.ndarray] | None:
+        """The inner extractor's superset, behind the same preprocessing."""
+        inner = self.inner.cache_superset()
+        if inner is None:
+            return None
+        superset = Preprocessed(features=inner[0].spec(), trim_top_db=self.trim_top_db,
+                                loudness_lufs=self.loudness_lufs)
+        return superset, inner[1]
+
     def extract_file(self, path: str | Path) -> np.ndarray:
         """Read the whole of ``path``, preprocess it, then extract the inner features."""
         return self._finish(_naming(path, self._compute, load_audio(path, self.sample_rate)),
@@ -160,6 +169,19 @@ class Fused(FeatureExtractor):
     @property
     def output_shape(self) -> tuple[int]:
         return (sum(part.output_shape[0] for part in self.extractors),)
+
+    def cache_superset(self) -> tuple[Fused, np.ndarray] | None:
+        """Each part's superset (or the part itself) fused, when any part has one."""
+        supersets = [part.cache_superset() for part in self.extractors]
+        if all(superset is None for superset in supersets):
+            return None
+        parts, columns, offset = [], [], 0
+        for part, superset in zip(self.extractors, supersets, strict=True):
+            whole, where = superset or (part, np.arange(part.output_shape[0]))
+            parts.append(whole.spec())
+            columns.append(where + offset)
+            offset += whole.output_shape[0]
+        return Fused(parts=parts), np.concatenate(columns)
 
     def extract_file(self, path: str | Path) -> np.ndarray:
         """Every part's features of ``path`` (read once), concatenated in order."""

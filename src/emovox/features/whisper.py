@@ -180,6 +180,17 @@ class WhisperEncoderExtractor(FeatureExtractor):
         per_layer = width * (2 if self.pooling == "mean_std" else 1)
         return (len(self.layer_indices) * per_layer,)
 
+    def cache_superset(self) -> tuple[WhisperEncoderExtractor, np.ndarray] | None:
+        """Every hidden state (``layers="all"``) when only some are used: the vector is
+        layer-major, so the chosen states are blocks of its columns, and a state comes
+        out the same whether or not the blocks above it are run."""
+        if self.layers == "all":
+            return None
+        every = type(self)(**{**self.params, "layers": "all"})
+        width = self.output_shape[0] // len(self.layer_indices)
+        columns = [np.arange(i * width, (i + 1) * width) for i in self.layer_indices]
+        return every, np.concatenate(columns)
+
     def feature_names(self) -> list[str]:
         """Names of the output values, e.g. ``"L4_mean_17"``, in output order."""
         stats = ("mean", "std") if self.pooling == "mean_std" else ("mean",)
