@@ -136,6 +136,7 @@ def test_int8_falls_back_to_float_when_its_ranges_do_not_fit(tmp_path, monkeypat
     with pytest.warns(UserWarning, match="int8 graph failed"):
         encoder = CampPlusEncoder(threads=1)
     assert encoder.precision == "float"
+    assert not list((tmp_path / "cache" / "onnx").glob("*int8*"))
     exact = CampPlusEncoder(threads=1, precision="float")
     windows = _windows()
     np.testing.assert_allclose(encoder.embed(windows), exact.embed(windows), atol=1e-6)

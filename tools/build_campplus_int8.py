@@ -59,7 +59,7 @@ def main() -> None:
     from emovox.fileio import atomic_write
 
     rng = np.random.default_rng(1)
-    encoder = CampPlusEncoder(threads=1, precision="float")
+    encoder = CampPlusEncoder(threads=1, runtime="onnx", precision="float")
     windows = np.concatenate([speech_windows(load_corpus(args.corpora / s).table,
                                              args.per_corpus, rng) for s in SOURCES])
     frames = encoder.features(rng.permutation(windows))
