@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import warnings
@@ -496,6 +497,18 @@ def _finish(failures: list[tuple[str, str]], problems: list[str]) -> None:
         raise typer.Exit(code=EXIT_FAILED)
 
 
+def _load_voices(voices: str | None) -> None:
+    """Load the voice encoder up front under a spinner: its first use builds its ONNX
+    graphs into the cache (10-20 s, once), which would otherwise look like a hang."""
+    from emovox.diarization import DEFAULT_VOICES
+    from emovox.speakers import voice_encoder
+
+    # A failure here is reported by each recording on its own.
+    with errors.status("loading the voice encoder (the first time builds it, about "
+                       "20 s)"), contextlib.suppress(EmovoxError):
+        voice_encoder(voices or DEFAULT_VOICES)
+
+
 def _predict_timelines(recognizer, paths: list[str], options: dict,
                        writer, plot: Path | None,
                        single: bool) -> tuple[list[pd.DataFrame], list[tuple[str, str]]]:
@@ -505,6 +518,8 @@ def _predict_timelines(recognizer, paths: list[str], options: dict,
     frames: list[pd.DataFrame] = []
     failures: list[tuple[str, str]] = []
     plotted: set[Path] = set()
+    if options.get("speakers") is not None and sys.stderr.isatty():
+        _load_voices(options.get("voices"))
     for number, path in enumerate(paths, 1):
         if sys.stderr.isatty():
             errors.print(escape(f"timeline {number}/{len(paths)}: {path}"), highlight=False)
