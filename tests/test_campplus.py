@@ -49,6 +49,23 @@ def test_windows_are_embedded_each_on_its_own_in_batches():
     assert encoder.embed([]).shape == (0, EMBEDDING_SIZE)
 
 
+def test_overlapping_windows_share_their_filter_banks_and_embed_the_same():
+    """embed_spans (filter banks once over the span) gives embed's embeddings, and
+    falls back to it when the starts leave the 10 ms frame grid."""
+    encoder = shared_campplus()
+    signal = np.concatenate([synth_voice(3.0, f0=120, seed=1), synth_voice(3.0, f0=200,
+                                                                           seed=2)])
+    starts = [0, 12_800, 38_400, 51_200]  # one window skipped, as non-speech would be
+    windows = [signal[a:a + 25_600] for a in starts]
+    np.testing.assert_allclose(encoder.embed_spans(signal, starts, 25_600),
+                               encoder.embed(windows), atol=1e-5)
+    off_grid = [0, 12_850]
+    np.testing.assert_allclose(encoder.embed_spans(signal, off_grid, 25_600),
+                               encoder.embed([signal[a:a + 25_600] for a in off_grid]),
+                               atol=1e-6)
+    assert encoder.embed_spans(signal, [], 25_600).shape == (0, EMBEDDING_SIZE)
+
+
 def test_the_same_voice_is_nearer_than_another_voice():
     """Real voices: every EmoDB speaker's sentences are nearer each other (cosine)
     than any other speaker's, on average."""
