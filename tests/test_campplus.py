@@ -49,21 +49,34 @@ def test_windows_are_embedded_each_on_its_own_in_batches():
     assert encoder.embed([]).shape == (0, EMBEDDING_SIZE)
 
 
-def test_overlapping_windows_share_their_filter_banks_and_embed_the_same():
-    """embed_spans (filter banks once over the span) gives embed's embeddings, and
-    falls back to it when the starts leave the 10 ms frame grid."""
+def test_a_run_of_windows_is_embedded_in_one_pass():
+    """embed_run (every frame through the network once, each window pooled from its
+    own frames): one row per window, in order, of unit length; a window's voice is
+    nearer the windows of its own voice than the other voice's, as when embedded
+    alone; the graph gives PyTorch's numbers."""
     encoder = shared_campplus()
-    signal = np.concatenate([synth_voice(3.0, f0=120, seed=1), synth_voice(3.0, f0=200,
+    signal = np.concatenate([synth_voice(4.0, f0=110, seed=1), synth_voice(4.0, f0=230,
                                                                            seed=2)])
-    starts = [0, 12_800, 38_400, 51_200]  # one window skipped, as non-speech would be
-    windows = [signal[a:a + 25_600] for a in starts]
-    np.testing.assert_allclose(encoder.embed_spans(signal, starts, 25_600),
-                               encoder.embed(windows), atol=1e-5)
-    off_grid = [0, 12_850]
-    np.testing.assert_allclose(encoder.embed_spans(signal, off_grid, 25_600),
-                               encoder.embed([signal[a:a + 25_600] for a in off_grid]),
-                               atol=1e-6)
-    assert encoder.embed_spans(signal, [], 25_600).shape == (0, EMBEDDING_SIZE)
+    starts = [0, 12_800, 25_600, 64_000, 76_800, 89_600]  # three windows of each voice
+    bounds = [(a, a + 25_600) for a in starts]
+    rows = encoder.embed_run(signal, bounds)
+    assert rows.shape == (6, EMBEDDING_SIZE)
+    np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    alike = rows @ rows.T  # synthetic voices: on average (real ones: the DER benchmark)
+    for k in range(6):
+        own = [j for j in range(6) if j != k and j // 3 == k // 3]
+        other = [j for j in range(6) if j // 3 != k // 3]
+        assert alike[k, own].mean() > alike[k, other].mean(), (k, alike[k])
+    alone = encoder.embed([signal[a:b] for a, b in bounds])
+    assert np.sum(rows * alone, axis=1).mean() > 0.7  # near, not equal (context)
+    # A window's rows depend on its own place only: a shorter last window, reordered.
+    tail = encoder.embed_run(signal, [*bounds[:2], (102_400, 115_000)])
+    np.testing.assert_allclose(tail[:2], rows[:2], atol=1e-5)
+    assert encoder.embed_run(signal, []).shape == (0, EMBEDDING_SIZE)
+    exact = CampPlusEncoder(threads=1, runtime="torch")
+    assert exact.runtime == "torch"
+    np.testing.assert_allclose(CampPlusEncoder(threads=1, precision="float").embed_run(
+        signal, bounds), exact.embed_run(signal, bounds), atol=1e-4)
 
 
 def test_the_same_voice_is_nearer_than_another_voice():
@@ -120,15 +133,21 @@ def test_int8_graph_is_built_once_and_stays_near_float(tmp_path, monkeypatch):
     int8 = CampPlusEncoder(threads=1)
     exact = CampPlusEncoder(threads=1, precision="float")
     assert (int8.precision, exact.precision) == ("int8", "float")
-    assert sorted(p.name for p in (tmp_path / "onnx").glob("campplus-*.onnx")) == [
-        f"campplus-{CAMPPLUS_SHA256[:16]}-v{GRAPH_VERSION}-int8.onnx",
-        f"campplus-{CAMPPLUS_SHA256[:16]}-v{GRAPH_VERSION}.onnx"]
+    stem = f"campplus-{CAMPPLUS_SHA256[:16]}-v{GRAPH_VERSION}"
+    graphs = lambda: sorted(p.name for p in (tmp_path / "onnx").glob("campplus-*.onnx"))  # noqa: E731
+    assert graphs() == [f"{stem}-runs-int8.onnx", f"{stem}-runs.onnx"]  # diarization's
     windows = _windows()
     cosines = np.sum(int8.embed(windows) * exact.embed(windows), axis=1)
+    assert graphs() == [f"{stem}-int8.onnx", f"{stem}-runs-int8.onnx", f"{stem}-runs.onnx",
+                        f"{stem}.onnx"]  # the window graphs, on first use
     # Synthetic voices lie outside the speech the ranges were measured on (real speech:
     # least cosine 0.98, mean 0.993; tools/build_campplus_int8.py).
     assert cosines.mean() > 0.97 and cosines.min() > 0.85, cosines
     assert not np.allclose(cosines, 1.0, atol=1e-5)  # it really is another graph
+    signal = np.concatenate(windows)
+    bounds = [(a, a + 25_600) for a in range(0, len(signal) - 25_600 + 1, 12_800)]
+    cosines = np.sum(int8.embed_run(signal, bounds) * exact.embed_run(signal, bounds), axis=1)
+    assert cosines.mean() > 0.97 and cosines.min() > 0.85, cosines
 
 
 def test_int8_falls_back_to_float_when_its_ranges_do_not_fit(tmp_path, monkeypatch):
@@ -157,6 +176,10 @@ def test_int8_falls_back_to_float_when_its_ranges_do_not_fit(tmp_path, monkeypat
     exact = CampPlusEncoder(threads=1, precision="float")
     windows = _windows()
     np.testing.assert_allclose(encoder.embed(windows), exact.embed(windows), atol=1e-6)
+    signal = np.concatenate(windows)
+    np.testing.assert_allclose(encoder.embed_run(signal, [(0, 25_600), (12_800, 38_400)]),
+                               exact.embed_run(signal, [(0, 25_600), (12_800, 38_400)]),
+                               atol=1e-6)
 
 
 def test_network_matches_the_reference_code_shipped_with_the_weights():

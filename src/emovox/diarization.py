@@ -34,7 +34,7 @@ import numpy as np
 
 from emovox.audio import open_blocks, resample
 from emovox.errors import AudioError
-from emovox.inference.windows import DEFAULT_CHUNK_SECONDS, stream_windows, window_samples
+from emovox.inference.windows import DEFAULT_CHUNK_SECONDS, stream_windows
 from emovox.speakers import SAMPLE_RATE, SpeakerEncoder, voice_encoder
 from emovox.vad import VadOptions, VoiceActivityStream, resolve_vad
 from emovox.voice_projection import project, voice_projection
@@ -82,11 +82,11 @@ ONE_VOICE_SPREAD = 1.1
 #: the development one-speaker recordings scored 0.12-0.27 at best.
 ONE_VOICE_SILHOUETTE = 0.3
 #: CAM++ ``auto``: a recording whose best two-way split leaves centroids (of the unit
-#: embeddings, in the raw space) at least this alike (cosine) is one voice. On
-#: development recordings (seeds 1-3): one speaker's two halves 0.62-0.84 (27
-#: recordings of a held-out speaker's emotions), two speakers' 0.27-0.69 (18
-#: conversations): 24/27 found as one, 1/18 wrongly.
-ONE_VOICE_COSINE = 0.65
+#: embeddings, in the raw space) at least this alike (cosine) is one voice. Windows
+#: embedded in runs (:meth:`~emovox.campplus.CampPlusEncoder.embed_run`) share context,
+#: so one voice's halves are more alike than when each window was embedded alone
+#: (0.65 then); see :data:`COUNT_RULES`.
+ONE_VOICE_COSINE = 0.7
 
 
 @dataclass(frozen=True)
@@ -113,15 +113,16 @@ class CountRule:
 
 
 #: Each encoder's rule, tuned on development conversations only (seeds 1-6 for GE2E;
-#: 1-3, 7 and 8 for CAM++; never the held-out seeds 0, 4-6). CAM++: the best
-#: silhouette less 0.005 per speaker beyond two, where it took the fewest speakers
-#: within 0.01 of the best silhouette (int8 embeddings, 30 conversations per count):
-#: DER with the count found 0.181 -> 0.122 (two speakers), 0.150 -> 0.138 (three),
-#: 0.148 -> 0.145 (four), one voice found as one 43/45 either way; penalties of
-#: 0.0025 / 0.0075 / 0.01: 0.181 / 0.122 / 0.122, 0.157 / 0.138 / 0.135, 0.145 /
-#: 0.162 / 0.169.
+#: 1-3, 7 and 8 for CAM++; never the held-out seeds 0, 4-6). CAM++ (int8, windows
+#: embedded in runs; 30 conversations per count of two / three / four speakers, and
+#: 45 one-voice recordings): the best silhouette less 0.01 per speaker beyond two, one
+#: voice at a cosine of 0.7, DER with the count found 0.092 / 0.139 / 0.164, one voice
+#: found as one 42/45. Penalty 0.005 / 0.0075 / 0.015 at 0.7: 0.132 / 0.104 / 0.078,
+#: 0.176 / 0.139 / 0.143, 0.162 / 0.159 / 0.163; at 0.65 one voice 45/45 but two
+#: speakers 0.136 (0.01); at 0.75 one voice 26/45. Windows embedded alone with the
+#: rule before (0.005, 0.65): 0.122 / 0.138 / 0.145, 43/45.
 COUNT_RULES = {"ge2e": CountRule(SILHOUETTE_MARGIN, one_voice_spread=ONE_VOICE_SPREAD),
-               "campplus": CountRule(0.0, penalty=0.005, one_voice_cosine=ONE_VOICE_COSINE)}
+               "campplus": CountRule(0.0, penalty=0.01, one_voice_cosine=ONE_VOICE_COSINE)}
 #: ``auto`` counts no speaker heard in fewer windows than this (about 4 s of speech).
 #: Short recordings have few windows, and the silhouette of tiny clusters is high: a
 #: 20 s call of two voices (15 windows) was found to hold eight. No effect on the
@@ -351,15 +352,13 @@ def embed_windows(
                                     progress="who speaks when" if progress else None)
     detector = VoiceActivityStream(method, sr, vad_options) if method else None
     encoder = _resolve(encoder)
-    # Overlapping windows of 16 kHz audio can share their encoder's front end (CAM++'s
-    # filter banks: the same embeddings, about a tenth of the pass less).
-    spans = getattr(encoder, "embed_spans", None) if sr == SAMPLE_RATE else None
-    whole = window_samples(window, hop, sr)[0]
+    # CAM++ embeds a run of overlapping windows in one pass (each frame once).
+    runs = getattr(encoder, "embed_run", None)
     vectors, centres, signals = [], [], []
     read = 0
     for ready in stream_windows(blocks, sr, window, hop, detector):
         read = ready.samples_read
-        full: list[int] = []  # starts (in the buffer) of whole windows, for ``spans``
+        speech: list[tuple[int, int]] = []
         for start, end in ready.windows:
             seconds = (end - start) / sr
             if seconds < min(hop, window):  # a sliver at the end: in the last window
@@ -368,14 +367,12 @@ def embed_windows(
                                          < MIN_EMBED_SPEECH * seconds):
                 continue
             centres.append((start + end) / 2 / sr)
-            if spans is not None and end - start == whole:
-                full.append(start - ready.offset)
-                continue
-            x = ready.buffer[start - ready.offset:end - ready.offset]
-            signals.append(resample(np.asarray(x, np.float32), sr, SAMPLE_RATE))
-        if full:
-            # In time order: this block's whole windows come before its shorter last.
-            vectors.append(spans(ready.buffer, full, whole))
+            speech.append((start - ready.offset, end - ready.offset))
+        if runs is not None:
+            vectors += [_embed_run(runs, ready.buffer, run, sr) for run in _runs(speech)]
+            continue
+        signals += [resample(np.asarray(ready.buffer[a:b], np.float32), sr, SAMPLE_RATE)
+                    for a, b in speech]
         # Embedded a batch at a time: bounded memory, and GE2E's LSTM pays per time
         # step, so large batches.
         if len(signals) >= EMBED_BATCH or (ready.last and signals):
@@ -388,6 +385,28 @@ def embed_windows(
     embeddings = (np.concatenate(vectors) if vectors
                   else np.zeros((0, encoder.size), np.float32))
     return Heard(embeddings, np.asarray(centres, dtype=float), segments, duration, detector)
+
+
+def _runs(bounds: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """Windows (in order) grouped into runs that overlap or touch."""
+    grouped: list[list[tuple[int, int]]] = []
+    for a, b in bounds:
+        if grouped and a <= grouped[-1][-1][1]:
+            grouped[-1].append((a, b))
+        else:
+            grouped.append([(a, b)])
+    return grouped
+
+
+def _embed_run(embed_run: Any, buffer: np.ndarray, run: list[tuple[int, int]],
+               sample_rate: int) -> np.ndarray:
+    """One run of windows of ``buffer`` embedded in one pass over its span, at the
+    encoder's 16 kHz."""
+    first, last = run[0][0], run[-1][1]
+    span = resample(np.asarray(buffer[first:last], np.float32), sample_rate, SAMPLE_RATE)
+    scale = SAMPLE_RATE / sample_rate
+    return embed_run(span, [(round((a - first) * scale), round((b - first) * scale))
+                            for a, b in run])
 
 
 def _resolve(encoder: SpeakerEncoder | str | None) -> SpeakerEncoder:
