@@ -6,8 +6,8 @@ beyond one small vector per second of speech):
 1. the voice activity detector of the timelines (:mod:`emovox.vad`) finds the speech;
 2. windows of 1.6 s every 0.8 s (:func:`emovox.inference.windows.stream_windows`)
    that are mostly speech get a voice embedding: CAM++ (:mod:`emovox.campplus`, the
-   default, int8) or GE2E (:mod:`emovox.speakers`, two to three times cheaper, less
-   exact);
+   default, int8, each run of overlapping windows in one pass over its span) or GE2E
+   (:mod:`emovox.speakers`, each window alone; cheaper, less exact);
 3. the embeddings are clustered (:func:`cluster`: Ward on Euclidean distances, then
    centroid refinement): into ``N`` speakers when the number is given, otherwise the
    fewest with nearly the clearest separation (silhouette), or one speaker when no
@@ -41,11 +41,14 @@ from emovox.voice_projection import project, voice_projection
 
 #: Seconds of speech per voice embedding (the encoder's 160 frames) and between two.
 EMBED_WINDOW, EMBED_HOP = 1.6, 0.8
-#: Windows handed to the encoder together. Each window is embedded on its own: CAM++
-#: encoding runs of overlapping windows once (half the work) moved their embeddings
-#: together through its context masks and the count found got worse (development
-#: seeds 1-2, DER found two / three speakers 0.054 / 0.141 -> 0.141 / 0.167 with
-#: runs of 4 windows, 0.199 / 0.221 with 24; given 0.054 / 0.050 -> 0.053 / 0.050).
+#: Windows handed to an encoder that embeds each window alone (GE2E) together. CAM++
+#: embeds a run of overlapping windows in one pass instead (every frame once, context
+#: masks over the 1.6 s around each frame, :meth:`~emovox.campplus.CampPlusEncoder.
+#: embed_run`): on development conversations (seeds 1-3, 7, 8) DER with the count
+#: given 0.053 / 0.068 / 0.101 -> 0.051 / 0.058 / 0.087 (two / three / four speakers)
+#: for about three quarters of the pass. (A first try, the runs through the window
+#: network with each run's mean as context, moved a run's embeddings together and
+#: hurt the count: 0.054 / 0.141 -> 0.141 / 0.167 found, seeds 1-2.)
 EMBED_BATCH = 256
 #: The voice encoder diarization uses unless told otherwise. CAM++ against GE2E (with
 #: its projection) on 54 development conversations of held-out voices (seeds 1-3;
