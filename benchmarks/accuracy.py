@@ -14,9 +14,10 @@ actors in train and test), to show how much that inflates the score.
 domain found (EmoDB, RAVDESS speech, RAVDESS song, CREMA-D; TESS and SAVEE when
 present) on the 6 shared classes: raw, with each adaptation (per-corpus / per-speaker
 statistics, loudness normalisation, silence trimming), with each training choice
-(corpus balance, channel augmentation, encoder layers, fusion with ComParE) and
-with Whisper base. When RAVDESS song is tested, RAVDESS speech (the same actors) is
-left out of training, and vice versa.
+(corpus balance, channel augmentation, encoder layers, fusion with ComParE, mean and
+standard deviation pooling, late fusion of models' probabilities) and with Whisper
+base. When RAVDESS song is tested, RAVDESS speech (the same actors) is left out of
+training, and vice versa.
 
 Usage::
 
@@ -33,6 +34,7 @@ Features are cached (``$EMOVOX_CACHE`` or ~/.cache/emovox), so a rerun takes sec
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 import warnings
@@ -42,7 +44,14 @@ import numpy as np
 from common import add_corpora_argument, corpora_root, print_table
 
 from emovox.config import load_config
-from emovox.evaluation import SCORES, mean_std
+from emovox.evaluation import (
+    SCORES,
+    FoldResult,
+    mean_std,
+    per_class_table,
+    pooled_confusion,
+    summarise,
+)
 from emovox.experiment import prepare_dataset, protocol_description, run_experiment
 
 BENCHMARKS = {
@@ -87,6 +96,13 @@ def tiny_base_states(tiny: list[int], base: list[int]) -> dict:
     (loudness -23 LUFS)."""
     return {"name": "fused", "parts": [with_states(LOUDNESS, tiny),
                                        with_states(LOUDNESS_BASE, base)]}
+
+
+def with_pooling(part: dict, pooling: str) -> dict:
+    """A (preprocessed) encoder spec like ``part`` pooling its states over frames by
+    ``pooling`` ("mean_std": each state's mean, then its standard deviation; twice the
+    values). A cache key of its own: mean-pooled entries do not serve it."""
+    return {**part, "features": {**part["features"], "pooling": pooling}}
 
 
 #: Tiny 2-3 + base 2-3 (768 + 1,024 values): the states ``--pick-states`` keeps on the
@@ -272,6 +288,8 @@ LOCO_SYSTEMS = {
     "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm": {
         "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
         "normalization": "speaker"},
+    "Whisper-tiny + LR, loudness -23 LUFS, corpus-balanced": {
+        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"}},
     # The default bundle's two models: this one answers a lone file (no adaptation),
     # the next one a speaker with 8+ recordings.
     "Whisper-tiny + LR, loudness -23 LUFS, corpus-balanced + channel augmentation": {
@@ -331,6 +349,22 @@ LOCO_SYSTEMS = {
     **{system: {**spec, "features_by_test": TINY_BASE_PICKED_PER_FOLD} for system, spec in
        loco_tier_rows("Whisper-tiny + base, states of the fold's in-corpus pick + LR, "
                       "loudness -23 LUFS", TINY_BASE_PICKED).items()},
+    # Statistics pooling (issue 13): each state's mean and standard deviation over frames
+    # instead of its mean alone; the default tier's recipe without and with its channel
+    # copies (compare the rows of the mean above).
+    **loco_tier_rows("Whisper-tiny mean+std + LR, loudness -23 LUFS",
+                     with_pooling(LOUDNESS, "mean_std"), copies=0),
+    **loco_tier_rows("Whisper-tiny mean+std + LR, loudness -23 LUFS",
+                     with_pooling(LOUDNESS, "mean_std")),
+    # Late fusion (issue 13): a model per feature set (each the row's recipe), their
+    # probabilities averaged: the default tier's and the accurate tier's, and one per
+    # state of tiny.en (states 0-4 alone, each read from the all-state cache entry).
+    **{system: {**spec, "features": [LOUDNESS, TINY_BASE_MIDDLE]} for system, spec in
+       loco_tier_rows("Late fusion of Whisper-tiny and tiny 1-3 + base 2-4 + LR, "
+                      "loudness -23 LUFS", LOUDNESS).items()},
+    **{system: {**spec, "features": [with_states(LOUDNESS, [k]) for k in range(5)]}
+       for system, spec in loco_tier_rows("Late fusion of Whisper-tiny states 0-4 each "
+                                          "alone + LR, loudness -23 LUFS", LOUDNESS).items()},
     # New voices at training time: one copy of every training file played 0.9-1.1x as
     # fast (pitch, formants and tempo move together), as its own speaker group.
     "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm + speed perturbation": {
@@ -348,11 +382,55 @@ def loco_corpora(root: Path) -> list[str]:
     return [str(root / c) for c in candidates if (root / c).exists()]
 
 
+def late_fusion(results: list) -> object:
+    """Runs of one protocol on different features as one :class:`RunResult` (the first's
+    config): each test file predicted as the class whose probability, averaged over the
+    runs, is highest."""
+    first = results[0]
+    keys = ["fold", "path"]
+    order = first.predictions.set_index(keys).index
+    columns = [c for c in first.predictions.columns if c.startswith("p_")]
+    proba = np.mean([r.predictions.set_index(keys).loc[order, columns].to_numpy()
+                     for r in results], axis=0)
+    predicted = np.array([c.removeprefix("p_") for c in columns])[proba.argmax(axis=1)]
+    predictions = first.predictions.assign(predicted=predicted,
+                                           **dict(zip(columns, proba.T, strict=True)))
+    folds = [FoldResult(f.name, f.y_true, predicted[(predictions["fold"] == f.name).to_numpy()],
+                        first.classes) for f in first.folds]
+    return dataclasses.replace(
+        first, folds=folds, summary=summarise(folds), predictions=predictions,
+        per_class=per_class_table(predictions["true"], predicted, first.classes),
+        confusion=pooled_confusion(folds, first.classes))
+
+
+def loco_experiment(root: Path, spec: dict, features: dict | list[dict],
+                    datasets: dict[str, object]) -> tuple[object, float]:
+    """The leave-one-domain-out run of ``spec`` on ``features`` and its seconds: the fits
+    and any augmented copies' extraction, not the files' features (prepared once per
+    features into ``datasets``). A list of features is late fusion: a model on each,
+    their probabilities averaged (:func:`late_fusion`)."""
+    if isinstance(features, list):
+        runs = [loco_experiment(root, spec, f, datasets) for f in features]
+        return late_fusion([result for result, _ in runs]), sum(s for _, s in runs)
+    config = load_config(data={
+        "name": "loco", "corpora": loco_corpora(root), "labels": "common6",
+        "protocol": {"kind": "loco", "by": "domain"}, **spec, "features": features})
+    key = str(features)
+    if key not in datasets:
+        datasets[key] = prepare_dataset(config, progress=sys.stderr.isatty())
+    started = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = run_experiment(config, datasets[key], progress=False)
+    return result, time.perf_counter() - started
+
+
 def run_loco(root: Path, only: str | None = None) -> list[dict]:
     """Leave-one-domain-out UAR of every system; one row per system and test domain.
 
     A system with ``features_by_test`` (test domain -> features) is run once per
-    distinct features and keeps, from each run, the folds testing its domains.
+    distinct features and keeps, from each run, the folds testing its domains. A system
+    whose ``features`` is a list is their late fusion (:func:`loco_experiment`).
     """
     rows = []
     datasets: dict[str, object] = {}
@@ -366,17 +444,8 @@ def run_loco(root: Path, only: str | None = None) -> list[dict]:
                      for features in {str(f): f for f in by_test.values()}.values()])
         seconds, mine = 0.0, []
         for features, tests in variants:
-            config = load_config(data={
-                "name": "loco", "corpora": loco_corpora(root), "labels": "common6",
-                "protocol": {"kind": "loco", "by": "domain"}, **spec, "features": features})
-            key = str(features)
-            if key not in datasets:
-                datasets[key] = prepare_dataset(config, progress=sys.stderr.isatty())
-            started = time.perf_counter()
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = run_experiment(config, datasets[key], progress=False)
-            seconds += time.perf_counter() - started
+            result, took = loco_experiment(root, spec, features, datasets)
+            seconds += took
             for fold in result.folds:
                 held = fold.name.split("test=")[-1]
                 if tests is None or held in tests:
