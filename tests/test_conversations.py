@@ -87,6 +87,18 @@ def test_speaker_labels_consistent_over_time(conversation, speakers, voices):
     assert all(e <= s + 1e-9 for e, s in zip(ends[:-1], starts[1:], strict=True))
 
 
+def test_speaker_labels_hold_at_another_rate_and_across_read_blocks(conversation):
+    """CAM++ embeds runs of windows at its 16 kHz from audio at any rate (each run's
+    span resampled once), and runs end where a block of reading ends."""
+    from emovox.audio import resample
+
+    signal, truth = conversation
+    result = diarize(resample(signal, RATE, 22_050), 22_050, speakers=2, vad="energy",
+                     chunk_seconds=7.0, encoder="campplus")
+    found = {(a, b): result.speaker_of(a, b) for a, b, _ in truth}
+    assert _consistent(found, truth) == 1.0
+
+
 def test_cluster_numbers_speakers_by_first_appearance():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(2, 16))

@@ -1,10 +1,11 @@
-"""Measure the activation ranges of the int8 CAM++ graph
+"""Measure the activation ranges of the int8 CAM++ graphs
 (src/emovox/data/campplus_int8_ranges.json).
 
-Runs the float32 graph on 1.6 s windows (what diarization embeds) of speech from every
-developer corpus, the same number from each, and keeps the 99.999th percentile of each
-activation's magnitude (ONNX Runtime's percentile calibration). Deterministic (seed 1). The
-ranges are numbers, no audio: nothing of the corpora is stored.
+Runs the float32 window graph on 1.6 s windows of speech from every developer corpus,
+the same number from each, and keeps the 99.999th percentile of each activation's
+magnitude (ONNX Runtime's percentile calibration). Deterministic (seed 1). The run graph
+diarization uses (``CampPlusEncoder.embed_run``) has the same layers and names and uses
+the same ranges. The ranges are numbers, no audio: nothing of the corpora is stored.
 
 Usage::
 
