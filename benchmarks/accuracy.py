@@ -373,6 +373,14 @@ LOCO_SYSTEMS = {
     "Whisper-tiny + LR, loudness -23 LUFS, corpus-balanced + speed perturbation": {
         "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
         "augment": {"recipe": "speed", "copies": 1}},
+    # Vocal tract length perturbation (issue 13): one copy of every training file whose
+    # formants moved by 0.9-1.1 (spectral envelope warped) with pitch and tempo kept.
+    "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm + VTLP": {
+        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
+        "normalization": "speaker", "augment": {"recipe": "vtlp", "copies": 1}},
+    "Whisper-tiny + LR, loudness -23 LUFS, corpus-balanced + VTLP": {
+        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
+        "augment": {"recipe": "vtlp", "copies": 1}},
 }
 
 

@@ -61,7 +61,7 @@ def load_spy(monkeypatch):
 def test_recipes_are_named():
     assert available_recipes() == ["channel", "codec", "eq", "gain", "noise", "pitch",
                                    "resample", "reverb", "shift", "snr", "speed", "stretch",
-                                   "telephone"]
+                                   "telephone", "vtlp"]
     assert parse_recipe("noise+shift") == ("noise", "shift")
     assert parse_recipe(["pitch", "noise"]) == ("pitch", "noise")
     assert parse_recipe(["Pitch + noise", "gain"]) == ("pitch", "noise", "gain")
@@ -419,3 +419,72 @@ def test_channel_mix_applies_one_or_two_channel_recipes():
 def test_channel_recipe_parameters_are_checked(name, params):
     with pytest.raises(ConfigError, match=name):
         make_augmenter(name, params={name: params})
+
+
+# ---------------------------------------------------------------------------
+# Vocal tract length perturbation (issue 13).
+
+def median_f0(x: np.ndarray, rate: int) -> float:
+    """Median pyin f0 of the voiced frames, Hz."""
+    import librosa
+
+    f0, voiced, _ = librosa.pyin(x, fmin=60.0, fmax=400.0, sr=rate, frame_length=1024)
+    return float(np.nanmedian(f0[voiced]))
+
+
+def centroid(x: np.ndarray, rate: int) -> float:
+    """Power-weighted mean frequency of the whole signal, Hz."""
+    power = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
+    return float(np.sum(np.fft.rfftfreq(x.size, 1 / rate) * power) / np.sum(power))
+
+
+@pytest.mark.parametrize("f0", [130.0, 220.0])
+def test_vtlp_moves_the_formants_and_keeps_the_pitch(f0):
+    """A synthetic voice warped by 0.9 / 1.1: same f0 (within 2 %), centroid down / up."""
+    from emovox.synth import synth_voice
+
+    rate = 16_000
+    x = synth_voice(duration=2.0, sample_rate=rate, f0=f0, seed=1)
+    pitch, middle = median_f0(x, rate), centroid(x, rate)
+    for alpha in (0.9, 1.1):
+        params = {"vtlp": {"min_alpha": alpha, "max_alpha": alpha}}
+        out = make_augmenter("vtlp", seed=0, params=params)(x, rate)
+        assert out.shape == x.shape and out.dtype == np.float32
+        assert np.abs(out).max() <= 1.0
+        assert median_f0(out, rate) == pytest.approx(pitch, rel=0.02)
+        moved = centroid(out, rate) / middle
+        assert (moved < 0.97) if alpha < 1 else (moved > 1.03)
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_vtlp_is_seeded_and_keeps_length_and_rate(rate):
+    from emovox.synth import synth_voice
+
+    x = synth_voice(duration=0.7, sample_rate=rate, seed=2)
+    outputs = []
+    for seed in (4, 4, 5):
+        augmenter = make_augmenter("vtlp", seed=seed)
+        outputs.append(augmenter(x, rate))
+        alpha = augmenter.transform.transforms[0].parameters["alpha"]
+        assert 0.9 <= alpha <= 1.1
+    assert all(out.shape == x.shape for out in outputs)
+    assert np.array_equal(outputs[0], outputs[1])
+    assert not np.array_equal(outputs[0], outputs[2])
+    assert make_augmenter("vtlp", seed=0)(x[:100], rate).shape == (100,)  # under one frame
+    with pytest.raises(ConfigError, match="vtlp"):
+        make_augmenter("vtlp", params={"vtlp": {"boundary": 1.0}})
+
+
+@pytest.mark.parametrize("alpha", [0.9, 1.1])
+def test_vtlp_warp_is_piecewise_linear_and_keeps_the_band_edges(alpha):
+    transform = make_augmenter("vtlp").transform.transforms[0]
+    nyquist = 8000.0
+    freqs = np.linspace(0.0, nyquist, 801)
+    warped = transform.warp(freqs, alpha, nyquist)
+    assert warped[0] == 0.0 and warped[-1] == pytest.approx(nyquist)
+    assert np.all(np.diff(warped) > 0)
+    knee = 0.6 * nyquist * min(alpha, 1.0) / alpha
+    below = freqs <= knee
+    assert np.allclose(warped[below], alpha * freqs[below])
+    assert np.allclose(np.diff(warped[~below], 2), 0.0, atol=1e-9)  # a straight line above
+    assert transform.warp(np.array([knee]), alpha, nyquist)[0] == pytest.approx(alpha * knee)
