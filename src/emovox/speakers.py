@@ -81,7 +81,9 @@ def signal_batch(signals: np.ndarray) -> np.ndarray:
 
 class SpeakerEncoder(Protocol):
     """What diarization needs of a voice encoder (GE2E here, CAM++ in
-    :mod:`emovox.campplus`)."""
+    :mod:`emovox.campplus`). An encoder may also offer ``embed_run(signal, bounds)``,
+    the windows ``signal[a:b]`` of one 16 kHz signal embedded in one pass (CAM++);
+    diarization then embeds each run of overlapping speech windows with it."""
 
     #: Its name (``voices=``), and the size of an embedding.
     name: str
