@@ -91,7 +91,7 @@ def test_a_run_of_windows_is_embedded_in_one_pass():
         assert alike[k, own].mean() > alike[k, other].mean(), (k, alike[k])
     alone = encoder.embed([signal[a:b] for a, b in bounds])
     assert np.sum(rows * alone, axis=1).mean() > 0.7  # near, not equal (context)
-    # A window's rows depend on its own place only: a shorter last window, reordered.
+    # The other windows asked for leave a window's row alone (here a shorter last one).
     tail = encoder.embed_run(signal, [*bounds[:2], (102_400, 115_000)])
     np.testing.assert_allclose(tail[:2], rows[:2], atol=1e-5)
     assert encoder.embed_run(signal, []).shape == (0, EMBEDDING_SIZE)
@@ -156,7 +156,10 @@ def test_int8_graph_is_built_once_and_stays_near_float(tmp_path, monkeypatch):
     exact = CampPlusEncoder(threads=1, precision="float")
     assert (int8.precision, exact.precision) == ("int8", "float")
     stem = f"campplus-{CAMPPLUS_SHA256[:16]}-v{GRAPH_VERSION}"
-    graphs = lambda: sorted(p.name for p in (tmp_path / "onnx").glob("campplus-*.onnx"))  # noqa: E731
+
+    def graphs() -> list[str]:
+        return sorted(p.name for p in (tmp_path / "onnx").glob("campplus-*.onnx"))
+
     assert graphs() == [f"{stem}-runs-int8.onnx", f"{stem}-runs.onnx"]  # diarization's
     windows = _windows()
     cosines = np.sum(int8.embed(windows) * exact.embed(windows), axis=1)

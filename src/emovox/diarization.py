@@ -119,11 +119,11 @@ class CountRule:
 #: 1-3, 7 and 8 for CAM++; never the held-out seeds 0, 4-6). CAM++ (int8, windows
 #: embedded in runs; 30 conversations per count of two / three / four speakers, and
 #: 45 one-voice recordings): the best silhouette less 0.01 per speaker beyond two, one
-#: voice at a cosine of 0.7, DER with the count found 0.092 / 0.139 / 0.164, one voice
-#: found as one 42/45. Penalty 0.005 / 0.0075 / 0.015 at 0.7: 0.132 / 0.104 / 0.078,
-#: 0.176 / 0.139 / 0.143, 0.162 / 0.159 / 0.163; at 0.65 one voice 45/45 but two
-#: speakers 0.136 (0.01); at 0.75 one voice 26/45. Windows embedded alone with the
-#: rule before (0.005, 0.65): 0.122 / 0.138 / 0.145, 43/45.
+#: voice at a cosine of 0.7, DER with the count found 0.092 / 0.133 / 0.154, one voice
+#: found as one 42/45. Penalty 0.0075 / 0.015 at 0.7: 0.104 / 0.079, 0.149 / 0.141,
+#: 0.165 / 0.167; at 0.65 one voice 45/45 but two speakers 0.137; at 0.75 one voice
+#: 26/45 (first version of the runs). Windows embedded alone with the rule before
+#: (0.005, 0.65): 0.122 / 0.138 / 0.145, 43/45.
 COUNT_RULES = {"ge2e": CountRule(SILHOUETTE_MARGIN, one_voice_spread=ONE_VOICE_SPREAD),
                "campplus": CountRule(0.0, penalty=0.01, one_voice_cosine=ONE_VOICE_COSINE)}
 #: ``auto`` counts no speaker heard in fewer windows than this (about 4 s of speech).
