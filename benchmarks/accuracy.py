@@ -261,6 +261,16 @@ LR_FIXED = {"name": "logreg", "params": {"C": 0.01}}
 #: Leave-one-corpus-out systems: features, classifier and adaptation. Every adaptation
 #: uses unlabelled features only; per-speaker / per-corpus statistics of a *test*
 #: group come from that group's own recordings (a batch or folder of them).
+def tiny_copy_rows(label: str, recipe: str) -> dict[str, dict]:
+    """The default tier's two models (per-speaker norm; corpus-balanced) on Whisper
+    tiny.en, each training file with one copy made by the augmentation ``recipe``."""
+    spec = {"features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
+            "augment": {"recipe": recipe, "copies": 1}}
+    name = "Whisper-tiny + LR, loudness -23 LUFS"
+    return {f"{name}, per-speaker norm + {label}": {**spec, "normalization": "speaker"},
+            f"{name}, corpus-balanced + {label}": spec}
+
+
 LOCO_SYSTEMS = {
     "Whisper-tiny + LR, raw": {"features": WHISPER_TINY, "model": LR_FIXED},
     "Whisper-tiny + LR, corpus-balanced": {
@@ -367,20 +377,10 @@ LOCO_SYSTEMS = {
                                           "alone + LR, loudness -23 LUFS", LOUDNESS).items()},
     # New voices at training time: one copy of every training file played 0.9-1.1x as
     # fast (pitch, formants and tempo move together), as its own speaker group.
-    "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm + speed perturbation": {
-        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
-        "normalization": "speaker", "augment": {"recipe": "speed", "copies": 1}},
-    "Whisper-tiny + LR, loudness -23 LUFS, corpus-balanced + speed perturbation": {
-        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
-        "augment": {"recipe": "speed", "copies": 1}},
+    **tiny_copy_rows("speed perturbation", "speed"),
     # Vocal tract length perturbation (issue 13): one copy of every training file whose
     # formants moved by 0.9-1.1 (spectral envelope warped) with pitch and tempo kept.
-    "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm + VTLP": {
-        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
-        "normalization": "speaker", "augment": {"recipe": "vtlp", "copies": 1}},
-    "Whisper-tiny + LR, loudness -23 LUFS, corpus-balanced + VTLP": {
-        "features": LOUDNESS, "model": {**LR_FIXED, "balance": "corpus"},
-        "augment": {"recipe": "vtlp", "copies": 1}},
+    **tiny_copy_rows("VTLP", "vtlp"),
 }
 
 
