@@ -42,9 +42,11 @@ under ``--unseen`` but no model trained: the DER and count rows, in a few minute
 three-speaker ones stay the same). ``--across-corpora`` draws each speaker of a
 conversation from another corpus (another studio, microphone and room, as the two ends
 of a call: the case where one voice's statistics differ most from the recording's).
+Several seeds (``--seed 0 4 5 6``) print a table per seed, then one pooled over all of
+their conversations (the held-out figures of docs/RESULTS.md pool seeds 0 and 4-6).
 
 Usage: ``python benchmarks/conversations.py [--per-count 4] [--minutes 2] [--unseen]
-[--diarization-only] [--counts 2 3] [--voices campplus|ge2e]``
+[--diarization-only] [--counts 2 3] [--voices campplus|ge2e] [--seed 0 [4 ...]]``
 """
 
 from __future__ import annotations
@@ -217,7 +219,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--counts", type=int, nargs="+", default=[2, 3],
                         help="numbers of speakers of the conversations (default: 2 3)")
     parser.add_argument("--minutes", type=float, default=2.0, help="length of each")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="seed of the draws; several: a table per seed, then one "
+                             "pooled over all of their conversations")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--unseen", action="store_true",
                         help="build conversations from held-out speakers and train the "
@@ -236,6 +240,19 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    pooled = []
+    for seed in args.seed:
+        rows = run_seed(root, args, seed, voices)
+        report(rows, args, voices, f"seed {seed}")
+        pooled += rows
+    if len(args.seed) > 1:
+        report(pooled, args, voices, "pooled over seeds " + ", ".join(map(str, args.seed)))
+
+
+def run_seed(root: Path, args: argparse.Namespace, seed: int, voices: str) -> list[dict]:
+    """Build the conversations of one seed and measure them: a dict per conversation."""
     from emovox.corpora import load_corpus
     from emovox.diarization import diarize
     from emovox.recognizer import Recognizer
@@ -245,13 +262,11 @@ def main(argv: list[str] | None = None) -> None:
         save_projection,
     )
 
-    torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
     tables = [load_corpus(root / s).table for s in SOURCES]
     tables = [t[t["emotion"].isin(CLASSES)] for t in tables]
     # One generator for every draw, in the same order with or without
     # --diarization-only: a seed gives the same conversations either way.
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     rows = []
     with tempfile.TemporaryDirectory(prefix="emovox-conversations-") as tmp:
         model = None
@@ -335,16 +350,17 @@ def main(argv: list[str] | None = None) -> None:
                 })
                 print(f"{said}; diarization {r['diarization_s']:.1f} s, "
                       f"timeline {r['timeline_s']:.1f} s", file=sys.stderr, flush=True)
-    report(rows, args, voices)
+    return rows
 
 
-def report(rows: list[dict], args: argparse.Namespace, voices: str) -> None:
+def report(rows: list[dict], args: argparse.Namespace, voices: str, seeds: str) -> None:
     """Print the summary of every conversation count (diarization rows only with
-    ``--diarization-only``)."""
-    print(f"conversations: {args.per_count} per speaker count, ~{args.minutes:g} min each, "
+    ``--diarization-only``) of ``rows``, drawn as ``seeds`` says."""
+    per_count = len(rows) // max(len(args.counts), 1)
+    print(f"conversations: {per_count} per speaker count, ~{args.minutes:g} min each, "
           + ("each speaker from another corpus (--across-corpora)" if args.across_corpora
              else "speakers of one corpus each (CREMA-D, RAVDESS speech, EmoDB in turn)")
-          + f", seed {args.seed}, {args.threads} thread(s), voices {voices}; "
+          + f", {seeds}, {args.threads} thread(s), voices {voices}; "
           + ("diarization only" if args.diarization_only else "model: ")
           + ("" if args.diarization_only
              else "default recipe trained without these speakers (--unseen)" if args.unseen
