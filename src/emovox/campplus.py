@@ -171,7 +171,8 @@ def _classes():
 
     class MaskedTdnn(nn.Module):
         """A TDNN whose output is gated by context: the utterance mean plus the mean
-        of its 100-frame segment (context-aware masking)."""
+        of its 100-frame segment (context-aware masking), or in run mode the mean of
+        the frames around (:attr:`run_context`)."""
 
         def __init__(self, channels_in: int, channels: int, kernel: int, dilation: int,
                      segment: int = 100) -> None:
@@ -190,11 +191,10 @@ def _classes():
         def forward(self, x):
             length = x.shape[-1]
             if self.run_context is not None:
-                # A whole window's mean stands for both the utterance's and the
-                # segment's (a 1.6 s window is shorter than a segment), so the
-                # sliding mean counts twice.
-                # Means of ``step`` frames, then of ``run_context / step`` of those
-                # around each (an average over 80 frames read once, not 80 times).
+                # The mean of the frames around stands for both the utterance's and
+                # the segment's (a 1.6 s window is shorter than a segment), so it
+                # counts twice. Means of ``step`` frames, then of ``run_context / step``
+                # of those around each: every frame read once, not 80 times.
                 step = RUN_CONTEXT_STEP
                 span = self.run_context // step
                 steps = functional.avg_pool1d(x, step, step, ceil_mode=True)
