@@ -17,8 +17,8 @@ out.
 
 Against the GE2E encoder of :mod:`emovox.speakers` (about 8,000 training speakers),
 CAM++ was trained on about 25 times more and tells voices apart by more than their
-emotion, at two to three times the cost per window in int8; see docs/RESULTS.md
-(issue 14). It runs on ONNX Runtime when it can, else on PyTorch. On ONNX Runtime the
+emotion, at about twice GE2E's cost per second of speech (int8, each run of windows
+through the network once); see docs/RESULTS.md (issue 14). It runs on ONNX Runtime when it can, else on PyTorch. On ONNX Runtime the
 graph is exported once into the cache and, by default, its convolutions quantised to
 int8 (static, per output channel) with activation ranges measured once on speech of
 the developer corpora and shipped in ``data/campplus_int8_ranges.json``

@@ -230,7 +230,7 @@ def predict(
     ] = None,
     voices: Annotated[str | None, typer.Option(
         help="With --speakers: the voice encoder that tells them apart, campplus "
-             "(default) or ge2e (two to three times faster, less exact)")] = None,
+             "(default) or ge2e (about twice as fast, less exact)")] = None,
     plot: Annotated[Path | None, typer.Option(
         help="Timeline: save a PNG here (several files: NAME-<file>.png)")] = None,
     resume: Annotated[bool, typer.Option(

@@ -130,7 +130,7 @@ def iter_timeline(
         with their own statistics. None (default): one voice, no ``speaker`` column.
     voices : {"campplus", "ge2e"}, optional
         With ``speakers``: the voice encoder that tells them apart (default CAM++;
-        GE2E costs about a sixth and errs more, see :mod:`emovox.diarization`).
+        GE2E costs about half and errs more, see :mod:`emovox.diarization`).
     progress : bool
         Progress bars over the recording (stderr), for each pass that takes a while.
 
