@@ -446,7 +446,7 @@ class Recognizer(FileVerbs):
             :mod:`emovox.diarization` and :func:`emovox.conversation.speaker_summary`.
         voices : {"campplus", "ge2e"}, optional
             With ``speakers``: the voice encoder that tells them apart (default
-            CAM++; GE2E is two to three times cheaper and less exact).
+            CAM++; GE2E is about twice as cheap and less exact).
         progress : bool
             Progress bars over the recording (stderr) for passes that take a while.
 

@@ -10,8 +10,9 @@ package's own Python code is never imported (it needs ``webrtcvad`` and an old
 written here, following the package's ``hparams.py`` and ``audio.py``.
 
 Embeddings of the same voice have cosine similarity near 1; different voices lower.
-:mod:`emovox.diarization` clusters them. GE2E costs about a sixth of CAM++ per window
-and tells voices apart less well (docs/RESULTS.md, issue 14).
+:mod:`emovox.diarization` clusters them. GE2E costs about half of CAM++'s pass (which
+embeds runs of windows, each frame once) and tells voices apart less well
+(docs/RESULTS.md, issue 14).
 """
 
 from __future__ import annotations
