@@ -240,20 +240,25 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    from emovox.corpora import load_corpus
+
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", category=UserWarning)
+    tables = [load_corpus(root / s).table for s in SOURCES]
+    tables = [t[t["emotion"].isin(CLASSES)] for t in tables]
     pooled = []
     for seed in args.seed:
-        rows = run_seed(root, args, seed, voices)
+        rows = run_seed(root, tables, args, seed, voices)
         report(rows, args, voices, f"seed {seed}")
         pooled += rows
     if len(args.seed) > 1:
         report(pooled, args, voices, "pooled over seeds " + ", ".join(map(str, args.seed)))
 
 
-def run_seed(root: Path, args: argparse.Namespace, seed: int, voices: str) -> list[dict]:
-    """Build the conversations of one seed and measure them: a dict per conversation."""
-    from emovox.corpora import load_corpus
+def run_seed(root: Path, tables: list[pd.DataFrame], args: argparse.Namespace, seed: int,
+             voices: str) -> list[dict]:
+    """Build the conversations of one seed from the corpora's ``tables`` (their six
+    classes) and measure them: a dict per conversation."""
     from emovox.diarization import diarize
     from emovox.recognizer import Recognizer
     from emovox.voice_projection import (
@@ -262,8 +267,6 @@ def run_seed(root: Path, args: argparse.Namespace, seed: int, voices: str) -> li
         save_projection,
     )
 
-    tables = [load_corpus(root / s).table for s in SOURCES]
-    tables = [t[t["emotion"].isin(CLASSES)] for t in tables]
     # One generator for every draw, in the same order with or without
     # --diarization-only: a seed gives the same conversations either way.
     rng = np.random.default_rng(seed)

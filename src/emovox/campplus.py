@@ -379,11 +379,6 @@ class CampPlusEncoder:
             self.network  # noqa: B018 - load the weights now: a bad file fails here
 
     @property
-    def float_graph(self) -> Path | None:
-        """The float32 ONNX graph of the run network (None on PyTorch)."""
-        return self.float_graphs.get("runs")
-
-    @property
     def session(self):
         """ONNX Runtime on the window network (None on PyTorch), built on first use."""
         if self.runtime == "onnx" and "windows" not in self._sessions:
