@@ -469,7 +469,7 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
         0, 1, ... numbered in order of first appearance.
     """
     from scipy.cluster.hierarchy import fcluster, linkage
-    from sklearn.metrics import silhouette_score
+    from sklearn.metrics import pairwise_distances, silhouette_score
 
     speakers = check_speakers(speakers)
     n = len(embeddings)
@@ -490,6 +490,11 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
     counts = ([speakers] if isinstance(speakers, int)
               else list(range(2, min(max_speakers, len(Xs) - 1) + 1)))
     tree = linkage(Xs, method="ward") if len(Xs) > 1 else None  # one tree, cut per count
+    # The cosine distances once for every count's silhouette (not once per count).
+    distances = None
+    if speakers == "auto" and len(Xs) > 1:
+        distances = pairwise_distances(Xs, metric="cosine")
+        np.fill_diagonal(distances, 0.0)  # exactly: the precomputed metric checks it
     tried: list[tuple[float, np.ndarray]] = []
     halves = None  # the two-way split
     for k in counts:
@@ -502,7 +507,7 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
         if speakers != "auto":
             score = 1.0  # the count is given: nothing to choose
         elif len(set(found)) > 1:
-            score = silhouette_score(Xs, found, metric="cosine")
+            score = silhouette_score(distances, found, metric="precomputed")
         else:
             score = -1.0
         tried.append((score, found))
