@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import real_corpus, skip_without_weights
 
@@ -359,6 +360,26 @@ def test_summary_adds_up_to_the_speech_time(conversation, recognizer, voices):
     moments = strongest_moments(frame, top=2)
     assert set(moments["speaker"]) <= set(summary.index)
     assert moments.groupby("speaker").size().max() <= 2
+
+
+def test_strongest_moments_merge_overlapping_windows_of_one_emotion():
+    """Overlapping windows of one speaker's one emotion are one moment, not several."""
+    rows = [(0.0, 2.0, "angry", 0.90, "S1"), (1.0, 3.0, "angry", 0.95, "S1"),
+            (2.0, 4.0, "angry", 0.80, "S1"), (3.0, 5.0, "neutral", 0.99, "S1"),
+            (5.0, 7.0, "happy", 0.60, "S2"), (6.0, 8.0, "happy", 0.65, "S2"),
+            (7.0, 9.0, "sad", 0.70, "S2"), (10.0, 12.0, "sad", 0.75, "S1"),
+            (11.0, 13.0, None, float("nan"), "S1")]
+    index = pd.MultiIndex.from_tuples([("call.wav", a, b) for a, b, *_ in rows],
+                                      names=["file", "start", "end"])
+    frame = pd.DataFrame({"emotion": [r[2] for r in rows], "confidence": [r[3] for r in rows],
+                          "speaker": [r[4] for r in rows]}, index=index)
+    moments = strongest_moments(frame, top=3)
+    assert moments.to_dict("records") == [
+        {"speaker": "S1", "start": 0.0, "end": 4.0, "emotion": "angry", "confidence": 0.95},
+        {"speaker": "S1", "start": 10.0, "end": 12.0, "emotion": "sad", "confidence": 0.75},
+        {"speaker": "S2", "start": 7.0, "end": 9.0, "emotion": "sad", "confidence": 0.70},
+        {"speaker": "S2", "start": 5.0, "end": 8.0, "emotion": "happy", "confidence": 0.65}]
+    assert len(strongest_moments(frame, top=1)) == 2
 
 
 def test_timeline_without_speakers_is_unchanged(conversation, recognizer):

@@ -27,6 +27,8 @@ console = Console()
 if not console.is_terminal:  # piped or captured: don't squeeze tables into 80 columns
     console = Console(width=200)
 errors = Console(stderr=True)
+if not errors.is_terminal:  # the same for tables printed on stderr (speaker summaries)
+    errors = Console(stderr=True, width=200)
 
 Overrides = Annotated[list[str] | None, typer.Argument(
     help="Config overrides as dotted.key=value, e.g. model.params.C=0.1")]

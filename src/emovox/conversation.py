@@ -7,7 +7,7 @@ their windows: every instant of a turn takes the emotion of the speaker's classi
 window that covers it with the nearest centre (``unclassified`` when none does), so a
 speaker's emotion seconds add up to their speech time, and the speakers' speech times
 to the recording's. :func:`strongest_moments` lists each speaker's most confident
-windows of an emotion other than neutral.
+moments of an emotion other than neutral (overlapping windows of one emotion merged).
 """
 
 from __future__ import annotations
@@ -105,17 +105,48 @@ def speaker_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def strongest_moments(frame: pd.DataFrame, top: int = 3) -> pd.DataFrame:
-    """Each speaker's ``top`` most confident windows of an emotion other than neutral.
+    """Each speaker's ``top`` most confident moments of an emotion other than neutral.
+
+    A moment is a stretch of one speaker's overlapping (or touching) windows of one
+    emotion, so overlapping windows of the same outburst count once (with a 1 s hop,
+    each second of it is in two 2 s windows): it spans them all and its confidence is
+    the highest of theirs.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A timeline with a ``speaker`` column, of one file.
+    top : int
+        Most moments per speaker.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``speaker``, ``start``, ``end``, ``emotion``, ``confidence``, best
         first within each speaker.
+
+    Raises
+    ------
+    ValueError
+        The timeline has no ``speaker`` column.
     """
     _check(frame)
     rows = frame[frame["emotion"].notna() & frame["speaker"].notna()
                  & ~frame["emotion"].isin(CALM)].reset_index()
-    rows = rows.sort_values(["speaker", "confidence"], ascending=[True, False], kind="stable")
-    best = rows.groupby("speaker", sort=False).head(top)
-    return best[["speaker", "start", "end", "emotion", "confidence"]].reset_index(drop=True)
+    rows = rows.sort_values(["speaker", "start"], kind="stable")
+    moments: list[dict[str, object]] = []
+    for row in rows.itertuples():
+        last = moments[-1] if moments else None
+        if (last is not None and last["speaker"] == row.speaker
+                and last["emotion"] == row.emotion and row.start <= last["end"]):
+            last["end"] = max(float(last["end"]), float(row.end))
+            last["confidence"] = max(float(last["confidence"]), float(row.confidence))
+        else:
+            moments.append({"speaker": row.speaker, "start": float(row.start),
+                            "end": float(row.end), "emotion": row.emotion,
+                            "confidence": float(row.confidence)})
+    columns = ["speaker", "start", "end", "emotion", "confidence"]
+    found = pd.DataFrame(moments, columns=columns)
+    found = found.sort_values(["speaker", "confidence"], ascending=[True, False],
+                              kind="stable")
+    return found.groupby("speaker", sort=False).head(top).reset_index(drop=True)
