@@ -19,6 +19,7 @@ import pytest
 from emovox.bundle import default_bundle_path, load_bundle
 from emovox.bundle_checks import ALLOWED_TYPES, check_skops_file
 from emovox.errors import BundleError
+from emovox.models.classical import CLASSIFIERS
 
 
 @pytest.fixture()
@@ -110,7 +111,7 @@ def test_the_allowlist_names_exact_types_and_no_callables():
                 "builtins.__import__"} & ALLOWED_TYPES
 
 
-@pytest.mark.parametrize("name", ["svm", "logreg", "mlp"])
+@pytest.mark.parametrize("name", sorted(CLASSIFIERS))
 def test_every_classifier_emovox_trains_passes_the_allowlist(tmp_path, name):
     import skops.io as sio
 

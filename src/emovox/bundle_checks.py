@@ -46,6 +46,7 @@ ALLOWED_TYPES: frozenset[str] = frozenset({
     "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
     "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
     "emovox.calibration.CalibratedClassifier",
+    "emovox.models.robust.GroupDROLogisticRegression",
 })
 #: skops node kinds that rebuild data. Left out on purpose: FunctionNode, MethodNode,
 #: PartialNode, OperatorFuncNode, ReduceNode (each constructs or calls a callable).

@@ -6,6 +6,7 @@ row positions from a protocol and a model with ``fit``/``predict_proba``.
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
@@ -32,6 +33,7 @@ from emovox.features import extract_many, get_extractor
 from emovox.fileio import atomic_folder
 from emovox.labels import LabelSet, get_label_set
 from emovox.models import make_classifier
+from emovox.models.robust import corpus_of
 from emovox.normalization import describe_scope, reference_stats, standardise_by_group
 from emovox.protocols import (
     LEAKAGE_MESSAGE,
@@ -177,6 +179,11 @@ def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray
             raise ConfigError("model.balance needs the speakers of the training rows")
         fit_params["classifier__sample_weight"] = balance_weights(
             labels, speakers, config.model.balance)
+    if takes_groups(model):
+        if speakers is None:
+            raise ConfigError(f"model {config.model.name!r} needs the speakers of the "
+                              "training rows")
+        fit_params["classifier__groups"] = speakers
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Stochastic Optimizer.*")
         if not search:
@@ -196,6 +203,13 @@ def fit_model(config: ExperimentConfig, features: np.ndarray, labels: np.ndarray
         )
         grid.fit(features, labels, groups=speakers, **fit_params)
         return _calibrated(config, grid.best_estimator_, features, labels, speakers)
+
+
+def takes_groups(model) -> bool:
+    """Whether a scikit-learn pipeline's classifier fits on the rows' speakers
+    (``fit(..., groups=speakers)``, e.g. ``group_dro``)."""
+    classifier = model.named_steps["classifier"] if hasattr(model, "named_steps") else model
+    return "groups" in inspect.signature(classifier.fit).parameters
 
 
 def _calibrated(config: ExperimentConfig, model, features: np.ndarray, labels: np.ndarray,
@@ -237,7 +251,7 @@ def balance_weights(labels: np.ndarray, speakers: np.ndarray, balance: str) -> n
     np.ndarray, shape (n,)
         Weights with mean 1.
     """
-    corpora = np.array([str(s).split(":", 1)[0] for s in speakers])
+    corpora = corpus_of(speakers)
     keys = {"corpus": corpora, "class": np.asarray(labels).astype(str),
             "corpus_class": np.char.add(np.char.add(corpora, "|"),
                                         np.asarray(labels).astype(str))}[balance]

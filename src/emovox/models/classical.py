@@ -13,6 +13,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from emovox.errors import ConfigError
+from emovox.models.robust import GroupDROLogisticRegression
 
 
 def _svm(**params: Any) -> ClassifierMixin:
@@ -24,6 +25,11 @@ def _svm(**params: Any) -> ClassifierMixin:
 def _logreg(**params: Any) -> ClassifierMixin:
     defaults = {"C": 0.1, "max_iter": 3000, "class_weight": "balanced"}
     return LogisticRegression(**{**defaults, **params})
+
+
+def _group_dro(**params: Any) -> ClassifierMixin:
+    # Fitted with the training rows' speakers as ``groups`` (see fit_model).
+    return GroupDROLogisticRegression(**params)
 
 
 def _mlp(**params: Any) -> ClassifierMixin:
@@ -40,6 +46,7 @@ def _mlp(**params: Any) -> ClassifierMixin:
 CLASSIFIERS: dict[str, Callable[..., ClassifierMixin]] = {
     "svm": _svm,
     "logreg": _logreg,
+    "group_dro": _group_dro,
     "mlp": _mlp,
 }
 
@@ -51,7 +58,9 @@ def make_classifier(name: str, params: dict[str, Any] | None = None,
     Parameters
     ----------
     name : str
-        ``svm`` (RBF SVC with probabilities), ``logreg`` or ``mlp``.
+        ``svm`` (RBF SVC with probabilities), ``logreg``, ``group_dro`` (logistic
+        regression for its worst training corpus or speaker,
+        :class:`~emovox.models.robust.GroupDROLogisticRegression`) or ``mlp``.
     params : dict, optional
         Keyword arguments of the scikit-learn estimator, overriding emovox defaults.
     scale : bool
