@@ -382,6 +382,22 @@ def test_strongest_moments_merge_overlapping_windows_of_one_emotion():
     assert len(strongest_moments(frame, top=1)) == 2
 
 
+def test_cli_says_a_silent_recording_has_no_speakers(tmp_path):
+    """No speech: one line saying so, not an empty speaker table."""
+    import soundfile as sf
+    from typer.testing import CliRunner
+
+    from emovox.cli import app
+
+    path = tmp_path / "silence.wav"
+    sf.write(path, np.zeros(3 * RATE, np.float32), RATE)
+    result = CliRunner().invoke(app, ["predict", str(path), "--timeline", "--speakers",
+                                      "auto", "--voices", "ge2e"])
+    assert result.exit_code == 0, result.output
+    assert "silence.wav: no speech found, so no speakers" in result.output
+    assert "share of each one's speech time" not in result.output
+
+
 def test_timeline_without_speakers_is_unchanged(conversation, recognizer):
     signal, _ = conversation
     frame = recognizer.predict_timeline(signal[: 6 * RATE], sample_rate=RATE, vad="energy")

@@ -552,7 +552,11 @@ def _print_speakers(frame: pd.DataFrame, path: str) -> None:
     """The per-speaker summary of a conversation's timeline, on stderr."""
     from emovox.conversation import speaker_summary, strongest_moments
 
-    errors.print(_frame_table(speaker_summary(frame), digits=2, title=escape(
+    summary = speaker_summary(frame)
+    if not len(summary):  # an empty table says less than this
+        errors.print(escape(f"{Path(path).name}: no speech found, so no speakers"))
+        return
+    errors.print(_frame_table(summary, digits=2, title=escape(
         f"{Path(path).name}: speakers (share of each one's speech time per emotion)")))
     moments = strongest_moments(frame)
     if len(moments):
