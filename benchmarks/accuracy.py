@@ -396,6 +396,11 @@ LOCO_SYSTEMS = {
     # Vocal tract length perturbation (issue 13): one copy of every training file whose
     # formants moved by 0.9-1.1 (spectral envelope warped) with pitch and tempo kept.
     **tiny_copy_rows("VTLP", "vtlp"),
+    # SpecAugment-style masking (issue 13; Park et al. 2019, LibriSpeech policies scaled
+    # to ~3 s files): one copy of every training file with two time spans of up to 7.5 %
+    # of its duration silenced and one band (0.2-0.5 x its centre, centred 150-4000 Hz)
+    # removed, in the waveform. Parameters fixed before any LOCO score.
+    **tiny_copy_rows("SpecAugment-style masking", "mask"),
     # Training robust to corpus and speaker (issue 13, lone files): GroupDRO (Sagawa et
     # al. 2020) with the training corpora, or each training speaker, as the groups.
     **tiny_model_rows("GroupDRO over corpora",

@@ -59,9 +59,9 @@ def load_spy(monkeypatch):
 
 
 def test_recipes_are_named():
-    assert available_recipes() == ["channel", "codec", "eq", "gain", "noise", "pitch",
-                                   "resample", "reverb", "shift", "snr", "speed", "stretch",
-                                   "telephone", "vtlp"]
+    assert available_recipes() == ["channel", "codec", "eq", "gain", "mask", "noise",
+                                   "pitch", "resample", "reverb", "shift", "snr", "speed",
+                                   "stretch", "telephone", "vtlp"]
     assert parse_recipe("noise+shift") == ("noise", "shift")
     assert parse_recipe(["pitch", "noise"]) == ("pitch", "noise")
     assert parse_recipe(["Pitch + noise", "gain"]) == ("pitch", "noise", "gain")
@@ -488,3 +488,58 @@ def test_vtlp_warp_is_piecewise_linear_and_keeps_the_band_edges(alpha):
     assert np.allclose(warped[below], alpha * freqs[below])
     assert np.allclose(np.diff(warped[~below], 2), 0.0, atol=1e-9)  # a straight line above
     assert transform.warp(np.array([knee]), alpha, nyquist)[0] == pytest.approx(alpha * knee)
+
+
+# ---------------------------------------------------------------------------
+# SpecAugment-style masking in the waveform (issue 13).
+
+@pytest.mark.parametrize("rate", RATES)
+def test_mask_is_seeded_and_keeps_length_and_dtype(rate):
+    x = white_noise(rate, duration=2.0)
+    a = make_augmenter("mask", seed=4)(x, rate)
+    b = make_augmenter("mask", seed=4)(x, rate)
+    c = make_augmenter("mask", seed=5)(x, rate)
+    assert a.dtype == np.float32 and a.shape == x.shape and np.all(np.isfinite(a))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+    assert make_augmenter("mask", seed=0)(x[:40], rate).shape == (40,)
+    off = {"mask": {"p_time": 0.0, "p_freq": 0.0}}
+    assert np.array_equal(make_augmenter("mask", seed=4, params=off)(x, rate), x)
+    with pytest.raises(ConfigError, match="mask"):
+        make_augmenter("mask", params={"mask": {"n_time_masks": 8, "max_time_part": 0.2}})
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mask_removes_a_band_and_silences_short_spans(seed):
+    """White noise through the recipe's defaults: the drawn band loses > 20 dB, an octave
+    away nothing changes, and each drawn span (<= 7.5 %, <= 15 % in all) is silent."""
+    x = white_noise(SR, duration=3.0, seed=seed)
+    augmenter = make_augmenter("mask", seed=seed)
+    out = augmenter(x, SR)
+    band, *spans = augmenter.transform.transforms[0].transforms
+    assert band.parameters["should_apply"] and all(s.parameters["should_apply"] for s in spans)
+    centre, width = band.parameters["center_freq"], band.parameters["bandwidth"]
+    assert 150.0 <= centre <= 4000.0 and 0.2 * centre <= width <= 0.5 * centre
+    # Power spectra of the parts no span touched (the spans would lower every band).
+    kept = np.ones(x.size, dtype=bool)
+    for span in spans:
+        kept[span.parameters["t0"]:span.parameters["t0"] + span.parameters["t"]] = False
+    inner = (centre - 0.3 * width, centre + 0.3 * width)
+    assert db(band_power(out[kept], SR, *inner) / band_power(x[kept], SR, *inner)) < -20
+    far = (2.0 * (centre + width), 2.5 * (centre + width)) if centre < 2000 else (
+        0.25 * centre, 0.4 * centre)
+    assert abs(db(band_power(out[kept], SR, *far) / band_power(x[kept], SR, *far))) < 1.0
+    # The spans: silent inside (past the 5 ms fades), short, and the rest not silent.
+    assert len(spans) == 2
+    silenced, fade = 0, round(0.005 * SR)
+    for span in spans:
+        t0, t = span.parameters["t0"], span.parameters["t"]
+        assert t <= 0.075 * x.size
+        edge = min(fade, t // 2)
+        assert np.all(out[t0 + edge:t0 + t - edge] == 0.0)
+        silenced += t
+    assert 0 < silenced <= 0.15 * x.size
+    frames = out[: x.size // 320 * 320].reshape(-1, 320)  # 20 ms frames
+    assert np.mean(np.all(frames == 0.0, axis=1)) <= 0.15
+    assert np.count_nonzero(out[~kept] == 0.0) >= np.count_nonzero(~kept) - 4 * fade
+    assert np.count_nonzero(out[kept] == 0.0) < 0.001 * x.size

@@ -18,6 +18,10 @@ speed      :class:`SpeedPerturb`: played 0.9–1.1 times as fast (resampled, sox
 vtlp       :class:`VocalTractLengthPerturb`: the spectral envelope's frequency axis
            warped by 0.9–1.1 (Jaitly and Hinton's piecewise-linear warp), so the
            formants move as in another vocal tract while pitch and tempo stay
+mask       :class:`SpecAugmentMask`: SpecAugment-style masking in the waveform
+           (Park et al. 2019): two spans of 0-7.5 % of the duration silenced
+           (``TimeMask``) and one band of 0.2-0.5 times its centre, centred at
+           150-4000 Hz, removed (``BandStopFilter``)
 telephone  :class:`TelephoneChannel`: down to 8 kHz, band-pass (high-pass 250–350 Hz,
            low-pass 3200–3600 Hz, ``HighPassFilter``/``LowPassFilter``), 8-bit
            μ-law (G.711-like) and back up to the input rate
@@ -73,6 +77,7 @@ import soxr
 from audiomentations import (
     AddGaussianNoise,
     AddGaussianSNR,
+    BandStopFilter,
     Compose,
     Gain,
     HighPassFilter,
@@ -82,6 +87,7 @@ from audiomentations import (
     SevenBandParametricEQ,
     Shift,
     SomeOf,
+    TimeMask,
     TimeStretch,
 )
 from audiomentations.core.transforms_interface import BaseWaveformTransform
@@ -102,6 +108,7 @@ __all__ = [
     "ChannelMix",
     "Mp3Codec",
     "ResampleChain",
+    "SpecAugmentMask",
     "SpeedPerturb",
     "SyntheticReverb",
     "TelephoneChannel",
@@ -590,6 +597,87 @@ class VocalTractLengthPerturb(BaseWaveformTransform):
         return out.astype(np.float32)
 
 
+class SpecAugmentMask(Compose):
+    """SpecAugment-style masking done on the waveform: time spans silenced, a band removed.
+
+    SpecAugment (Park et al., Interspeech 2019) zeroes random runs of frames and of
+    mel channels in the log-mel spectrogram. Here the same is done before the
+    encoder's front end, with audiomentations, in the paper's order: one
+    ``BandStopFilter`` band whose centre is drawn uniformly on the mel scale in
+    ``[min_center_freq, max_center_freq]`` and whose width is a fraction of its
+    centre (constant-Q, as mel channels are above 1 kHz), then ``n_time_masks``
+    ``TimeMask`` spans, each drawn uniformly in ``[min_time_part, max_time_part]`` of
+    the signal's duration and silenced with ``fade`` second fades (no clicks). Each
+    mask is applied with its own fixed probability; the whole with ``p``. Length and
+    rate are kept.
+
+    The defaults scale the paper's LibriSpeech policies to utterances of about 3 s:
+    two time masks (LD: mT = 2) of at most T = 100 frames, 1 s of a 12.3 s mean
+    LibriSpeech utterance, i.e. 7.5 % of the duration each (at most 15 % in all);
+    one frequency mask (LB: mF = 1) of 0.2-0.5 times its centre, about 5-13 of
+    Whisper's 80 mel channels above 1 kHz (the paper draws 0-27); every mask applied
+    to every copy, as in the paper.
+
+    Parameters
+    ----------
+    n_time_masks : int
+        Number of time spans silenced.
+    min_time_part, max_time_part : float
+        Range of each span, as a fraction of the duration.
+    fade : float
+        Fade in and out at each span's edges, seconds (0: hard edges).
+    min_center_freq, max_center_freq : float
+        Range of the removed band's centre, Hz.
+    min_bandwidth_fraction, max_bandwidth_fraction : float
+        Range of the band's width, as a fraction of its centre.
+    min_rolloff, max_rolloff : int
+        Slopes of the band-stop filter, dB/octave (multiples of 6).
+    p_time, p_freq : float
+        Probability of applying each time mask, and the band-stop.
+    p : float
+        Probability of applying the masking at all.
+    """
+
+    def __init__(self, n_time_masks: int = 2, min_time_part: float = 0.0,
+                 max_time_part: float = 0.075, fade: float = 0.005,
+                 min_center_freq: float = 150.0, max_center_freq: float = 4000.0,
+                 min_bandwidth_fraction: float = 0.2, max_bandwidth_fraction: float = 0.5,
+                 min_rolloff: int = 24, max_rolloff: int = 48, p_time: float = 1.0,
+                 p_freq: float = 1.0, p: float = 1.0) -> None:
+        if isinstance(n_time_masks, bool) or not isinstance(n_time_masks, int) \
+                or n_time_masks < 0:
+            raise ValueError(f"n_time_masks must be an int >= 0, got {n_time_masks!r}")
+        _check_range("time_part", min_time_part, max_time_part)
+        if max_time_part * n_time_masks > 1.0:
+            raise ValueError(f"{n_time_masks} time masks of up to {max_time_part:g} of the "
+                             "duration could silence all of it")
+        _check_range("center_freq", min_center_freq, max_center_freq, minimum=1e-3)
+        _check_range("bandwidth_fraction", min_bandwidth_fraction, max_bandwidth_fraction,
+                     minimum=1e-3)
+        if max_bandwidth_fraction >= 2.0:
+            raise ValueError("max_bandwidth_fraction must be < 2 (the band's lower edge "
+                             f"above 0 Hz), got {max_bandwidth_fraction}")
+        for name, value in (("p_time", p_time), ("p_freq", p_freq)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        # The paper's order: the frequency mask, then the time masks (so the silenced
+        # spans stay exactly silent, not refilled by the filter's ringing).
+        band = BandStopFilter(min_center_freq=min_center_freq, max_center_freq=max_center_freq,
+                              min_bandwidth_fraction=min_bandwidth_fraction,
+                              max_bandwidth_fraction=max_bandwidth_fraction,
+                              min_rolloff=min_rolloff, max_rolloff=max_rolloff,
+                              zero_phase=False, p=p_freq)
+        spans = [TimeMask(min_band_part=min_time_part, max_band_part=max_time_part,
+                          fade_duration=fade, mask_location="random", p=p_time)
+                 for _ in range(n_time_masks)]
+        super().__init__([band, *spans], p=p, shuffle=False)
+
+    def __call__(self, samples: NDArray[np.float32], sample_rate: int) -> NDArray[np.float32]:
+        """Mask ``samples``; same rate, length and dtype."""
+        out = super().__call__(samples=samples, sample_rate=sample_rate)
+        return np.asarray(out, dtype=np.float32)
+
+
 RECIPES: dict[str, tuple[type, dict[str, Any]]] = {
     "noise": (AddGaussianNoise, {"min_amplitude": 0.001, "max_amplitude": 0.015}),
     "shift": (Shift, {"min_shift": -0.25, "max_shift": 0.25, "shift_unit": "seconds",
@@ -600,6 +688,7 @@ RECIPES: dict[str, tuple[type, dict[str, Any]]] = {
                               "leave_length_unchanged": False}),
     "speed": (SpeedPerturb, {}),
     "vtlp": (VocalTractLengthPerturb, {}),
+    "mask": (SpecAugmentMask, {}),
     "telephone": (TelephoneChannel, {}),
     "eq": (SevenBandParametricEQ, {"min_gain_db": -8.0, "max_gain_db": 8.0}),
     "codec": (Mp3Codec, {"min_bitrate": 16, "max_bitrate": 64}),
