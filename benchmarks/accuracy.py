@@ -23,7 +23,11 @@ Usage::
 
     python benchmarks/accuracy.py [--corpora ../shared/corpora] [--markdown out.md]
     python benchmarks/accuracy.py --loco [--only base]
+    python benchmarks/accuracy.py --loco --distil [--only "per-speaker norm"]
     python benchmarks/accuracy.py --pick-states
+
+``--distil`` runs only the rows of the student distilled from the accurate tier
+(:func:`distilled_experiment`) and, in the same run, the default and accurate tiers'.
 
 ``--pick-states`` scores every encoder state alone in-corpus (never on a leave-one-
 corpus-out test corpus) and prints the states :func:`pick_states` keeps (issue 13).
@@ -41,9 +45,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from common import add_corpora_argument, corpora_root, print_table
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import Pipeline
+from sklearn.utils.class_weight import compute_class_weight
 
-from emovox.config import load_config
+from emovox.config import ExperimentConfig, load_config
 from emovox.evaluation import (
     SCORES,
     FoldResult,
@@ -52,7 +60,19 @@ from emovox.evaluation import (
     pooled_confusion,
     summarise,
 )
-from emovox.experiment import prepare_dataset, protocol_description, run_experiment
+from emovox.experiment import (
+    Dataset,
+    RunResult,
+    balance_weights,
+    fit_model,
+    normalised_features,
+    prepare_dataset,
+    protocol_description,
+    run_experiment,
+    training_rows,
+)
+from emovox.models import make_classifier
+from emovox.protocols import make_splits
 
 BENCHMARKS = {
     "EmoDB 7-class LOSO": {
@@ -280,6 +300,22 @@ def tiny_model_rows(label: str, model: dict) -> dict[str, dict]:
             loco_tier_rows(name, LOUDNESS).items()}
 
 
+#: The teacher of the distilled students: the accurate tier's features (its recipe and
+#: normalisation are the student's row's), its out-of-fold probabilities from this many
+#: speaker-disjoint folds of each leave-one-corpus-out fold's training rows.
+DISTIL_TEACHER = {"features": TINY_BASE_MIDDLE, "folds": 5}
+
+
+def distilled_rows(alpha: float) -> dict[str, dict]:
+    """The default tier's two models (:func:`loco_tier_rows` on Whisper tiny.en) fitted to
+    ``alpha`` x the accurate tier's out-of-fold probabilities + (1 - ``alpha``) x the
+    labels (:func:`distilled_experiment`; temperature 1)."""
+    name = (f"Whisper-tiny + LR distilled from tiny 1-3 + base 2-4 (alpha {alpha:g}), "
+            "loudness -23 LUFS")
+    return {system: {**spec, "teacher": {**DISTIL_TEACHER, "alpha": alpha}}
+            for system, spec in loco_tier_rows(name, LOUDNESS).items()}
+
+
 #: Group-robust objective (issue 13, lone files): logistic regression for its worst
 #: training group, softened at 0.1 nats (``group_dro``; C = 0.01 on the LR's scale, so
 #: a temperature of None is the default tier's LR exactly). Fixed before any LOCO score.
@@ -407,7 +443,18 @@ LOCO_SYSTEMS = {
                       {**GROUP_DRO, "params": {**GROUP_DRO["params"], "group_by": "corpus"}}),
     **tiny_model_rows("GroupDRO over speakers",
                       {**GROUP_DRO, "params": {**GROUP_DRO["params"], "group_by": "speaker"}}),
+    # A fast student distilled from the accurate tier (issue 13): the default tier's
+    # recipe fitted to 0.5 x the accurate tier's out-of-fold probabilities + 0.5 x the
+    # labels, and to its probabilities alone (alpha 1). Fixed before any LOCO score.
+    **distilled_rows(0.5),
+    **distilled_rows(1.0),
 }
+#: ``--distil``: the students and, from the same run, the tiers they are compared with.
+DISTIL_SYSTEMS = [
+    "Whisper-tiny + LR, loudness -23 LUFS, per-speaker norm + channel augmentation",
+    "Whisper-tiny + LR, loudness -23 LUFS, corpus-balanced + channel augmentation",
+    *loco_tier_rows("Whisper-tiny 1-3 + base 2-4 + LR, loudness -23 LUFS", TINY_BASE_MIDDLE),
+    *distilled_rows(0.5), *distilled_rows(1.0)]
 
 
 def loco_corpora(root: Path) -> list[str]:
@@ -437,30 +484,172 @@ def late_fusion(results: list) -> object:
         confusion=pooled_confusion(folds, first.classes))
 
 
-def loco_experiment(root: Path, spec: dict, features: dict | list[dict],
-                    datasets: dict[str, object]) -> tuple[object, float]:
-    """The leave-one-domain-out run of ``spec`` on ``features`` and its seconds: the fits
-    and any augmented copies' extraction, not the files' features (prepared once per
-    features into ``datasets``). A list of features is late fusion: a model on each,
-    their probabilities averaged (:func:`late_fusion`)."""
-    if isinstance(features, list):
-        runs = [loco_experiment(root, spec, f, datasets) for f in features]
-        return late_fusion([result for result, _ in runs]), sum(s for _, s in runs)
+def fit_soft_targets(X: np.ndarray, y: np.ndarray, targets: np.ndarray,
+                     sample_weight: np.ndarray | None = None, C: float = 0.01) -> Pipeline:
+    """The tiers' classifier (scaler + class-balanced logistic regression) fitted to soft
+    targets instead of the labels.
+
+    Cross-entropy to soft targets is weighted logistic regression on the rows repeated
+    once per class: row ``i`` as class ``c`` with weight ``targets[i, c]`` times its own
+    weight (``sample_weight`` times the balanced weight of its label ``y[i]``, as
+    scikit-learn computes it for ``class_weight="balanced"``). With one-hot targets this
+    is the labels' fit; the scaler is fitted on the rows once, unrepeated.
+
+    Parameters
+    ----------
+    X : np.ndarray, shape (n, d)
+        Training features.
+    y : np.ndarray, shape (n,)
+        Labels (their class balance weighs the rows).
+    targets : np.ndarray, shape (n, k)
+        Probability of each class (``np.unique(y)``, sorted) for each row; rows sum to 1.
+    sample_weight : np.ndarray, shape (n,), optional
+        E.g. :func:`~emovox.experiment.balance_weights`; ones when None.
+    C : float
+        Inverse L2 strength of the logistic regression.
+
+    Returns
+    -------
+    Pipeline
+        Fitted ``scale`` + ``classifier`` steps, as :func:`emovox.models.make_classifier`.
+    """
+    classes = np.unique(y)
+    if targets.shape != (len(y), len(classes)):
+        raise ValueError(f"targets of shape {targets.shape} for {len(y)} rows of "
+                         f"{len(classes)} classes")
+    weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+    weight = weight * compute_class_weight("balanced", classes=classes, y=y,
+                                           sample_weight=weight)[np.searchsorted(classes, y)]
+    pipeline = make_classifier("logreg", {"C": C, "class_weight": None})
+    scaled = pipeline.named_steps["scale"].fit_transform(X)
+    repeated = (targets * weight[:, None]).T.ravel()  # class-major: class c, then row i
+    keep = np.flatnonzero(repeated > 0)
+    pipeline.named_steps["classifier"].fit(
+        scaled[keep % len(y)], classes[keep // len(y)], sample_weight=repeated[keep])
+    return pipeline
+
+
+def out_of_fold_proba(config: ExperimentConfig, X: np.ndarray, y: np.ndarray,
+                      speakers: np.ndarray, n_folds: int = 5, seed: int = 0) -> np.ndarray:
+    """Each row's class probabilities from a model of ``config`` that never saw its speaker.
+
+    The rows are split into ``n_folds`` folds of whole speakers (shuffled
+    :class:`~sklearn.model_selection.GroupKFold`); a model fitted on the other folds
+    (:func:`~emovox.experiment.fit_model`: the config's classifier and balance weights)
+    predicts each. Columns follow ``np.unique(y)``.
+    """
+    classes = np.unique(y)
+    proba = np.zeros((len(y), len(classes)))
+    folds = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for fit_rows, held in folds.split(X, y, groups=speakers):
+        model = fit_model(config, X[fit_rows], y[fit_rows], speakers[fit_rows])
+        proba[np.ix_(held, np.searchsorted(classes, model.classes_))] = (
+            model.predict_proba(X[held]))
+    return proba
+
+
+def loco_dataset(root: Path, spec: dict, features: dict,
+                 datasets: dict[str, object]) -> tuple[ExperimentConfig, Dataset]:
+    """The leave-one-domain-out config of ``spec`` on ``features`` and its dataset,
+    prepared once per features into ``datasets``."""
     config = load_config(data={
         "name": "loco", "corpora": loco_corpora(root), "labels": "common6",
         "protocol": {"kind": "loco", "by": "domain"}, **spec, "features": features})
     key = str(features)
     if key not in datasets:
         datasets[key] = prepare_dataset(config, progress=sys.stderr.isatty())
+    return config, datasets[key]
+
+
+def distilled_experiment(root: Path, spec: dict, datasets: dict[str, object]
+                         ) -> tuple[RunResult, float]:
+    """The leave-one-domain-out run of a student distilled from a teacher, and its seconds.
+
+    ``spec`` is the student's row with ``teacher``: ``{"features", "folds", "alpha"}``
+    (and ``"seed"`` of the inner folds, the config's seed when absent).
+    In each fold, the teacher (the student's recipe and normalisation on the teacher's
+    features) gives every training row (and channel copy) its probabilities out of fold
+    (:func:`out_of_fold_proba`: ``folds`` speaker-disjoint folds of the fold's training
+    rows only; the test corpus takes no part); the student is fitted to ``alpha`` x them
+    + (1 - ``alpha``) x the labels (:func:`fit_soft_targets`, the row's corpus balance).
+    The teacher's probabilities are computed once per fold and normalisation (kept in
+    ``datasets``); every row using them counts their seconds.
+    """
+    spec = dict(spec)
+    teacher = spec.pop("teacher")
+    config, dataset = loco_dataset(root, spec, spec["features"], datasets)
+    teacher_config, teacher_dataset = loco_dataset(root, spec, teacher["features"], datasets)
+    if not dataset.table["path"].equals(teacher_dataset.table["path"]):
+        raise ValueError("the student's and the teacher's datasets hold different files")
+    if config.model.balance == "none":
+        raise ValueError("the distilled rows weigh corpora equally (model.balance)")
+    splits = make_splits(dataset.table, config.protocol.kind, **config.protocol.params)
+    folds, seconds = [], 0.0
+    for split in splits:
+        key = (f"teacher {teacher['features']} {teacher['folds']} {teacher.get('seed')} "
+               f"{spec} {split.name}")
+        if key not in datasets:
+            started = time.perf_counter()
+            features = normalised_features(teacher_config, teacher_dataset, split.train,
+                                           split.test)
+            X, y, speakers, _ = training_rows(teacher_config, teacher_dataset, features,
+                                              split.train)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                proba = out_of_fold_proba(teacher_config, X, y, speakers, teacher["folds"],
+                                          teacher.get("seed", config.seed))
+            datasets[key] = (y, speakers, proba, time.perf_counter() - started)
+        teacher_y, teacher_speakers, proba, took = datasets[key]
+        started = time.perf_counter()
+        features = normalised_features(config, dataset, split.train, split.test)
+        X, y, speakers, _ = training_rows(config, dataset, features, split.train)
+        if not (np.array_equal(y, teacher_y) and np.array_equal(speakers, teacher_speakers)):
+            raise ValueError(f"{split.name}: the student's and the teacher's training rows "
+                             "(or channel copies) differ")
+        onehot = (y[:, None] == np.unique(y)).astype(float)
+        targets = teacher["alpha"] * proba + (1 - teacher["alpha"]) * onehot
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = fit_soft_targets(X, y, targets,
+                                     balance_weights(y, speakers, config.model.balance),
+                                     config.model.params["C"])
+        predicted = model.predict(features[split.test])
+        folds.append(FoldResult(split.name, dataset.y[split.test], predicted,
+                                dataset.label_set.classes))
+        seconds += took + time.perf_counter() - started
+    classes = dataset.label_set.classes
+    true, predicted = (np.concatenate([getattr(f, a) for f in folds]) for a in ("y_true",
+                                                                                "y_pred"))
+    result = RunResult(config, folds, summarise(folds), per_class_table(true, predicted, classes),
+                       pooled_confusion(folds, classes), classes,
+                       pd.DataFrame({"true": true, "predicted": predicted}), leaky=False)
+    return result, seconds
+
+
+def loco_experiment(root: Path, spec: dict, features: dict | list[dict],
+                    datasets: dict[str, object]) -> tuple[object, float]:
+    """The leave-one-domain-out run of ``spec`` on ``features`` and its seconds: the fits
+    and any augmented copies' extraction, not the files' features (prepared once per
+    features into ``datasets``). A list of features is late fusion: a model on each,
+    their probabilities averaged (:func:`late_fusion`). A ``spec`` with a ``teacher`` is
+    a distilled student (:func:`distilled_experiment`)."""
+    if "teacher" in spec:
+        return distilled_experiment(root, {**spec, "features": features}, datasets)
+    if isinstance(features, list):
+        runs = [loco_experiment(root, spec, f, datasets) for f in features]
+        return late_fusion([result for result, _ in runs]), sum(s for _, s in runs)
+    config, dataset = loco_dataset(root, spec, features, datasets)
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = run_experiment(config, datasets[key], progress=False)
+        result = run_experiment(config, dataset, progress=False)
     return result, time.perf_counter() - started
 
 
-def run_loco(root: Path, only: str | None = None) -> list[dict]:
-    """Leave-one-domain-out UAR of every system; one row per system and test domain.
+def run_loco(root: Path, only: str | None = None, systems: list[str] | None = None
+             ) -> list[dict]:
+    """Leave-one-domain-out UAR of every system (of ``systems`` when given); one row per
+    system and test domain.
 
     A system with ``features_by_test`` (test domain -> features) is run once per
     distinct features and keeps, from each run, the folds testing its domains. A system
@@ -469,7 +658,7 @@ def run_loco(root: Path, only: str | None = None) -> list[dict]:
     rows = []
     datasets: dict[str, object] = {}
     for system, spec in LOCO_SYSTEMS.items():
-        if only and only.lower() not in system.lower():
+        if (only and only.lower() not in system.lower()) or (systems and system not in systems):
             continue
         spec = dict(spec)
         by_test = spec.pop("features_by_test", None)
@@ -571,6 +760,9 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--loco", action="store_true",
                         help="the leave-one-corpus-out table (raw and each adaptation)")
+    parser.add_argument("--distil", action="store_true",
+                        help="leave-one-corpus-out: only the students distilled from the "
+                        "accurate tier, and the default and accurate tiers' rows")
     parser.add_argument("--pick-states", action="store_true",
                         help="score each encoder state alone in-corpus; print the states kept")
     args = parser.parse_args()
@@ -579,10 +771,12 @@ def main() -> None:
         rows = run(root, args.only, single_state_systems())
         print_table(state_scores_markdown(rows), args.markdown)
         return
-    rows = run_loco(root, args.only) if args.loco else run(root, args.only)
+    loco = args.loco or args.distil
+    rows = (run_loco(root, args.only, DISTIL_SYSTEMS if args.distil else None) if loco
+            else run(root, args.only))
     if not rows:
         sys.exit(f"no benchmark or system matches {args.only!r}")
-    print_table(loco_markdown(rows) if args.loco else markdown(rows), args.markdown)
+    print_table(loco_markdown(rows) if loco else markdown(rows), args.markdown)
 
 
 if __name__ == "__main__":
