@@ -8,8 +8,9 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from emovox.config import load_config
+from emovox.corpora.base import corpus_of
 from emovox.experiment import balance_weights, fit_model
-from emovox.models.robust import GroupDROLogisticRegression, corpus_of
+from emovox.models.robust import GroupDROLogisticRegression
 
 
 def _two_groups(seed: int, n_major: int = 900, n_minor: int = 100):

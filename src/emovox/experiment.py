@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from emovox.config import ExperimentConfig, dump_config
 from emovox.corpora import load_corpora
+from emovox.corpora.base import corpus_of
 from emovox.errors import ConfigError
 from emovox.evaluation import (
     SCORES,
@@ -33,7 +34,6 @@ from emovox.features import extract_many, get_extractor
 from emovox.fileio import atomic_folder
 from emovox.labels import LabelSet, get_label_set
 from emovox.models import make_classifier
-from emovox.models.robust import corpus_of
 from emovox.normalization import describe_scope, reference_stats, standardise_by_group
 from emovox.protocols import (
     LEAKAGE_MESSAGE,

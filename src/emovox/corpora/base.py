@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import soundfile as sf
 
@@ -53,6 +54,21 @@ def make_table(rows: list[dict], corpus: str) -> pd.DataFrame:
     extras = [c for c in table.columns if c not in REQUIRED_COLUMNS]
     table = table[list(REQUIRED_COLUMNS) + extras]
     return table.sort_values("path", kind="stable").reset_index(drop=True)
+
+
+def corpus_of(speakers: np.ndarray) -> np.ndarray:
+    """The corpus of each speaker id (``"emodb:03"`` -> ``"emodb"``; the part before the
+    first colon, the whole id when it has none).
+
+    Parameters
+    ----------
+    speakers : array-like, shape (n,)
+
+    Returns
+    -------
+    np.ndarray of str, shape (n,)
+    """
+    return np.array([str(s).split(":", 1)[0] for s in np.asarray(speakers)])
 
 
 @dataclass

@@ -33,22 +33,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-__all__ = ["GroupDROLogisticRegression", "corpus_of"]
+from emovox.corpora.base import corpus_of
 
-
-def corpus_of(speakers: np.ndarray) -> np.ndarray:
-    """The corpus of each speaker id (``"emodb:03"`` -> ``"emodb"``; the part before the
-    first colon, the whole id when it has none).
-
-    Parameters
-    ----------
-    speakers : array-like, shape (n,)
-
-    Returns
-    -------
-    np.ndarray of str, shape (n,)
-    """
-    return np.array([str(s).split(":", 1)[0] for s in np.asarray(speakers)])
+__all__ = ["GroupDROLogisticRegression"]
 
 
 class GroupDROLogisticRegression(ClassifierMixin, BaseEstimator):
