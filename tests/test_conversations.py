@@ -23,6 +23,7 @@ from emovox.diarization import (
     diarize,
     embed_windows,
     pick_count,
+    speaker_range,
     speaker_turns,
 )
 from emovox.speakers import (
@@ -74,7 +75,7 @@ def _consistent(found: dict[tuple[float, float], str | None],
 
 
 @pytest.mark.parametrize("voices", VOICE_ENCODERS)
-@pytest.mark.parametrize("speakers", [2, "auto"])
+@pytest.mark.parametrize("speakers", [2, "auto", "1-2"])
 def test_speaker_labels_consistent_over_time(conversation, speakers, voices):
     signal, truth = conversation
     result = diarize(signal, RATE, speakers=speakers, vad="energy", encoder=voices)
@@ -267,9 +268,30 @@ def test_speaker_turns_cut_halfway_between_windows():
 def test_check_speakers():
     assert check_speakers("auto") == "auto"
     assert check_speakers("3") == 3
-    for bad in ("0", "x", -1, 2.5):
-        with pytest.raises(ValueError):
+    assert check_speakers(" 2-4 ") == "2-4" and check_speakers("3-3") == 3
+    for bad in ("0", "x", -1, 2.5, "4-2", "0-3", "2-", "-3", "a-b", "2-3-4"):
+        with pytest.raises(ValueError, match="speakers must be"):
             check_speakers(bad)
+    assert speaker_range("auto", 8) == (1, 8) and speaker_range(3) == (3, 3)
+    assert speaker_range("2-4", 8) == (2, 4) and speaker_range("2-12", 8) == (2, 8)
+    assert speaker_range("9-12", 8) == (8, 8)
+
+
+def test_cluster_auto_stays_within_the_range_it_is_given():
+    """One voice with two emotions (halves alike): ``auto`` finds one, but told there
+    are at least two it splits them; five clear voices told at most three: three."""
+    rng = np.random.default_rng(5)
+    base = rng.normal(size=32)
+    one = base + 0.3 * np.linalg.norm(base) * np.repeat([[1.0] + [0.0] * 31,
+                                                           [-1.0] + [0.0] * 31], 40, axis=0)
+    one = one + 0.05 * np.linalg.norm(base) * rng.normal(size=one.shape)
+    assert set(cluster(one, "auto", one_voice_cosine=0.65).tolist()) == {0}
+    assert len(set(cluster(one, "auto", one_voice_cosine=0.65, min_speakers=2).tolist())) == 2
+    centres = 10.0 * np.eye(5, 16)
+    five = np.repeat(centres, 20, axis=0) + rng.normal(size=(100, 16))
+    assert len(set(cluster(five, "auto").tolist())) == 5
+    assert len(set(cluster(five, "auto", max_speakers=3).tolist())) == 3
+    assert len(set(cluster(five[:6], "auto", min_speakers=3).tolist())) == 3  # few windows
 
 
 @pytest.fixture(scope="module")

@@ -166,6 +166,9 @@ def _multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "trus
     ("window=2&chunk_seconds=0.001", "chunk_seconds"),
     ("voices=ge2e", "voices"),  # without speakers
     ("speakers=2&voices=xvector", "voices"),
+    ("speakers=9", "speakers"),  # more voices than the work bound
+    ("speakers=2-20", "speakers"),
+    ("speakers=4-2", "speakers"),
 ])
 def test_each_bad_timeline_parameter_is_422_naming_it(client: Any, spy: Spy, query: str,
                                                       field: str) -> None:

@@ -227,8 +227,9 @@ def predict(
     no_vad: Annotated[bool, typer.Option("--no-vad", help="Timeline: classify every "
                                                          "window, speech or not")] = False,
     speakers: Annotated[str | None, typer.Option(
-        help="Timeline of a conversation: separate the voices ('auto' finds how many, or "
-             "give N), add a speaker column and a per-speaker summary, adapt per speaker")
+        help="Timeline of a conversation: separate the voices ('auto' finds how many, "
+             "'2-4' finds it within a range, or give N), add a speaker column and a "
+             "per-speaker summary, adapt per speaker")
     ] = None,
     voices: Annotated[str | None, typer.Option(
         help="With --speakers: the voice encoder that tells them apart, campplus "

@@ -137,22 +137,68 @@ MAX_CLUSTERED = 2000
 
 
 def check_speakers(speakers: int | str) -> int | str:
-    """``"auto"`` or a number of speakers >= 1 (``"2"`` is read as 2).
+    """``"auto"``, a number of speakers >= 1 (``"2"`` is read as 2), or a range
+    ``"MIN-MAX"`` within which ``auto`` looks (``"2-4"``; ``"3-3"`` is read as 3).
+
+    Returns
+    -------
+    int or str
+        ``"auto"``, the number, or the range as ``"MIN-MAX"``.
 
     Raises
     ------
     ValueError
         Anything else.
     """
-    if isinstance(speakers, str) and speakers.strip().lower() == "auto":
-        return "auto"
+    problem = ValueError("speakers must be 'auto', a number >= 1 or a range such as "
+                         f"'2-4', got {speakers!r}")
+    if isinstance(speakers, str):
+        text = speakers.strip().lower()
+        if text == "auto":
+            return "auto"
+        if "-" in text:
+            low, _, high = text.partition("-")
+            try:
+                fewest, most = int(low), int(high)
+            except ValueError:
+                raise problem from None
+            if not 1 <= fewest <= most:
+                raise problem
+            return fewest if fewest == most else f"{fewest}-{most}"
     try:
         number = int(speakers)
     except (TypeError, ValueError):
         number = 0
     if number < 1 or (isinstance(speakers, float) and not float(speakers).is_integer()):
-        raise ValueError(f"speakers must be 'auto' or a number >= 1, got {speakers!r}")
+        raise problem
     return number
+
+
+def speaker_range(speakers: int | str, max_speakers: int = MAX_SPEAKERS) -> tuple[int, int]:
+    """The fewest and the most speakers a checked ``speakers`` value allows.
+
+    Parameters
+    ----------
+    speakers : int or str
+        A value of :func:`check_speakers`.
+    max_speakers : int
+        The most ``"auto"`` considers.
+
+    Returns
+    -------
+    tuple of int
+        ``(n, n)`` for a number, ``(1, max_speakers)`` for ``"auto"``, the range's
+        bounds for ``"MIN-MAX"`` (its top no higher than ``max_speakers``, its bottom
+        no higher than its top).
+    """
+    speakers = check_speakers(speakers)
+    if isinstance(speakers, int):
+        return speakers, speakers
+    if speakers == "auto":
+        return 1, max_speakers
+    fewest, most = (int(v) for v in speakers.split("-"))
+    most = min(most, max_speakers)
+    return min(fewest, most), most
 
 
 @dataclass
@@ -246,8 +292,9 @@ def diarize(
         An audio file, or samples of shape (n,) or (n, channels).
     sample_rate : int, optional
         Rate of an array ``source`` in Hz.
-    speakers : int or "auto"
-        How many speakers there are, or ``"auto"`` to find it (1 to ``max_speakers``).
+    speakers : int or str
+        How many speakers there are, ``"auto"`` to find it (1 to ``max_speakers``), or
+        a range ``"MIN-MAX"`` (``"2-4"``) to find it within.
     vad : {"silero", "energy"} or None
         Voice activity detector (None: all of the audio is speech).
     chunk_seconds : float
@@ -287,10 +334,12 @@ def diarize(
     # 0.058, two / three speakers, seed 1; 0.090 / 0.127 against 0.073 / 0.042, seed 2).
     projection = voice_projection(encoder.name, encoder.size)
     rule = COUNT_RULES.get(encoder.name, CountRule(SILHOUETTE_MARGIN))
-    labels = cluster(project(heard.embeddings, projection), speakers, max_speakers,
+    fewest, most = speaker_range(speakers, max_speakers)
+    labels = cluster(project(heard.embeddings, projection),
+                     speakers if isinstance(speakers, int) else "auto", most,
                      one_voice=rule.one_voice_spread if projection is not None else None,
                      one_voice_cosine=rule.one_voice_cosine, margin=rule.margin,
-                     penalty=rule.penalty)
+                     penalty=rule.penalty, min_speakers=fewest)
     turns = speaker_turns(heard.segments, heard.centres, labels)
     names = list(dict.fromkeys(s for _, _, s in turns))
     if isinstance(speakers, int):  # the speakers given but never heard still exist
@@ -422,7 +471,7 @@ def _resolve(encoder: SpeakerEncoder | str | None) -> SpeakerEncoder:
 def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
             max_speakers: int = MAX_SPEAKERS, one_voice: float | None = None,
             one_voice_cosine: float | None = None, margin: float = SILHOUETTE_MARGIN,
-            penalty: float = 0.0) -> np.ndarray:
+            penalty: float = 0.0, min_speakers: int = 1) -> np.ndarray:
     """Speaker labels of voice embeddings.
 
     The recording's mean embedding is taken out, then Ward agglomerative clustering on
@@ -442,11 +491,11 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
     embeddings : np.ndarray, shape (n, dim)
         Voice embeddings (raw or projected), in time order.
     speakers : int or "auto"
-        Number of clusters, or ``"auto"``: the fewest from 2 to ``max_speakers``
-        whose silhouette, less ``penalty`` per cluster beyond two, is within
-        ``margin`` of the highest (:func:`pick_count`), among splits whose every
-        cluster holds :data:`MIN_SPEAKER_WINDOWS`, or 1 when the highest silhouette is
-        below :data:`MIN_SILHOUETTE`.
+        Number of clusters, or ``"auto"``: the fewest from 2 (or ``min_speakers``) to
+        ``max_speakers`` whose silhouette, less ``penalty`` per cluster beyond two, is
+        within ``margin`` of the highest (:func:`pick_count`), among splits whose every
+        cluster holds :data:`MIN_SPEAKER_WINDOWS`, or 1 (unless ``min_speakers`` is 2
+        or more) when the highest silhouette is below :data:`MIN_SILHOUETTE`.
     max_speakers : int
         Most clusters ``auto`` tries.
     one_voice : float, optional
@@ -462,6 +511,8 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
         ``auto``: silhouettes within this of the best count as equal.
     penalty : float
         ``auto``: silhouette each cluster beyond two must buy.
+    min_speakers : int
+        ``auto``: the fewest clusters it may find (with 2 or more, never one voice).
 
     Returns
     -------
@@ -488,7 +539,7 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
     sample = np.unique(np.linspace(0, n - 1, min(n, MAX_CLUSTERED)).round().astype(int))
     Xs = X[sample]
     counts = ([speakers] if isinstance(speakers, int)
-              else list(range(2, min(max_speakers, len(Xs) - 1) + 1)))
+              else list(range(max(2, min_speakers), min(max_speakers, len(Xs) - 1) + 1)))
     tree = linkage(Xs, method="ward") if len(Xs) > 1 else None  # one tree, cut per count
     # The cosine distances once for every count's silhouette (not once per count).
     distances = None
@@ -511,9 +562,16 @@ def cluster(embeddings: np.ndarray, speakers: int | str = "auto",
         else:
             score = -1.0
         tried.append((score, found))
+    one_allowed = speakers != "auto" or min_speakers <= 1
+    if not one_allowed:  # told there are several: no floor, at least the fewest
+        floor = -math.inf
+        if not tried and 2 <= min_speakers <= len(Xs):  # too few windows to choose
+            k = min_speakers
+            tried = [(1.0, _refine(Xs, fcluster(tree, k, criterion="maxclust") - 1, k))]
     best = pick_count(tried, margin, floor, penalty) if tried else np.zeros(len(Xs), int)
     # Two halves as alike as one voice's emotions are: one voice (CAM++).
-    if (speakers == "auto" and one_voice_cosine is not None and halves is not None
+    if (speakers == "auto" and one_allowed and one_voice_cosine is not None
+            and halves is not None
             and _split_alike(np.asarray(embeddings)[sample], halves) >= one_voice_cosine):
         best = np.zeros(len(Xs), int)
     labels = _nearest(X, _centroids(Xs, best)) if len(sample) < n else best

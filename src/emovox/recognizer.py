@@ -440,9 +440,10 @@ class Recognizer(FileVerbs):
             Value of the ``file`` index level.
         vad_options : VadOptions, optional
             Detector and smoothing parameters.
-        speakers : int or "auto", optional
-            A conversation: separate its voices (``"auto"``: find how many), add a
-            ``speaker`` column and adapt to each speaker on their own; see
+        speakers : int or str, optional
+            A conversation: separate its voices (``"auto"``: find how many; ``"2-4"``:
+            find it within a range), add a ``speaker`` column and adapt to each speaker
+            on their own; see
             :mod:`emovox.diarization` and :func:`emovox.conversation.speaker_summary`.
         voices : {"campplus", "ge2e"}, optional
             With ``speakers``: the voice encoder that tells them apart (default

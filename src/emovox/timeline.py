@@ -124,10 +124,11 @@ def iter_timeline(
         Value of the ``file`` index level (default: the path, or ``"<signal>"``).
     vad_options : VadOptions, optional
         Detector and smoothing parameters.
-    speakers : int or "auto", optional
+    speakers : int or str, optional
         A conversation: separate the voices first (:func:`emovox.diarization.diarize`,
-        ``"auto"`` finds how many), add a ``speaker`` column, and adapt to each speaker
-        with their own statistics. None (default): one voice, no ``speaker`` column.
+        ``"auto"`` finds how many, ``"2-4"`` finds it within a range), add a ``speaker``
+        column, and adapt to each speaker with their own statistics. None (default):
+        one voice, no ``speaker`` column.
     voices : {"campplus", "ge2e"}, optional
         With ``speakers``: the voice encoder that tells them apart (default CAM++;
         GE2E costs about half and errs more, see :mod:`emovox.diarization`).

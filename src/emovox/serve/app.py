@@ -467,7 +467,8 @@ def timeline_options(query: Mapping[str, str],
     -------
     dict
         ``window`` and ``hop`` in seconds (always), ``vad`` (a name or None, only when
-        given), ``speakers`` (``"auto"`` or a number, only when given) and ``voices``
+        given), ``speakers`` (``"auto"``, a number or a range ``"MIN-MAX"``, only when
+        given) and ``voices``
         (the voice encoder, only with ``speakers``).
 
     Raises
@@ -501,14 +502,15 @@ def timeline_options(query: Mapping[str, str],
             raise ApiError(422, f"vad must be one of {', '.join(VAD_METHODS)} or none, "
                                 f"got {vad[:40]!r}", field="vad")
     speakers = query.get("speakers")
-    if speakers is not None:  # a conversation: separate the voices (auto or N)
+    if speakers is not None:  # a conversation: separate the voices (auto, N or a range)
         from emovox.diarization import MAX_SPEAKERS, check_speakers
 
         try:
             options["speakers"] = check_speakers(speakers[:8])
         except ValueError as error:
             raise ApiError(422, str(error), field="speakers") from None
-        if options["speakers"] != "auto" and options["speakers"] > MAX_SPEAKERS:
+        most = str(options["speakers"]).split("-")[-1]  # N, or a range's top
+        if most != "auto" and int(most) > MAX_SPEAKERS:
             raise ApiError(422, f"speakers: at most {MAX_SPEAKERS}", field="speakers")
     voices = query.get("voices")
     if voices is not None:
