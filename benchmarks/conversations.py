@@ -45,8 +45,12 @@ of a call: the case where one voice's statistics differ most from the recording'
 Several seeds (``--seed 0 4 5 6``) print a table per seed, then one pooled over all of
 their conversations (the held-out figures of docs/RESULTS.md pool seeds 0 and 4-6).
 
+``--within 2-4`` also diarizes each conversation with the count found within that
+range (``speakers="2-4"``, for users who know roughly how many speak) and prints its DER.
+
 Usage: ``python benchmarks/conversations.py [--per-count 4] [--minutes 2] [--unseen]
-[--diarization-only] [--counts 2 3] [--voices campplus|ge2e] [--seed 0 [4 ...]]``
+[--diarization-only] [--counts 2 3] [--voices campplus|ge2e] [--seed 0 [4 ...]]
+[--within MIN-MAX]``
 """
 
 from __future__ import annotations
@@ -234,7 +238,14 @@ def main(argv: list[str] | None = None) -> None:
                              "is trained or run)")
     parser.add_argument("--voices", default=None, choices=VOICE_ENCODERS,
                         help=f"voice encoder of the diarization (default: {DEFAULT_VOICES})")
+    parser.add_argument("--within", default=None, metavar="MIN-MAX",
+                        help="also diarize with the number of speakers found within this "
+                             "range (speakers='2-4'), and print its DER")
     args = parser.parse_args(argv)
+    if args.within is not None:
+        from emovox.diarization import check_speakers
+
+        args.within = str(check_speakers(args.within))
     root = corpora_root(args)
     voices = args.voices or DEFAULT_VOICES
 
@@ -303,6 +314,8 @@ def run_seed(root: Path, tables: list[pd.DataFrame], args: argparse.Namespace, s
                 sf.write(path, signal, RATE, subtype="PCM_16")
                 found = diarize(path, speakers="auto", encoder=voices)
                 given = diarize(path, speakers=n_speakers, encoder=voices)
+                within = (diarize(path, speakers=args.within, encoder=voices)
+                          if args.within else None)
                 rows.append({
                     "speakers": n_speakers,
                     "corpus": "+".join(sorted(table.loc[table["speaker"].isin(
@@ -310,6 +323,7 @@ def run_seed(root: Path, tables: list[pd.DataFrame], args: argparse.Namespace, s
                     "seconds": len(signal) / RATE, "turns": len(turns),
                     "der_auto": der(turns, found.turns), "der_given": der(turns, given.turns),
                     "found": len(found.speakers), "diarization_s": given.seconds,
+                    **({"der_within": der(turns, within.turns)} if within else {}),
                 })
                 r = rows[-1]
                 said = (f"{n_speakers} speakers, {r['corpus']}, {r['seconds']:.0f} s, "
@@ -377,6 +391,9 @@ def report(rows: list[dict], args: argparse.Namespace, voices: str, seeds: str) 
 
     groups = [[r for r in rows if r["speakers"] == n] for n in args.counts]
     diarization_rows(groups, line)
+    if args.within:
+        line(f"DER, speakers found within {args.within}",
+             [f"{np.mean([r['der_within'] for r in g]):.3f}" for g in groups])
     if args.diarization_only:
         return
     for key, name in (("per_speaker", "turn UAR, per-speaker (whole rec.)"),
