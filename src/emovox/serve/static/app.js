@@ -6,8 +6,8 @@
 "use strict";
 
 const CONFIG = Object.assign({
-  /** Recordings at least this long (s) also get a timeline, when the model offers one. */
-  /** Speakers of a timeline: "auto" separates the voices (per-speaker summary), "" never. */
+  /** Speakers of a timeline: "auto" separates the voices (per-speaker summary), a number
+   *  or a range such as "2-4" bounds how many, "" never. */
   timelineSpeakers: "auto",
   /** Voice encoder that tells the speakers apart ("campplus", "ge2e"); "": the server's default. */
   timelineVoices: "",
