@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from emovox.errors import ConfigError
-from emovox.speakers import signal_batch, torch_threads
+from emovox.speakers import signal_batch, torch_threads, unit_rows
 
 #: Rate the network analyses, in Hz.
 SAMPLE_RATE = 16_000
@@ -589,7 +589,7 @@ class CampPlusEncoder:
             with torch_threads(self.threads), torch.inference_mode():
                 raw = self.run_network(*(torch.from_numpy(inputs[k])
                                          for k in ("features", "weights"))).numpy()
-        return raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-9)
+        return unit_rows(raw)
 
     def embed(self, windows: Sequence[np.ndarray]) -> np.ndarray:
         """Embeddings of windows of 16 kHz audio (at least 25 ms each), each on its own,
@@ -635,7 +635,7 @@ class CampPlusEncoder:
 
             with torch_threads(self.threads), torch.inference_mode():
                 raw = self.network(torch.from_numpy(frames)).numpy()
-        return raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-9)
+        return unit_rows(raw)
 
 
 def quantize_graph(source: Path, target: Path, ranges: Path | None = None,
@@ -704,9 +704,7 @@ def _agreement(reference, candidate, kind: str = "windows") -> float:
     else:
         inputs = {"features": CampPlusEncoder.features(np.stack([voice[a:a + 25_600]
                                                                   for a in starts]))}
-    a, b = (s.run(None, inputs)[0] for s in (reference, candidate))
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    a, b = (unit_rows(s.run(None, inputs)[0]) for s in (reference, candidate))
     return float(np.min(np.sum(a * b, axis=1)))
 
 

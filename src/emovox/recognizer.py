@@ -443,8 +443,8 @@ class Recognizer(FileVerbs):
         speakers : int or str, optional
             A conversation: separate its voices (``"auto"``: find how many; ``"2-4"``:
             find it within a range), add a ``speaker`` column and adapt to each speaker
-            on their own; see
-            :mod:`emovox.diarization` and :func:`emovox.conversation.speaker_summary`.
+            on their own; see :mod:`emovox.diarization` and
+            :func:`emovox.conversation.speaker_summary`.
         voices : {"campplus", "ge2e"}, optional
             With ``speakers``: the voice encoder that tells them apart (default
             CAM++; GE2E is about twice as cheap and less exact).

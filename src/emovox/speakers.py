@@ -80,6 +80,21 @@ def signal_batch(signals: np.ndarray) -> np.ndarray:
     return signals
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row of ``vectors`` scaled to unit length (an all-zero row stays zero), as
+    voice encoders return their embeddings.
+
+    Parameters
+    ----------
+    vectors : np.ndarray, shape (n, dim)
+
+    Returns
+    -------
+    np.ndarray, shape (n, dim)
+    """
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
+
+
 class SpeakerEncoder(Protocol):
     """What diarization needs of a voice encoder (GE2E here, CAM++ in
     :mod:`emovox.campplus`). An encoder may also offer ``embed_run(signal, bounds)``,
@@ -243,7 +258,7 @@ class VoiceEncoder:
                                                     enabled=precision == "bfloat16"):
             _, (hidden, _) = self.lstm(torch.from_numpy(np.ascontiguousarray(frames)))
             raw = torch.relu(self.linear(hidden[-1])).float().numpy()
-        return raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-9)
+        return unit_rows(raw)
 
     def pick_precision(self, frames: np.ndarray, windows: int = 24) -> str:
         """``"bfloat16"`` when this CPU has bfloat16 matrix instructions and the

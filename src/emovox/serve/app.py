@@ -468,8 +468,7 @@ def timeline_options(query: Mapping[str, str],
     dict
         ``window`` and ``hop`` in seconds (always), ``vad`` (a name or None, only when
         given), ``speakers`` (``"auto"``, a number or a range ``"MIN-MAX"``, only when
-        given) and ``voices``
-        (the voice encoder, only with ``speakers``).
+        given) and ``voices`` (the voice encoder, only with ``speakers``).
 
     Raises
     ------
@@ -503,14 +502,14 @@ def timeline_options(query: Mapping[str, str],
                                 f"got {vad[:40]!r}", field="vad")
     speakers = query.get("speakers")
     if speakers is not None:  # a conversation: separate the voices (auto, N or a range)
-        from emovox.diarization import MAX_SPEAKERS, check_speakers
+        from emovox.diarization import MAX_SPEAKERS, check_speakers, speaker_range
 
         try:
             options["speakers"] = check_speakers(speakers[:8])
         except ValueError as error:
             raise ApiError(422, str(error), field="speakers") from None
-        most = str(options["speakers"]).split("-")[-1]  # N, or a range's top
-        if most != "auto" and int(most) > MAX_SPEAKERS:
+        asked = options["speakers"]  # N, or a range's top: above the bound is refused
+        if asked != "auto" and speaker_range(asked, MAX_SPEAKERS + 1)[1] > MAX_SPEAKERS:
             raise ApiError(422, f"speakers: at most {MAX_SPEAKERS}", field="speakers")
     voices = query.get("voices")
     if voices is not None:
