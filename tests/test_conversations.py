@@ -26,6 +26,7 @@ from emovox.diarization import (
     speaker_range,
     speaker_turns,
 )
+from emovox.errors import AudioError
 from emovox.speakers import (
     VOICE_ENCODERS,
     VoiceEncoder,
@@ -341,26 +342,57 @@ def test_adaptation_statistics_never_mix_two_speakers(conversation, adapt, monke
             assert adapter.mode == "batch" and sum(a is adapter for a, _ in seen) == 1
 
 
-def test_a_conversation_encodes_each_speaker_turn_apart(conversation, monkeypatch):
-    """The speech encoded once is cut at every change of voice: the pieces are exactly
-    the speaker turns, so no piece (one loudness gain, one attention context) holds two
-    voices."""
+def test_a_conversation_is_encoded_as_one_voice_while_its_voices_are_found(
+        conversation, recognizer, monkeypatch):
+    """The emotion pass does not wait for the speakers: its windows get exactly the
+    features of the same recording's plain timeline, and the voices are found in
+    another thread at the same time."""
+    import threading
+
+    from emovox import diarization
+    from emovox.inference.engine import flat
     from emovox.inference.frames import WindowEncoder
-    from emovox.recognizer import Recognizer
 
-    pieces: set[tuple[int, int]] = set()
-    encode = WindowEncoder.encode
+    encoded: list[dict[tuple[int, int], np.ndarray]] = []
+    encode, diarize = WindowEncoder.encode, diarization.diarize
+    threads: list[str] = []
 
-    def spy(self, buffer, offset, windows, speech=None):
-        pieces.update(speech or [])
-        return encode(self, buffer, offset, windows, speech)
+    def spy_encode(self, buffer, offset, windows, speech=None):
+        result = encode(self, buffer, offset, windows, speech)
+        usable = [w for w, ok in zip(windows, result.usable, strict=True) if ok]
+        encoded[-1].update(zip(usable, flat(result.features), strict=True))
+        return result
 
-    monkeypatch.setattr(WindowEncoder, "encode", spy)
+    def spy_diarize(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        return diarize(*args, **kwargs)
+
+    monkeypatch.setattr(WindowEncoder, "encode", spy_encode)
+    monkeypatch.setattr(diarization, "diarize", spy_diarize)
     signal, _ = conversation
-    frame = Recognizer().predict_timeline(signal, sample_rate=RATE, vad="energy", speakers=2)
-    turns = frame.attrs["speaker_turns"]
-    assert len({s for _, _, s in turns}) == 2 and len(turns) >= 4
-    assert pieces == {(round(a * RATE), round(b * RATE)) for a, b, _ in turns}
+    for speakers in (None, 2):
+        encoded.append({})
+        frame = recognizer.predict_timeline(signal, sample_rate=RATE, vad="energy",
+                                            speakers=speakers, chunk_seconds=7.0)
+    assert threads and threads[0] != threading.main_thread().name
+    assert len(frame.attrs["speaker_turns"]) >= 4
+    plain, conversation_windows = encoded
+    assert plain.keys() == conversation_windows.keys() and len(plain) > 20
+    for window, features in plain.items():
+        np.testing.assert_array_equal(conversation_windows[window], features)
+
+
+def test_a_failed_voice_pass_fails_the_timeline_naming_the_cause(conversation,
+                                                                  recognizer, monkeypatch):
+    from emovox import diarization
+
+    def broken(*args, **kwargs):
+        raise AudioError("call.wav", "voices could not be read")
+
+    monkeypatch.setattr(diarization, "diarize", broken)
+    signal, _ = conversation
+    with pytest.raises(AudioError, match="voices could not be read"):
+        recognizer.predict_timeline(signal, sample_rate=RATE, vad="energy", speakers=2)
 
 
 @pytest.mark.parametrize("voices", VOICE_ENCODERS)

@@ -283,6 +283,7 @@ def diarize(
     encoder: SpeakerEncoder | str | None = None,
     max_speakers: int = MAX_SPEAKERS,
     progress: bool = False,
+    detector: VoiceActivityStream | None = None,
 ) -> Diarization:
     """Separate the voices of a recording: who spoke when.
 
@@ -310,6 +311,10 @@ def diarize(
         Most speakers ``auto`` considers.
     progress : bool
         Show a progress bar over the recording (stderr) when the pass takes a while.
+    detector : VoiceActivityStream, optional
+        A finished detector that has heard this recording
+        (:func:`emovox.vad.detect_speech`, a first pass shared with a timeline): its
+        decisions are used and ``vad`` is not run again.
 
     Returns
     -------
@@ -327,7 +332,7 @@ def diarize(
     encoder = _resolve(encoder)
     heard = embed_windows(source, sample_rate, vad=vad, chunk_seconds=chunk_seconds,
                           name=name, vad_options=vad_options, encoder=encoder,
-                          progress=progress)
+                          progress=progress, detector=detector)
     # GE2E: speaker directions only (emotion moves its raw embeddings as much as the
     # voice does). CAM++ ships no projection: one fitted on the corpora's 37 other
     # speakers lost to the raw embeddings (DER given 0.043 / 0.059 against 0.035 /
@@ -385,6 +390,7 @@ def embed_windows(
     window: float = EMBED_WINDOW,
     hop: float = EMBED_HOP,
     progress: bool = False,
+    detector: VoiceActivityStream | None = None,
 ) -> Heard:
     """Voice embeddings of a recording's speech: one per window that is mostly speech.
 
@@ -399,16 +405,20 @@ def embed_windows(
     AudioError
         Unreadable or empty audio.
     """
-    method = resolve_vad(vad)
     label, sr, blocks = open_blocks(source, sample_rate, chunk_seconds, name,
                                     progress="who speaks when" if progress else None)
-    detector = VoiceActivityStream(method, sr, vad_options) if method else None
+    heard_before = detector is not None
+    if heard_before and detector.sample_rate != sr:
+        raise ValueError(f"{label}: the detector heard {detector.sample_rate} Hz audio, "
+                         f"the recording is {sr} Hz")
+    if detector is None and (method := resolve_vad(vad)):
+        detector = VoiceActivityStream(method, sr, vad_options)
     encoder = _resolve(encoder)
     # CAM++ embeds a run of overlapping windows in one pass (each frame once).
     runs = getattr(encoder, "embed_run", None)
     vectors, centres, signals = [], [], []
     read = 0
-    for ready in stream_windows(blocks, sr, window, hop, detector):
+    for ready in stream_windows(blocks, sr, window, hop, detector, feed=not heard_before):
         read = ready.samples_read
         speech: list[tuple[int, int]] = []
         for start, end in ready.windows:

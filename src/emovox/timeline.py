@@ -29,7 +29,8 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -125,10 +126,10 @@ def iter_timeline(
     vad_options : VadOptions, optional
         Detector and smoothing parameters.
     speakers : int or str, optional
-        A conversation: separate the voices first (:func:`emovox.diarization.diarize`,
-        ``"auto"`` finds how many, ``"2-4"`` finds it within a range), add a ``speaker``
-        column, and adapt to each speaker with their own statistics. None (default):
-        one voice, no ``speaker`` column.
+        A conversation: separate the voices (:func:`emovox.diarization.diarize`, in a
+        thread beside the emotion pass; ``"auto"`` finds how many, ``"2-4"`` finds it
+        within a range), add a ``speaker`` column, and adapt to each speaker with their
+        own statistics. None (default): one voice, no ``speaker`` column.
     voices : {"campplus", "ge2e"}, optional
         With ``speakers``: the voice encoder that tells them apart (default CAM++;
         GE2E costs about half and errs more, see :mod:`emovox.diarization`).
@@ -149,7 +150,8 @@ def iter_timeline(
         ``speech_segments`` (list of ``(start, end)``), ``window``, ``hop`` and
         ``min_speech``; ``speech_segments`` is None without a detector. With
         ``speakers`` also ``speakers`` (labels), ``speaker_turns`` (list of ``(start,
-        end, speaker)``) and ``diarization_seconds`` (time the first pass took).
+        end, speaker)``) and ``diarization_seconds`` (time the voice pass took, in a
+        thread beside the emotion pass).
 
     Raises
     ------
@@ -162,35 +164,63 @@ def iter_timeline(
     method = resolve_vad(vad)
     label, sr, blocks = open_blocks(source, sample_rate, chunk_seconds, name,
                                     progress="emotion over time" if progress else None)
-    diarization = None
-    if speakers is not None:
-        # A first pass over the file: who speaks when (its detector serves both passes).
+    conversation = speakers is not None
+    diarizing: Future[Diarization] | None = None
+    if conversation:
+        # The speech is found once, in a first pass both passes share. Then who speaks
+        # when (the voice encoder) runs in a thread beside the emotion encoder: neither
+        # needs the other until the windows are answered, and both runtimes release
+        # the GIL, so on two cores the voices cost little more than the emotions alone.
         from emovox.diarization import diarize
+        from emovox.vad import detect_speech
 
-        diarization = diarize(source, sample_rate, speakers=speakers, vad=method,
-                              chunk_seconds=chunk_seconds, name=label,
-                              vad_options=vad_options, encoder=voices, progress=progress)
-        detector = diarization.detector
+        detector = None
+        if method is not None:
+            _, _, first = open_blocks(source, sample_rate, chunk_seconds, name,
+                                      progress="finding speech" if progress else None)
+            detector = detect_speech(first, method, sr, vad_options)
+        pool = ThreadPoolExecutor(1, thread_name_prefix="emovox-diarize")
+        diarizing = pool.submit(diarize, source, sample_rate, speakers=speakers,
+                                vad=method, chunk_seconds=chunk_seconds, name=label,
+                                vad_options=vad_options, encoder=voices,
+                                detector=detector)
+        pool.shutdown(wait=False)
     else:
         detector = VoiceActivityStream(method, sr, vad_options) if method else None
+    try:
+        yield from _answered_timeline(
+            engine, blocks, label, sr, method, detector, diarizing, window=window, hop=hop,
+            min_speech=min_speech, keep_nonspeech=keep_nonspeech)
+    finally:
+        if diarizing is not None:
+            diarizing.cancel()
+
+
+def _answered_timeline(engine: Engine, blocks: Iterator[np.ndarray], label: str, sr: int,
+                       method: str | None, detector: VoiceActivityStream | None,
+                       diarizing: Future[Diarization] | None, *, window: float, hop: float,
+                       min_speech: float, keep_nonspeech: bool) -> Iterator[pd.DataFrame]:
+    """The emotion pass of :func:`iter_timeline` over ``blocks``; in a conversation
+    (``diarizing``), the windows wait for its speakers before they are answered."""
     # This timeline's own adaptation state: concurrent timelines share none of it; in a
     # conversation, one state per speaker (never pooled across voices). Asked for
-    # "batch", and by default in a conversation (read whole by the diarization pass
-    # already), the batch is the whole recording (each speaker's windows): the rows
+    # "batch", and by default in a conversation (held until the speakers are known
+    # anyway), the batch is the whole recording (each speaker's windows): the rows
     # are answered after the last chunk, from statistics of all of the speech
     # (measured on conversations of unseen voices: turn UAR 0.64 -> 0.70 with two
     # speakers against running statistics, docs/RESULTS.md).
+    conversation = diarizing is not None
     whole = engine.adapter is not None and (
-        engine.adapt == "batch" or (engine.adapt == "auto" and diarization is not None))
+        engine.adapt == "batch" or (engine.adapt == "auto" and conversation))
     kind = "batch" if whole else "stream"
-    adapters = SpeakerAdapters(engine, kind) if diarization is not None else None
-    adapter = engine.adapter_for(kind) if diarization is None else None
+    adapters = SpeakerAdapters(engine, kind) if conversation else None
+    adapter = engine.adapter_for(kind) if not conversation else None
 
     def state(speaker: str | None) -> FeatureAdapter | None:
         return adapters[speaker] if adapters is not None and speaker is not None else adapter
 
     columns = ["emotion", "confidence", *engine.classes, *SPEECH_COLUMNS]
-    if diarization is not None:
+    if conversation:
         columns.append("speaker")
     held: list[_Windows] = []
     # Windows pooled from encoder frames differ from whole utterances by a shift (no
@@ -200,34 +230,41 @@ def iter_timeline(
     encoder = WindowEncoder(engine.backend, sr,
                             frames=engine.adapter is not None and engine.adapt != "none")
     for ready in stream_windows(blocks, sr, window, hop, detector,
-                                feed=diarization is None, grid=encoder.grid):
+                                feed=not conversation, grid=encoder.grid):
         if not ready.last and not ready.windows:
             continue
         if ready.last and ready.samples_read == 0:
             raise AudioError(label, "no audio samples (empty or truncated file)")
         part = _encode_windows(engine, encoder, label, sr, ready.buffer, ready.offset,
-                               ready.windows, detector, min_speech, keep_nonspeech,
-                               diarization)
-        if whole:
+                               ready.windows, detector, min_speech, keep_nonspeech)
+        if not (whole or conversation):
+            frame = part.answered(engine, state, columns)
+            if not ready.last:
+                if len(frame):
+                    yield frame
+                continue
+            parts = [frame]
+        else:
             held.append(part)
             if not ready.last:
                 continue
-            part = _Windows.joined(held)
-        frame = part.answered(engine, state, columns)
-        if ready.last:
-            frame.attrs.update({
-                "duration": ready.samples_read / sr,
-                "vad": method,
-                "speech_segments": detector.segments() if detector is not None else None,
-                "window": window,
-                "hop": hop,
-                "min_speech": min_speech,
-            })
-            if diarization is not None:
-                frame.attrs.update(diarization.attrs())
-            yield frame
-        elif len(frame):
-            yield frame
+            diarization = diarizing.result() if diarizing is not None else None
+            pieces = [_Windows.joined(held)] if whole else held
+            parts = [p.spoken_by(diarization).answered(engine, state, columns)
+                     for p in pieces]
+        last = parts[-1]
+        last.attrs.update({
+            "duration": ready.samples_read / sr,
+            "vad": method,
+            "speech_segments": detector.segments() if detector is not None else None,
+            "window": window,
+            "hop": hop,
+            "min_speech": min_speech,
+        })
+        if diarizing is not None:
+            last.attrs.update(diarizing.result().attrs())
+        yield from (f for f in parts[:-1] if len(f))
+        yield last
 
 
 def timeline(engine: Engine, source: str | os.PathLike[str] | np.ndarray,
@@ -277,6 +314,18 @@ class _Windows:
                          for r in p.feature_rows],
                         [w for p in parts for w in p.who])
 
+    def spoken_by(self, diarization: Diarization | None) -> _Windows:
+        """The windows with their speakers (of the turn covering most of each window;
+        a window of speech outside every turn takes the nearest turn's), or unchanged
+        without ``diarization``."""
+        if diarization is None:
+            return self
+        who = [diarization.speaker_of(start, end, nearest=bool(speech))
+               for (_, start, end), speech in zip(self.index, self.frame["speech"],
+                                                  strict=True)]
+        return replace(self, frame=self.frame.assign(speaker=pd.Series(who, dtype=object)),
+                       who=who)
+
     def answered(self, engine: Engine,
                  state: Callable[[str | None], FeatureAdapter | None],
                  columns: list[str]) -> pd.DataFrame:
@@ -304,11 +353,9 @@ class _Windows:
 def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
                     buffer: np.ndarray, offset: int, windows: list[tuple[int, int]],
                     detector: VoiceActivityStream | None, min_speech: float,
-                    keep_nonspeech: bool, diarization: Diarization | None = None
-                    ) -> _Windows:
+                    keep_nonspeech: bool) -> _Windows:
     """The kept ``windows`` (file sample ranges, inside ``buffer`` which starts at
-    ``offset``) with the features of their speech (by ``encoder``), and, in a
-    conversation (``diarization``), the speaker of each."""
+    ``offset``) with the features of their speech (by ``encoder``)."""
     classes = engine.classes
     index_rows, ratios, speech, spans, speech_rows = [], [], [], [], []
     for start, end in windows:
@@ -326,16 +373,14 @@ def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
         if is_speech:  # only speech reaches the encoder
             spans.append((start, end))
             speech_rows.append(row)
-    # The speech under the windows encoded once, or each window alone (features that
-    # are not a mean over frames, or a model that does not adapt). In a conversation the
-    # pieces are the speaker turns: no piece mixes two voices, so each is loudness-scaled
-    # and heard in its own voice's context (measured on development conversations of
-    # unseen voices: turn UAR +0.02 / +0.05 with two / three speakers on different
-    # channels, -0.015 / 0.000 on one corpus; docs/RESULTS.md).
+    # The speech under the windows encoded once (in pieces cut at the detector's
+    # pauses and the encoder's cells), or each window alone (features that are not a
+    # mean over frames, or a model that does not adapt). A conversation's pieces are
+    # the same: they cannot wait for its speaker turns, which the emotion pass runs
+    # beside (pieces cut at every change of voice scored +0.013 on development
+    # conversations and -0.001 held out, docs/RESULTS.md).
     stretches = None
-    if diarization is not None:
-        stretches = [(round(a * sr), round(b * sr)) for a, b, _ in diarization.turns]
-    elif detector is not None:
+    if detector is not None:
         stretches = [(round(a * sr), round(b * sr)) for a, b in detector.segments()]
     encoded = encoder.encode(buffer, offset, spans, stretches)
     feature_rows = [row for row, ok in zip(speech_rows, encoded.usable, strict=True) if ok]
@@ -344,13 +389,7 @@ def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
                          index=range(len(index_rows)))
     frame["speech"] = np.asarray(speech, dtype=bool)
     frame["speech_ratio"] = np.asarray(ratios, dtype=float)
-    # Who speaks in each window (the turn covering most of it).
-    who = ([diarization.speaker_of(r[1], r[2], nearest=flag)
-            for r, flag in zip(index_rows, speech, strict=True)]
-           if diarization is not None else [None] * len(index_rows))
-    if diarization is not None:
-        frame["speaker"] = pd.Series(who, dtype=object)
-    return _Windows(frame, index_rows, encoded, feature_rows, who)
+    return _Windows(frame, index_rows, encoded, feature_rows, [None] * len(index_rows))
 
 
 # ----------------------------------------------------------------------------- files

@@ -40,6 +40,7 @@ import importlib.util
 import math
 import threading
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -465,10 +466,41 @@ def speech_segments(signal: np.ndarray, sample_rate: int, method: str = "silero"
     x = check_signal(signal, sample_rate, "<signal>", min_duration=0.0)
     resolved = resolve_vad(method)
     assert resolved is not None
-    stream = VoiceActivityStream(resolved, sample_rate, options, **overrides)
-    stream.feed(x)
+    return detect_speech([x], resolved, sample_rate, options, **overrides).segments()
+
+
+def detect_speech(blocks: Iterable[np.ndarray], method: str, sample_rate: int,
+                  options: VadOptions | None = None, **overrides: Any
+                  ) -> VoiceActivityStream:
+    """A detector that has heard all of a recording: every decision final.
+
+    A first pass whose decisions later passes share (``feed=False`` in
+    :func:`emovox.inference.windows.stream_windows`), as a conversation's diarization
+    and emotion passes do.
+
+    Parameters
+    ----------
+    blocks : iterable of np.ndarray
+        Mono samples in order (:func:`emovox.audio.open_blocks`).
+    method : {"silero", "energy"}
+        Detector.
+    sample_rate : int
+        Rate of ``blocks`` in Hz.
+    options : VadOptions, optional
+        Detector and smoothing parameters.
+    **overrides
+        Fields of :class:`VadOptions` replacing those of ``options``.
+
+    Returns
+    -------
+    VoiceActivityStream
+        Finished (also when no samples came).
+    """
+    stream = VoiceActivityStream(method, sample_rate, options, **overrides)
+    for block in blocks:
+        stream.feed(block)
     stream.finish()
-    return stream.segments()
+    return stream
 
 
 # ----------------------------------------------------------------------------- helpers
