@@ -342,25 +342,27 @@ def test_adaptation_statistics_never_mix_two_speakers(conversation, adapt, monke
             assert adapter.mode == "batch" and sum(a is adapter for a, _ in seen) == 1
 
 
-def test_a_conversation_is_encoded_as_one_voice_while_its_voices_are_found(
+def test_a_conversation_is_encoded_at_its_turns_while_its_voices_are_found(
         conversation, recognizer, monkeypatch):
-    """The emotion pass does not wait for the speakers: its windows get exactly the
-    features of the same recording's plain timeline, and the voices are found in
-    another thread at the same time."""
+    """The voices are found in another thread while the emotion pass encodes the
+    speech; afterwards the windows over a change of voice are encoded again, so every
+    window gets exactly the features of a pass whose pieces were cut at the speaker
+    turns from the start (no piece holds two voices)."""
     import threading
 
     from emovox import diarization
     from emovox.inference.engine import flat
     from emovox.inference.frames import WindowEncoder
 
-    encoded: list[dict[tuple[int, int], np.ndarray]] = []
     encode, diarize = WindowEncoder.encode, diarization.diarize
     threads: list[str] = []
+    turns: list[tuple[int, int]] = []
+    last: dict[tuple[int, int], np.ndarray] = {}
 
     def spy_encode(self, buffer, offset, windows, speech=None):
-        result = encode(self, buffer, offset, windows, speech)
+        result = encode(self, buffer, offset, windows, turns or speech)
         usable = [w for w, ok in zip(windows, result.usable, strict=True) if ok]
-        encoded[-1].update(zip(usable, flat(result.features), strict=True))
+        last.update(zip(usable, flat(result.features), strict=True))
         return result
 
     def spy_diarize(*args, **kwargs):
@@ -370,16 +372,18 @@ def test_a_conversation_is_encoded_as_one_voice_while_its_voices_are_found(
     monkeypatch.setattr(WindowEncoder, "encode", spy_encode)
     monkeypatch.setattr(diarization, "diarize", spy_diarize)
     signal, _ = conversation
-    for speakers in (None, 2):
-        encoded.append({})
-        frame = recognizer.predict_timeline(signal, sample_rate=RATE, vad="energy",
-                                            speakers=speakers, chunk_seconds=7.0)
+    options = {"sample_rate": RATE, "vad": "energy", "chunk_seconds": 7.0}
+    frame = recognizer.predict_timeline(signal, speakers=2, **options)
     assert threads and threads[0] != threading.main_thread().name
     assert len(frame.attrs["speaker_turns"]) >= 4
-    plain, conversation_windows = encoded
-    assert plain.keys() == conversation_windows.keys() and len(plain) > 20
-    for window, features in plain.items():
-        np.testing.assert_array_equal(conversation_windows[window], features)
+    found = dict(last)  # each window's features as the conversation ended with them
+    # The reference: one pass whose pieces are the speaker turns.
+    turns += [(round(a * RATE), round(b * RATE)) for a, b, _ in frame.attrs["speaker_turns"]]
+    last.clear()
+    recognizer.predict_timeline(signal, **options)
+    assert found.keys() == last.keys() and len(found) > 20
+    for window, features in last.items():
+        np.testing.assert_allclose(found[window], features, rtol=1e-5, atol=1e-5)
 
 
 def test_a_failed_voice_pass_fails_the_timeline_naming_the_cause(conversation,

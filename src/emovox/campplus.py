@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 
 from emovox.errors import ConfigError
 from emovox.speakers import signal_batch, torch_threads, unit_rows
@@ -525,6 +526,9 @@ class CampPlusEncoder:
         frames[:, 0] *= 1 - 0.97
         window, bands = _fbank_tables()
         spectrum = scipy.fft.rfft(frames * window, FFT_SIZE, axis=1)
+        # The bands are sparse (501 of 20,560 weights): a sparse product is as quick
+        # here and never wakes BLAS's threads, which would spin on the core the
+        # emotion pass runs on beside this one (docs/RESULTS.md, issue 14).
         energies = (spectrum.real ** 2 + spectrum.imag ** 2) @ bands
         return np.log(np.maximum(energies, np.finfo(np.float32).eps)).astype(np.float32)
 
@@ -709,9 +713,9 @@ def _agreement(reference, candidate, kind: str = "windows") -> float:
 
 
 @functools.cache
-def _fbank_tables() -> tuple[np.ndarray, np.ndarray]:
+def _fbank_tables() -> tuple[np.ndarray, Any]:
     """Kaldi's Povey window (FRAME_LENGTH,) and its triangular mel bands over the
-    power spectrum (FFT_SIZE // 2 + 1, N_MELS), float32."""
+    power spectrum (FFT_SIZE // 2 + 1, N_MELS) as a sparse array, float32."""
     i = np.arange(FRAME_LENGTH)
     window = (0.5 - 0.5 * np.cos(2 * np.pi * i / (FRAME_LENGTH - 1))) ** 0.85
 
@@ -728,7 +732,7 @@ def _fbank_tables() -> tuple[np.ndarray, np.ndarray]:
     weights = np.where((at > left) & (at < right), np.where(at <= centre, rising, falling), 0.0)
     bands = np.zeros((FFT_SIZE // 2 + 1, N_MELS))
     bands[:FFT_SIZE // 2] = weights.T
-    return window.astype(np.float32), bands.astype(np.float32)
+    return window.astype(np.float32), scipy.sparse.csc_array(bands.astype(np.float32))
 
 
 def _sliding_mean(frames: np.ndarray, width: int) -> np.ndarray:

@@ -64,15 +64,10 @@ def speech_pieces(spans: Sequence[tuple[int, int]], speech: Sequence[tuple[int, 
     """
     if max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
-    merged: list[list[int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        elif end > start:
-            merged.append([start, end])
+    merged = [(int(a), int(b)) for a, b in _merged(spans)]
     stretches: list[tuple[int, int]] = []
     if speech is None:
-        stretches = [(a, b) for a, b in merged]
+        stretches = merged
     else:
         for a, b in speech:  # intersect: both lists are sorted
             for start, end in merged:
@@ -153,11 +148,17 @@ class WindowEncoder:
         Rate of the buffers given to :meth:`encode`.
     frames : bool
         Use the backend's frames when it has them (False: every window on its own).
+    only : sequence of (int, int), optional
+        Sample ranges: a cell's pieces that overlap none of them are not encoded. For
+        encoding some windows of a recording again (these ranges): their frames are
+        all there, the rest of their cells costs nothing.
     """
 
-    def __init__(self, backend: Backend, sample_rate: int, frames: bool = True) -> None:
+    def __init__(self, backend: Backend, sample_rate: int, frames: bool = True,
+                 only: Sequence[tuple[int, int]] | None = None) -> None:
         self.backend = backend
         self.sample_rate = int(sample_rate)
+        self._only = None if only is None else _merged(only)
         self.frame_seconds = backend.frame_seconds if frames else None
         #: Samples per cell (None: windows are encoded one by one).
         self.grid: int | None = None
@@ -219,6 +220,25 @@ class WindowEncoder:
             raise ValueError(f"cell {cell} starts at sample {begin}, before the buffer "
                              f"({offset}); read with stream_windows(grid=...)")
         pieces = speech_pieces([(begin, end)], speech, self.longest)
+        if self._only is not None:
+            pieces = [p for p in pieces if _overlaps(self._only, p)]
         frames, kept = self.backend.encode_frames(
             [buffer[a - offset:b - offset] for a, b in pieces], self.sample_rate)
         return frames, [pieces[i][0] / self.sample_rate for i in np.flatnonzero(kept)]
+
+
+def _merged(spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Non-empty ranges sorted and merged where they overlap or touch, shape (n, 2)."""
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        elif end > start:
+            merged.append([start, end])
+    return np.asarray(merged, dtype=np.int64).reshape(-1, 2)
+
+
+def _overlaps(merged: np.ndarray, span: tuple[int, int]) -> bool:
+    """Whether ``span`` overlaps one of the sorted, disjoint ``merged`` ranges."""
+    k = int(np.searchsorted(merged[:, 1], span[0], side="right"))
+    return k < len(merged) and merged[k, 0] < span[1]

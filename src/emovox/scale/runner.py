@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +31,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from emovox.cores import usable_cores
 from emovox.errors import ConfigError
 from emovox.scale.executors import Executor, InProcess, LocalPool, RayPool
 from emovox.scale.store import (
@@ -64,14 +64,6 @@ BATCH_FILES = 16
 ENGINES = ("local", "ray")
 #: Group of every file when the job has no --group-by.
 ALL = "all"
-
-
-def usable_cores() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def auto_jobs(n_files: int | None) -> int:
