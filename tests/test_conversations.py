@@ -342,61 +342,39 @@ def test_adaptation_statistics_never_mix_two_speakers(conversation, adapt, monke
             assert adapter.mode == "batch" and sum(a is adapter for a, _ in seen) == 1
 
 
-@pytest.mark.parametrize("first", ["voices", "emotions"])
 def test_a_conversation_is_encoded_at_its_turns_while_its_voices_are_found(
-        conversation, recognizer, monkeypatch, first):
+        conversation, recognizer, monkeypatch):
     """The voices are found in another thread while the emotion pass encodes the
-    speech. The windows over a change of voice that were encoded before the voices
-    were known are encoded again (beside the pass when the voices come first, after it
-    otherwise), the later ones at the turns: every window gets exactly the features of
-    a pass whose pieces were cut at the speaker turns from the start (no piece holds
-    two voices)."""
+    speech; afterwards the windows over a change of voice are encoded again, so every
+    window gets exactly the features of a pass whose pieces were cut at the speaker
+    turns from the start (no piece holds two voices)."""
     import threading
-    import time
 
-    from emovox import diarization, timeline
-    from emovox.inference import frames
+    from emovox import diarization
     from emovox.inference.engine import flat
     from emovox.inference.frames import WindowEncoder
 
     encode, diarize = WindowEncoder.encode, diarization.diarize
-    encode_again = timeline._encode_turns_apart
     threads: list[str] = []
     turns: list[tuple[int, int]] = []
     last: dict[tuple[int, int], np.ndarray] = {}
-    beside: list[bool] = []
 
     def spy_encode(self, buffer, offset, windows, speech=None):
-        if first == "voices" and not threads:  # the voices are found first
-            deadline = time.monotonic() + 60
-            while not threads and time.monotonic() < deadline:
-                time.sleep(0.01)
-            time.sleep(0.2)  # and their future is done
         result = encode(self, buffer, offset, windows, turns or speech)
         usable = [w for w, ok in zip(windows, result.usable, strict=True) if ok]
         last.update(zip(usable, flat(result.features), strict=True))
         return result
 
     def spy_diarize(*args, **kwargs):
-        result = diarize(*args, **kwargs)
-        if first == "emotions":
-            time.sleep(2.0)  # the voices come after the last window is encoded
         threads.append(threading.current_thread().name)
-        return result
-
-    def spy_again(*args, split=True, **kwargs):
-        beside.append(not split)
-        return encode_again(*args, split=split, **kwargs)
+        return diarize(*args, **kwargs)
 
     monkeypatch.setattr(WindowEncoder, "encode", spy_encode)
     monkeypatch.setattr(diarization, "diarize", spy_diarize)
-    monkeypatch.setattr(timeline, "_encode_turns_apart", spy_again)
-    monkeypatch.setattr(frames, "CELL_SECONDS", 6.0)  # windows handed out every 6 s
     signal, _ = conversation
-    options = {"sample_rate": RATE, "vad": "energy", "chunk_seconds": 3.0}
+    options = {"sample_rate": RATE, "vad": "energy", "chunk_seconds": 7.0}
     frame = recognizer.predict_timeline(signal, speakers=2, **options)
     assert threads and threads[0] != threading.main_thread().name
-    assert beside == [first == "voices"]
     assert len(frame.attrs["speaker_turns"]) >= 4
     found = dict(last)  # each window's features as the conversation ended with them
     # The reference: one pass whose pieces are the speaker turns.

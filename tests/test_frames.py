@@ -195,3 +195,13 @@ def test_a_model_that_does_not_adapt_encodes_windows_alone(monkeypatch):
     windows = [signal[round(s * SR):round(e * SR)] for _, s, e in frame.index]
     np.testing.assert_allclose(frame[plain.classes].to_numpy(float),
                                plain.backend.encode(windows, SR).plain, atol=1e-6)
+
+
+def test_merged_spans_and_overlaps_any():
+    from emovox.inference.frames import merged_spans, overlaps_any
+
+    merged = merged_spans([(50, 60), (0, 10), (10, 20), (5, 8), (30, 30), (55, 70)])
+    assert merged.tolist() == [[0, 20], [50, 70]]
+    assert overlaps_any(merged, (19, 25)) and overlaps_any(merged, (40, 51))
+    assert not overlaps_any(merged, (20, 50)) and not overlaps_any(merged, (70, 80))
+    assert not overlaps_any(merged_spans([]), (0, 10))

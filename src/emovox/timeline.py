@@ -42,7 +42,7 @@ from emovox.cores import usable_cores
 from emovox.errors import AudioError
 from emovox.fileio import atomic_write_text
 from emovox.inference.engine import Encoded, SpeakerAdapters, flat
-from emovox.inference.frames import WindowEncoder
+from emovox.inference.frames import WindowEncoder, merged_spans, overlaps_any
 from emovox.inference.rows import INDEX_NAMES
 from emovox.inference.windows import (
     DEFAULT_CHUNK_SECONDS,
@@ -237,31 +237,16 @@ def _answered_timeline(engine: Engine, blocks: Iterator[np.ndarray], label: str,
     # silence, more context) that speaker adaptation removes and the unadapted model
     # does not (measured: conversation turn UAR 0.73 -> 0.65 unadapted), so only an
     # adapting model gets them.
-    frames = engine.adapter is not None and engine.adapt != "none"
-    encoder = WindowEncoder(engine.backend, sr, frames=frames)
-    # A conversation's speech is encoded in pieces cut at its speaker turns. Until the
-    # voices are known it is encoded as for one voice; once they are, the windows over
-    # a change of voice encoded so far are encoded again in a thread beside this pass
-    # (``again``), and the rest at the turns.
-    turns: list[tuple[int, int]] | None = None
-    again: Future[None] | None = None
+    encoder = WindowEncoder(engine.backend, sr,
+                            frames=engine.adapter is not None and engine.adapt != "none")
     for ready in stream_windows(blocks, sr, window, hop, detector,
                                 feed=not conversation, grid=encoder.grid):
         if not ready.last and not ready.windows:
             continue
         if ready.last and ready.samples_read == 0:
             raise AudioError(label, "no audio samples (empty or truncated file)")
-        if (diarizing is not None and turns is None and encoder.grid is not None
-                and diarizing.done()):
-            voices = diarizing.result()
-            turns = [(round(a * sr), round(b * sr)) for a, b, _ in voices.turns]
-            beside = ThreadPoolExecutor(1, thread_name_prefix="emovox-turns")
-            again = beside.submit(_encode_turns_apart, list(held), voices, reread,
-                                  engine.backend, sr, window, hop, detector, split=False)
-            beside.shutdown(wait=False)
-            encoder = WindowEncoder(engine.backend, sr, frames=frames)  # no cell kept
         part = _encode_windows(engine, encoder, label, sr, ready.buffer, ready.offset,
-                               ready.windows, detector, min_speech, keep_nonspeech, turns)
+                               ready.windows, detector, min_speech, keep_nonspeech)
         if not (whole or conversation):
             frame = part.answered(engine, state, columns)
             if not ready.last:
@@ -274,9 +259,7 @@ def _answered_timeline(engine: Engine, blocks: Iterator[np.ndarray], label: str,
             if not ready.last:
                 continue
             diarization = diarizing.result() if diarizing is not None else None
-            if again is not None:
-                again.result()
-            elif diarization is not None and encoder.grid is not None:
+            if diarization is not None and encoder.grid is not None:
                 _encode_turns_apart(held, diarization, reread, engine.backend, sr,
                                     window, hop, detector)
             pieces = [_Windows.joined(held)] if whole else held
@@ -386,11 +369,9 @@ class _Windows:
 def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
                     buffer: np.ndarray, offset: int, windows: list[tuple[int, int]],
                     detector: VoiceActivityStream | None, min_speech: float,
-                    keep_nonspeech: bool, turns: list[tuple[int, int]] | None = None
-                    ) -> _Windows:
+                    keep_nonspeech: bool) -> _Windows:
     """The kept ``windows`` (file sample ranges, inside ``buffer`` which starts at
-    ``offset``) with the features of their speech (by ``encoder``), in pieces cut at
-    the speaker ``turns`` (sample ranges) when they are given."""
+    ``offset``) with the features of their speech (by ``encoder``)."""
     classes = engine.classes
     index_rows, ratios, speech, spans, speech_rows = [], [], [], [], []
     for start, end in windows:
@@ -410,9 +391,10 @@ def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
             speech_rows.append(row)
     # The speech under the windows encoded once (in pieces cut at the detector's
     # pauses and the encoder's cells), or each window alone (features that are not a
-    # mean over frames, or a model that does not adapt).
-    stretches = turns
-    if stretches is None and detector is not None:
+    # mean over frames, or a model that does not adapt). In a conversation too: its
+    # speaker turns come later (_encode_turns_apart).
+    stretches = None
+    if detector is not None:
         stretches = [(round(a * sr), round(b * sr)) for a, b in detector.segments()]
     encoded = encoder.encode(buffer, offset, spans, stretches)
     feature_rows = [row for row, ok in zip(speech_rows, encoded.usable, strict=True) if ok]
@@ -429,7 +411,7 @@ def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
 def _encode_turns_apart(parts: Sequence[_Windows], diarization: Diarization,
                         reread: Callable[[], Iterator[np.ndarray]], backend: Backend,
                         sr: int, window: float, hop: float,
-                        detector: VoiceActivityStream | None, split: bool = True) -> None:
+                        detector: VoiceActivityStream | None) -> None:
     """Encode again, in ``parts``, the windows over speech that holds a change of
     voice, its pieces cut at every change (``reread()``: the recording read again).
 
@@ -438,21 +420,17 @@ def _encode_turns_apart(parts: Sequence[_Windows], diarization: Diarization,
     Cut at the turns, on conversations of unseen voices (16 per count, seeds 0 and
     4-6), per-speaker turn UAR was 0.732 / 0.725 (two / three speakers) against 0.731
     / 0.705 uncut. Only the windows over the segments the turns cut are encoded again,
-    in two halves on two cores when there are two (and ``split``), and each gets
-    exactly the features a pass cut at the turns from the start would give.
+    in two halves on two cores when there are two, and each gets exactly the features
+    a pass cut at the turns from the start would give.
     """
     cut = {(round(a * sr), round(b * sr)) for a, b, _ in diarization.turns}
     segments = (detector.segments() if detector is not None
                 else [(0.0, diarization.duration)])
-    changed = np.asarray([(a, b) for a, b in ((round(a * sr), round(b * sr))
-                                              for a, b in segments) if (a, b) not in cut],
-                         dtype=np.int64).reshape(-1, 2)
-    where: dict[tuple[int, int], tuple[int, int]] = {}
-    for k, part in enumerate(parts):
-        for position, span in enumerate(part.feature_spans):
-            first = int(np.searchsorted(changed[:, 1], span[0], side="right"))
-            if first < len(changed) and changed[first, 0] < span[1]:
-                where[span] = (k, position)
+    changed = merged_spans([(a, b) for a, b in ((round(a * sr), round(b * sr))
+                                                for a, b in segments) if (a, b) not in cut])
+    where = {span: (k, position) for k, part in enumerate(parts)
+             for position, span in enumerate(part.feature_spans)
+             if overlaps_any(changed, span)}
     if not where:
         return
     turns = sorted(cut)
@@ -478,7 +456,7 @@ def _encode_turns_apart(parts: Sequence[_Windows], diarization: Diarization,
 
     spans = sorted(where)
     half = len(spans) // 2
-    if not split or usable_cores() < 2 or half < MIN_WINDOWS_APART:
+    if usable_cores() < 2 or half < MIN_WINDOWS_APART:
         encode(spans)
         return
     with ThreadPoolExecutor(1, thread_name_prefix="emovox-turns") as pool:

@@ -64,7 +64,7 @@ def speech_pieces(spans: Sequence[tuple[int, int]], speech: Sequence[tuple[int, 
     """
     if max_samples < 1:
         raise ValueError(f"max_samples must be >= 1, got {max_samples}")
-    merged = [(int(a), int(b)) for a, b in _merged(spans)]
+    merged = [(int(a), int(b)) for a, b in merged_spans(spans)]
     stretches: list[tuple[int, int]] = []
     if speech is None:
         stretches = merged
@@ -158,7 +158,7 @@ class WindowEncoder:
                  only: Sequence[tuple[int, int]] | None = None) -> None:
         self.backend = backend
         self.sample_rate = int(sample_rate)
-        self._only = None if only is None else _merged(only)
+        self._only = None if only is None else merged_spans(only)
         self.frame_seconds = backend.frame_seconds if frames else None
         #: Samples per cell (None: windows are encoded one by one).
         self.grid: int | None = None
@@ -221,14 +221,19 @@ class WindowEncoder:
                              f"({offset}); read with stream_windows(grid=...)")
         pieces = speech_pieces([(begin, end)], speech, self.longest)
         if self._only is not None:
-            pieces = [p for p in pieces if _overlaps(self._only, p)]
+            pieces = [p for p in pieces if overlaps_any(self._only, p)]
         frames, kept = self.backend.encode_frames(
             [buffer[a - offset:b - offset] for a, b in pieces], self.sample_rate)
         return frames, [pieces[i][0] / self.sample_rate for i in np.flatnonzero(kept)]
 
 
-def _merged(spans: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Non-empty ranges sorted and merged where they overlap or touch, shape (n, 2)."""
+def merged_spans(spans: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Non-empty ranges sorted and merged where they overlap or touch.
+
+    Returns
+    -------
+    np.ndarray of int64, shape (n, 2)
+    """
     merged: list[list[int]] = []
     for start, end in sorted(spans):
         if merged and start <= merged[-1][1]:
@@ -238,7 +243,8 @@ def _merged(spans: Sequence[tuple[int, int]]) -> np.ndarray:
     return np.asarray(merged, dtype=np.int64).reshape(-1, 2)
 
 
-def _overlaps(merged: np.ndarray, span: tuple[int, int]) -> bool:
-    """Whether ``span`` overlaps one of the sorted, disjoint ``merged`` ranges."""
+def overlaps_any(merged: np.ndarray, span: tuple[int, int]) -> bool:
+    """Whether ``span`` overlaps one of the ranges of ``merged`` (sorted and disjoint,
+    as :func:`merged_spans` gives them)."""
     k = int(np.searchsorted(merged[:, 1], span[0], side="right"))
     return k < len(merged) and merged[k, 0] < span[1]
