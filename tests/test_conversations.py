@@ -342,15 +342,17 @@ def test_adaptation_statistics_never_mix_two_speakers(conversation, adapt, monke
             assert adapter.mode == "batch" and sum(a is adapter for a, _ in seen) == 1
 
 
+@pytest.mark.parametrize("cores", [2, 1])
 def test_a_conversation_is_encoded_at_its_turns_while_its_voices_are_found(
-        conversation, recognizer, monkeypatch):
-    """The voices are found in another thread while the emotion pass encodes the
-    speech; afterwards the windows over a change of voice are encoded again, so every
-    window gets exactly the features of a pass whose pieces were cut at the speaker
-    turns from the start (no piece holds two voices)."""
+        conversation, recognizer, monkeypatch, cores):
+    """On two cores the voices are found in another thread while the emotion pass
+    encodes the speech, and afterwards the windows over a change of voice are encoded
+    again; on one core the voices come first. Either way every window gets exactly
+    the features of a pass whose pieces were cut at the speaker turns from the start
+    (no piece holds two voices)."""
     import threading
 
-    from emovox import diarization
+    from emovox import diarization, timeline
     from emovox.inference.engine import flat
     from emovox.inference.frames import WindowEncoder
 
@@ -371,10 +373,11 @@ def test_a_conversation_is_encoded_at_its_turns_while_its_voices_are_found(
 
     monkeypatch.setattr(WindowEncoder, "encode", spy_encode)
     monkeypatch.setattr(diarization, "diarize", spy_diarize)
+    monkeypatch.setattr(timeline, "usable_cores", lambda: cores)
     signal, _ = conversation
     options = {"sample_rate": RATE, "vad": "energy", "chunk_seconds": 7.0}
     frame = recognizer.predict_timeline(signal, speakers=2, **options)
-    assert threads and threads[0] != threading.main_thread().name
+    assert threads and (threads[0] == threading.main_thread().name) == (cores == 1)
     assert len(frame.attrs["speaker_turns"]) >= 4
     found = dict(last)  # each window's features as the conversation ended with them
     # The reference: one pass whose pieces are the speaker turns.

@@ -171,10 +171,12 @@ def iter_timeline(
     conversation = speakers is not None
     diarizing: Future[Diarization] | None = None
     if conversation:
-        # The speech is found once, in a first pass both passes share. Then who speaks
-        # when (the voice encoder) runs in a thread beside the emotion encoder: neither
-        # needs the other until the windows are answered, and both runtimes release
-        # the GIL, so on two cores the voices cost little more than the emotions alone.
+        # The speech is found once, in a first pass both passes share. Then, on two
+        # cores, who speaks when (the voice encoder) runs in a thread beside the
+        # emotion encoder: neither needs the other until the windows are answered (but
+        # for the windows over a change of voice, encoded again at the end), and both
+        # runtimes release the GIL. On one core that would only add work: the voices
+        # come first, as before.
         from emovox.diarization import diarize
         from emovox.vad import detect_speech
 
@@ -183,12 +185,16 @@ def iter_timeline(
             _, _, first = open_blocks(source, sample_rate, chunk_seconds, name,
                                       progress="finding speech" if progress else None)
             detector = detect_speech(first, method, sr, vad_options)
-        pool = ThreadPoolExecutor(1, thread_name_prefix="emovox-diarize")
-        diarizing = pool.submit(diarize, source, sample_rate, speakers=speakers,
-                                vad=method, chunk_seconds=chunk_seconds, name=label,
-                                vad_options=vad_options, encoder=voices,
-                                detector=detector)
-        pool.shutdown(wait=False)
+        options = {"speakers": speakers, "vad": method, "chunk_seconds": chunk_seconds,
+                   "name": label, "vad_options": vad_options, "encoder": voices,
+                   "detector": detector}
+        if usable_cores() < 2:  # one core: the voices first, no window encoded twice
+            diarizing = Future()
+            diarizing.set_result(diarize(source, sample_rate, progress=progress, **options))
+        else:
+            pool = ThreadPoolExecutor(1, thread_name_prefix="emovox-diarize")
+            diarizing = pool.submit(diarize, source, sample_rate, **options)
+            pool.shutdown(wait=False)
     else:
         detector = VoiceActivityStream(method, sr, vad_options) if method else None
     def reread() -> Iterator[np.ndarray]:
@@ -239,6 +245,12 @@ def _answered_timeline(engine: Engine, blocks: Iterator[np.ndarray], label: str,
     # adapting model gets them.
     encoder = WindowEncoder(engine.backend, sr,
                             frames=engine.adapter is not None and engine.adapt != "none")
+    # Voices known before the first window (one core, or a short recording): every
+    # piece is cut at the speaker turns from the start; otherwise the windows over a
+    # change of voice are encoded again at the end (_encode_turns_apart).
+    turns = None
+    if diarizing is not None and diarizing.done() and diarizing.exception() is None:
+        turns = [(round(a * sr), round(b * sr)) for a, b, _ in diarizing.result().turns]
     for ready in stream_windows(blocks, sr, window, hop, detector,
                                 feed=not conversation, grid=encoder.grid):
         if not ready.last and not ready.windows:
@@ -246,7 +258,7 @@ def _answered_timeline(engine: Engine, blocks: Iterator[np.ndarray], label: str,
         if ready.last and ready.samples_read == 0:
             raise AudioError(label, "no audio samples (empty or truncated file)")
         part = _encode_windows(engine, encoder, label, sr, ready.buffer, ready.offset,
-                               ready.windows, detector, min_speech, keep_nonspeech)
+                               ready.windows, detector, min_speech, keep_nonspeech, turns)
         if not (whole or conversation):
             frame = part.answered(engine, state, columns)
             if not ready.last:
@@ -259,7 +271,7 @@ def _answered_timeline(engine: Engine, blocks: Iterator[np.ndarray], label: str,
             if not ready.last:
                 continue
             diarization = diarizing.result() if diarizing is not None else None
-            if diarization is not None and encoder.grid is not None:
+            if diarization is not None and encoder.grid is not None and turns is None:
                 _encode_turns_apart(held, diarization, reread, engine.backend, sr,
                                     window, hop, detector)
             pieces = [_Windows.joined(held)] if whole else held
@@ -369,9 +381,11 @@ class _Windows:
 def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
                     buffer: np.ndarray, offset: int, windows: list[tuple[int, int]],
                     detector: VoiceActivityStream | None, min_speech: float,
-                    keep_nonspeech: bool) -> _Windows:
+                    keep_nonspeech: bool, turns: list[tuple[int, int]] | None = None
+                    ) -> _Windows:
     """The kept ``windows`` (file sample ranges, inside ``buffer`` which starts at
-    ``offset``) with the features of their speech (by ``encoder``)."""
+    ``offset``) with the features of their speech (by ``encoder``), in pieces cut at
+    the speaker ``turns`` (sample ranges) when they are given."""
     classes = engine.classes
     index_rows, ratios, speech, spans, speech_rows = [], [], [], [], []
     for start, end in windows:
@@ -391,10 +405,9 @@ def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
             speech_rows.append(row)
     # The speech under the windows encoded once (in pieces cut at the detector's
     # pauses and the encoder's cells), or each window alone (features that are not a
-    # mean over frames, or a model that does not adapt). In a conversation too: its
-    # speaker turns come later (_encode_turns_apart).
-    stretches = None
-    if detector is not None:
+    # mean over frames, or a model that does not adapt).
+    stretches = turns
+    if stretches is None and detector is not None:
         stretches = [(round(a * sr), round(b * sr)) for a, b in detector.segments()]
     encoded = encoder.encode(buffer, offset, spans, stretches)
     feature_rows = [row for row, ok in zip(speech_rows, encoded.usable, strict=True) if ok]
@@ -418,10 +431,10 @@ def _encode_turns_apart(parts: Sequence[_Windows], diarization: Diarization,
     The emotion pass encodes the detector's speech before the speakers are known; a
     piece holding two voices has one loudness gain and one attention context for both.
     Cut at the turns, on conversations of unseen voices (16 per count, seeds 0 and
-    4-6), per-speaker turn UAR was 0.732 / 0.725 (two / three speakers) against 0.731
-    / 0.705 uncut. Only the windows over the segments the turns cut are encoded again,
-    in two halves on two cores when there are two, and each gets exactly the features
-    a pass cut at the turns from the start would give.
+    4-6), per-speaker turn UAR was 0.739 / 0.734 (two / three speakers) against 0.731
+    / 0.705 uncut (docs/RESULTS.md). Only the windows over the segments the turns cut
+    are encoded again, in two halves on two cores when there are two, and each gets
+    exactly the features a pass cut at the turns from the start would give.
     """
     cut = {(round(a * sr), round(b * sr)) for a, b, _ in diarization.turns}
     segments = (detector.segments() if detector is not None
