@@ -197,6 +197,7 @@ def iter_timeline(
             pool.shutdown(wait=False)
     else:
         detector = VoiceActivityStream(method, sr, vad_options) if method else None
+
     def reread() -> Iterator[np.ndarray]:
         return open_blocks(source, sample_rate, chunk_seconds, name)[2]
 
@@ -217,7 +218,8 @@ def _answered_timeline(engine: Engine, blocks: Iterator[np.ndarray], label: str,
                        ) -> Iterator[pd.DataFrame]:
     """The emotion pass of :func:`iter_timeline` over ``blocks``; in a conversation
     (``diarizing``), the windows wait for its speakers before they are answered, and
-    those over a change of voice are encoded again from ``reread()``."""
+    those over a change of voice are encoded again from ``reread()`` (unless the
+    speakers were known before the first window)."""
     # This timeline's own adaptation state: concurrent timelines share none of it; in a
     # conversation, one state per speaker (never pooled across voices). Asked for
     # "batch", and by default in a conversation (held until the speakers are known
