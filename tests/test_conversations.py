@@ -509,3 +509,35 @@ def test_api_timeline_with_speakers(conversation, recognizer, tmp_path, voices):
     assert {seg["speaker"] for seg in data["segments"] if seg["speech"]} == {"S1", "S2"}
     assert sum(s["speech_share"] for s in data["speakers"]) == pytest.approx(1.0, abs=1e-3)
     assert all(t["speaker"] in ("S1", "S2") for t in data["speaker_turns"])
+
+
+def test_a_failed_emotion_pass_stops_the_voice_pass(conversation, recognizer, monkeypatch):
+    """Work beside a timeline stops with it (a Ctrl-C, a caller gone) instead of
+    running to its end: the voice pass stops at its next block."""
+    from emovox import diarization, timeline
+    from emovox.errors import StoppedError
+
+    ended: list[str] = []
+    diarize = diarization.diarize
+
+    def spy(*args, **kwargs):
+        try:
+            result = diarize(*args, **kwargs)
+        except StoppedError:
+            ended.append("stopped")
+            raise
+        ended.append("finished")
+        return result
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the emotion pass failed")
+
+    monkeypatch.setattr(diarization, "diarize", spy)
+    monkeypatch.setattr(timeline, "_encode_windows", broken)
+    monkeypatch.setattr(timeline, "usable_cores", lambda: 2)
+    signal, _ = conversation
+    long = np.tile(signal, 8)
+    with pytest.raises(RuntimeError, match="emotion pass failed"):
+        recognizer.predict_timeline(long, sample_rate=RATE, vad="energy", speakers=2,
+                                    chunk_seconds=2.0)
+    assert ended == ["stopped"]

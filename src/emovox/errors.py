@@ -36,3 +36,8 @@ class CorpusError(EmovoxError, ValueError):
 
 class BundleError(EmovoxError, ValueError):
     """A model bundle that is missing, incomplete or of an unknown version."""
+
+
+class StoppedError(Exception):
+    """A pass stopped because the work it served was abandoned (its ``stop`` event was
+    set): not an error of the input."""

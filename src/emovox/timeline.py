@@ -27,9 +27,10 @@ import io
 import json
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,8 +39,8 @@ import numpy as np
 import pandas as pd
 
 from emovox.audio import audio_info, open_blocks
-from emovox.cores import usable_cores
-from emovox.errors import AudioError
+from emovox.cores import beside, usable_cores
+from emovox.errors import AudioError, StoppedError
 from emovox.fileio import atomic_write_text
 from emovox.inference.engine import Encoded, SpeakerAdapters, flat
 from emovox.inference.frames import WindowEncoder, merged_spans, overlaps_any
@@ -170,6 +171,9 @@ def iter_timeline(
                                     progress="emotion over time" if progress else None)
     conversation = speakers is not None
     diarizing: Future[Diarization] | None = None
+    # Set when this timeline ends, however: work beside it stops at its next block
+    # (a Ctrl-C, or a caller that stopped reading, should not wait for a voice pass).
+    stop = threading.Event()
     if conversation:
         # The speech is found once, in a first pass both passes share. Then, on two
         # cores, who speaks when (the voice encoder) runs in a thread beside the
@@ -187,14 +191,13 @@ def iter_timeline(
             detector = detect_speech(first, method, sr, vad_options)
         options = {"speakers": speakers, "vad": method, "chunk_seconds": chunk_seconds,
                    "name": label, "vad_options": vad_options, "encoder": voices,
-                   "detector": detector}
+                   "detector": detector, "stop": stop}
         if usable_cores() < 2:  # one core: the voices first, no window encoded twice
             diarizing = Future()
             diarizing.set_result(diarize(source, sample_rate, progress=progress, **options))
         else:
-            pool = ThreadPoolExecutor(1, thread_name_prefix="emovox-diarize")
-            diarizing = pool.submit(diarize, source, sample_rate, **options)
-            pool.shutdown(wait=False)
+            diarizing = beside(diarize, source, sample_rate, thread_name="emovox-diarize",
+                               **options)
     else:
         detector = VoiceActivityStream(method, sr, vad_options) if method else None
 
@@ -203,19 +206,20 @@ def iter_timeline(
 
     try:
         yield from _answered_timeline(
-            engine, blocks, label, sr, method, detector, diarizing, reread, window=window,
-            hop=hop, min_speech=min_speech, keep_nonspeech=keep_nonspeech)
+            engine, blocks, label, sr, method, detector, diarizing, reread, stop,
+            window=window, hop=hop, min_speech=min_speech, keep_nonspeech=keep_nonspeech)
     finally:
+        stop.set()
         if diarizing is not None:
-            diarizing.cancel()
+            wait([diarizing])  # a block's work at most, once stopped
 
 
 def _answered_timeline(engine: Engine, blocks: Iterator[np.ndarray], label: str, sr: int,
                        method: str | None, detector: VoiceActivityStream | None,
                        diarizing: Future[Diarization] | None,
-                       reread: Callable[[], Iterator[np.ndarray]], *, window: float,
-                       hop: float, min_speech: float, keep_nonspeech: bool
-                       ) -> Iterator[pd.DataFrame]:
+                       reread: Callable[[], Iterator[np.ndarray]], stop: threading.Event,
+                       *, window: float, hop: float, min_speech: float,
+                       keep_nonspeech: bool) -> Iterator[pd.DataFrame]:
     """The emotion pass of :func:`iter_timeline` over ``blocks``; in a conversation
     (``diarizing``), the windows wait for its speakers before they are answered, and
     those over a change of voice are encoded again from ``reread()`` (unless the
@@ -275,7 +279,7 @@ def _answered_timeline(engine: Engine, blocks: Iterator[np.ndarray], label: str,
             diarization = diarizing.result() if diarizing is not None else None
             if diarization is not None and encoder.grid is not None and turns is None:
                 _encode_turns_apart(held, diarization, reread, engine.backend, sr,
-                                    window, hop, detector)
+                                    window, hop, detector, stop)
             pieces = [_Windows.joined(held)] if whole else held
             parts = [p.spoken_by(diarization).answered(engine, state, columns)
                      for p in pieces]
@@ -426,7 +430,8 @@ def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
 def _encode_turns_apart(parts: Sequence[_Windows], diarization: Diarization,
                         reread: Callable[[], Iterator[np.ndarray]], backend: Backend,
                         sr: int, window: float, hop: float,
-                        detector: VoiceActivityStream | None) -> None:
+                        detector: VoiceActivityStream | None, stop: threading.Event
+                        ) -> None:
     """Encode again, in ``parts``, the windows over speech that holds a change of
     voice, its pieces cut at every change (``reread()``: the recording read again).
 
@@ -455,6 +460,8 @@ def _encode_turns_apart(parts: Sequence[_Windows], diarization: Diarization,
         left = set(group)
         for ready in stream_windows(reread(), sr, window, hop, detector, feed=False,
                                     grid=encoder.grid):
+            if stop.is_set():
+                raise StoppedError("encoding at the speaker turns stopped")
             wanted = [w for w in ready.windows if w in left]
             if not wanted:
                 continue
@@ -474,10 +481,14 @@ def _encode_turns_apart(parts: Sequence[_Windows], diarization: Diarization,
     if usable_cores() < 2 or half < MIN_WINDOWS_APART:
         encode(spans)
         return
-    with ThreadPoolExecutor(1, thread_name_prefix="emovox-turns") as pool:
-        later = pool.submit(encode, spans[half:])
+    later = beside(encode, spans[half:], thread_name="emovox-turns")
+    try:
         encode(spans[:half])
-        later.result()
+    except BaseException:  # the second half stops at its next block
+        stop.set()
+        wait([later])
+        raise
+    later.result()
 
 
 # ----------------------------------------------------------------------------- files
