@@ -74,6 +74,7 @@ import soundfile as sf
 from common import add_corpora_argument, corpora_root
 from sklearn.metrics import balanced_accuracy_score
 
+from emovox.cores import usable_cores
 from emovox.diarization import DEFAULT_VOICES
 from emovox.speakers import VOICE_ENCODERS
 
@@ -380,8 +381,8 @@ def report(rows: list[dict], args: argparse.Namespace, voices: str, seeds: str) 
     print(f"conversations: {per_count} per speaker count, ~{args.minutes:g} min each, "
           + ("each speaker from another corpus (--across-corpora)" if args.across_corpora
              else "speakers of one corpus each (CREMA-D, RAVDESS speech, EmoDB in turn)")
-          + f", {seeds}, {args.threads} thread(s) on {len(os.sched_getaffinity(0))} "
-          + f"core(s), voices {voices}; "
+          + f", {seeds}, {args.threads} thread(s) on {usable_cores()} core(s), "
+          + f"voices {voices}; "
           + ("diarization only" if args.diarization_only else "model: ")
           + ("" if args.diarization_only
              else "default recipe trained without these speakers (--unseen)" if args.unseen

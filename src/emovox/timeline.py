@@ -256,7 +256,7 @@ def _answered_timeline(engine: Engine, blocks: Iterator[np.ndarray], label: str,
     # change of voice are encoded again at the end (_encode_turns_apart).
     turns = None
     if diarizing is not None and diarizing.done() and diarizing.exception() is None:
-        turns = [(round(a * sr), round(b * sr)) for a, b, _ in diarizing.result().turns]
+        turns = _in_samples(diarizing.result().turns, sr)
     for ready in stream_windows(blocks, sr, window, hop, detector,
                                 feed=not conversation, grid=encoder.grid):
         if not ready.last and not ready.windows:
@@ -414,7 +414,7 @@ def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
     # mean over frames, or a model that does not adapt).
     stretches = turns
     if stretches is None and detector is not None:
-        stretches = [(round(a * sr), round(b * sr)) for a, b in detector.segments()]
+        stretches = _in_samples(detector.segments(), sr)
     encoded = encoder.encode(buffer, offset, spans, stretches)
     feature_rows = [row for row, ok in zip(speech_rows, encoded.usable, strict=True) if ok]
     feature_spans = [span for span, ok in zip(spans, encoded.usable, strict=True) if ok]
@@ -425,6 +425,11 @@ def _encode_windows(engine: Engine, encoder: WindowEncoder, label: str, sr: int,
     frame["speech_ratio"] = np.asarray(ratios, dtype=float)
     return _Windows(frame, index_rows, encoded, feature_rows, feature_spans,
                     [None] * len(index_rows))
+
+
+def _in_samples(spans: Sequence[Sequence[Any]], sr: int) -> list[tuple[int, int]]:
+    """``(start, end, ...)`` in seconds (segments, speaker turns) as sample ranges."""
+    return [(round(span[0] * sr), round(span[1] * sr)) for span in spans]
 
 
 def _encode_turns_apart(parts: Sequence[_Windows], diarization: Diarization,
@@ -443,11 +448,10 @@ def _encode_turns_apart(parts: Sequence[_Windows], diarization: Diarization,
     are encoded again, in two halves on two cores when there are two, and each gets
     exactly the features a pass cut at the turns from the start would give.
     """
-    cut = {(round(a * sr), round(b * sr)) for a, b, _ in diarization.turns}
+    cut = set(_in_samples(diarization.turns, sr))
     segments = (detector.segments() if detector is not None
                 else [(0.0, diarization.duration)])
-    changed = merged_spans([(a, b) for a, b in ((round(a * sr), round(b * sr))
-                                                for a, b in segments) if (a, b) not in cut])
+    changed = merged_spans([span for span in _in_samples(segments, sr) if span not in cut])
     where = {span: (k, position) for k, part in enumerate(parts)
              for position, span in enumerate(part.feature_spans)
              if overlaps_any(changed, span)}
